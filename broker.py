@@ -1,0 +1,67 @@
+"""The composition root: settings in, the SQS broker with its middleware out.
+
+`dramatiq actors` imports `actors`, which imports `broker` from here: the broker built
+from the process environment. The API builds its own with `build_broker(settings)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import AgeLimit, CurrentMessage, ShutdownNotifications, TimeLimit
+
+from settings import Settings
+from sqs.broker import QMBroker
+from sqs.lifecycle import WorkerLifecycle
+from sqs.retries import RetriesInPlace
+
+
+def build_broker(settings: Settings) -> QMBroker:
+    """Build the SQS broker and its middleware from the settings."""
+    middleware: list[dramatiq.Middleware] = [
+        AgeLimit(max_age=settings.max_age_ms or None),
+        TimeLimit(time_limit=settings.time_limit_ms),
+        ShutdownNotifications(),
+        CurrentMessage(),
+        RetriesInPlace(
+            max_retries=settings.max_retries,
+            min_backoff=settings.min_backoff_ms,
+            max_backoff=settings.max_backoff_ms,
+        ),
+        WorkerLifecycle(stats_dir=settings.stats_dir),
+    ]
+    return QMBroker(
+        namespace=settings.queue_prefix,
+        middleware=middleware,
+        endpoint_url=settings.endpoint_url,
+        region_name=settings.region,
+        visibility_timeout_seconds=settings.visibility_timeout_seconds,
+        receive_wait_seconds=settings.receive_wait_seconds,
+        ack_flush_interval_ms=settings.ack_flush_interval_ms,
+        max_retries=settings.max_retries,
+        time_limit_ms=settings.time_limit_ms,
+        create_queues=settings.create_queues,
+        sqs_timeout_seconds=settings.sqs_timeout_seconds,
+        receive_linger_ms=settings.receive_linger_ms,
+        max_pool_connections=settings.send_concurrency + 16,
+    )
+
+
+_broker: QMBroker | None = None
+_settings: Settings | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """Build `broker` and `settings` from the environment on first use, once per process."""
+    global _broker, _settings
+    if name == "settings":
+        if _settings is None:
+            _settings = Settings.from_env()
+        return _settings
+    if name == "broker":
+        if _broker is None:
+            _broker = build_broker(__getattr__("settings"))
+            dramatiq.set_broker(_broker)
+        return _broker
+    raise AttributeError(name)

@@ -1,0 +1,148 @@
+"""Typed settings for queue-manager, parsed once from the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from sqs import constants
+
+#: The prefix every queue-manager variable shares.
+ENV_PREFIX = "QM_"
+
+#: Where the shipped message schemas live.
+DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+
+
+class SettingsError(ValueError):
+    """Raised when an environment variable holds a value out of its range."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the API and the workers are configured by.
+
+    Parameters:
+      endpoint_url: The SQS endpoint (`AWS_ENDPOINT_URL_SQS`); None means AWS itself.
+      region: The AWS region (`AWS_REGION`, then `AWS_DEFAULT_REGION`).
+      host: The address the API binds to.
+      port: The port the API listens on.
+      queue_prefix: Prepended to every queue name (`<prefix>_<type>`, `<prefix>_<type>_dlq`).
+      create_queues: Whether API and workers create missing queues at start.
+      max_retries: Retries after the first attempt before a message is dead-lettered.
+      min_backoff_ms: The first retry's backoff; it doubles with each attempt.
+      max_backoff_ms: The longest backoff, capped at the 12 h visibility limit.
+      visibility_timeout_seconds: How long a received message stays hidden before the
+        heartbeat extends it.
+      time_limit_ms: How long one attempt may run.
+      max_age_ms: Messages older than this are dead-lettered unprocessed; 0 disables it.
+      ack_flush_interval_ms: The longest an acknowledgement waits to join a batch.
+      receive_wait_seconds: The long-poll wait of each receive.
+      webhook_allowed_hosts: The hosts (or host:port) webhooks may be sent to.
+      webhook_timeout_seconds: Connect and read timeout of one webhook call.
+      sqs_timeout_seconds: Connect and read timeout of an API call to SQS.
+      schemas_dir: The folder holding one JSON Schema per message type.
+      shutdown_timeout_seconds: How long the API waits for requests in flight on stop.
+      send_concurrency: How many SQS sends the API runs at once (its thread pool).
+      receive_linger_ms: How long a receive waits for more threads to free once one has.
+      stats_dir: If set, each worker process writes its SQS request counts there on exit.
+    """
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    queue_prefix: str = "qm"
+    create_queues: bool = True
+    max_retries: int = 5
+    min_backoff_ms: int = 1_000
+    max_backoff_ms: int = 3_600_000
+    visibility_timeout_seconds: int = 30
+    time_limit_ms: int = 300_000
+    max_age_ms: int = 0
+    ack_flush_interval_ms: int = 250
+    receive_wait_seconds: int = constants.MAX_WAIT_TIME_SECONDS
+    webhook_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+    webhook_timeout_seconds: float = 10.0
+    sqs_timeout_seconds: float = 5.0
+    schemas_dir: Path = DEFAULT_SCHEMAS_DIR
+    shutdown_timeout_seconds: float = 30.0
+    send_concurrency: int = 16
+    receive_linger_ms: int = 2
+    stats_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        _check_range("QM_PORT", self.port, 0, 65535)
+        _check_range("QM_MAX_RETRIES", self.max_retries, 0, constants.MAX_RECEIVE_COUNT - 1)
+        _check_range("QM_MIN_BACKOFF_MS", self.min_backoff_ms, 1, constants.MAX_VISIBILITY_TIMEOUT_MS)
+        _check_range(
+            "QM_MAX_BACKOFF_MS", self.max_backoff_ms, self.min_backoff_ms, constants.MAX_VISIBILITY_TIMEOUT_MS
+        )
+        _check_range(
+            "QM_VISIBILITY_TIMEOUT_SECONDS",
+            self.visibility_timeout_seconds,
+            constants.MIN_HEARTBEAT_VISIBILITY_SECONDS,
+            constants.MAX_VISIBILITY_TIMEOUT_SECONDS,
+        )
+        _check_range("QM_TIME_LIMIT_MS", self.time_limit_ms, 1, constants.MAX_VISIBILITY_TIMEOUT_MS)
+        _check_range("QM_MAX_AGE_MS", self.max_age_ms, 0, constants.MAX_RETENTION_SECONDS * 1000)
+        _check_range("QM_ACK_FLUSH_INTERVAL_MS", self.ack_flush_interval_ms, 1, 1000)
+        _check_range("QM_RECEIVE_WAIT_SECONDS", self.receive_wait_seconds, 1, constants.MAX_WAIT_TIME_SECONDS)
+        _check_range("QM_SEND_CONCURRENCY", self.send_concurrency, 1, 1024)
+        _check_range("QM_RECEIVE_LINGER_MS", self.receive_linger_ms, 0, 1000)
+        if not constants.QUEUE_NAME_PATTERN.fullmatch(self.queue_prefix):
+            raise SettingsError(
+                f"QM_QUEUE_PREFIX must be 1-40 letters, digits, '-' or '_', got {self.queue_prefix!r}."
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from an environment mapping (os.environ by default)."""
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, object] = {}
+        endpoint = env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            kwargs["endpoint_url"] = endpoint
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        if region:
+            kwargs["region"] = region
+        for field in dataclasses.fields(cls):
+            name = ENV_PREFIX + field.name.upper()
+            raw = env.get(name)
+            if raw is None or field.name in ("endpoint_url", "region"):
+                continue
+            kwargs[field.name] = _parse(name, field.type, raw)
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    def queue_name(self, message_type: str) -> str:
+        """The SQS name of the queue a message type is sent to."""
+        return f"{self.queue_prefix}_{message_type}"
+
+
+def _parse(name: str, type_name: object, raw: str) -> object:
+    value = raw.strip()
+    try:
+        if type_name == "int":
+            return int(value)
+        if type_name == "float":
+            return float(value)
+        if type_name == "bool":
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if type_name == "tuple[str, ...]":
+            return tuple(item.strip().lower() for item in value.split(",") if item.strip())
+        if type_name in ("Path", "Path | None"):
+            return Path(value)
+    except ValueError:
+        raise SettingsError(f"{name} must be a {type_name}, got {raw!r}.") from None
+    return value
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}.")

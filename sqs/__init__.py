@@ -1,0 +1,1 @@
+"""queue-manager's SQS machinery: broker, consumer, retries in place, queue admin."""

@@ -1,0 +1,274 @@
+"""The SQS broker: dramatiq-sqs's SQSBroker with our consumer, queue setup and batched sends."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import math
+import threading
+from collections import Counter
+from typing import Any, NoReturn
+
+import dramatiq
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from dramatiq_sqs import SQSBroker
+
+from sqs import admin, constants
+from sqs.capacity import Capacity
+from sqs.consumer import QMConsumer
+from sqs.errors import MessageDelayTooLong, MessageTooLarge, SQSUnavailable
+from sqs.housekeeper import Housekeeper
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a receive may take beyond its long-poll wait before botocore gives up.
+RECEIVE_READ_MARGIN_SECONDS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class SendResult:
+    """The outcome of one entry of a batched send."""
+
+    message_id: str
+    ok: bool
+    sqs_message_id: str | None = None
+    code: str | None = None
+    detail: str | None = None
+    retryable: bool = False
+
+
+class QMBroker(SQSBroker):  # type: ignore[misc]
+    """An SQSBroker whose consumer acks in batches, retries in place and holds nothing idle.
+
+    Parameters:
+      namespace: Prefix of every queue name (`<namespace>_<queue>`).
+      middleware: The middleware, in order.
+      endpoint_url: The SQS endpoint; None means AWS.
+      region_name: The AWS region.
+      visibility_timeout_seconds: How long a received message is hidden before the heartbeat
+        extends it.
+      receive_wait_seconds: The long-poll wait of one receive (at most 20).
+      ack_flush_interval_ms: The longest an ack waits to join a DeleteMessageBatch.
+      max_retries: The default retries, which sets each queue's maxReceiveCount.
+      time_limit_ms: The default time limit, which caps the heartbeat.
+      create_queues: Whether missing queues are created.
+      sqs_timeout_seconds: Connect and read timeout of calls other than receives.
+      receive_linger_ms: How long a receive waits for more threads to free once one has.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        middleware: list[dramatiq.Middleware],
+        endpoint_url: str | None,
+        region_name: str,
+        visibility_timeout_seconds: int = 30,
+        receive_wait_seconds: int = constants.MAX_WAIT_TIME_SECONDS,
+        ack_flush_interval_ms: int = 250,
+        max_retries: int = 5,
+        time_limit_ms: int = 300_000,
+        create_queues: bool = True,
+        sqs_timeout_seconds: float = 5.0,
+        receive_linger_ms: int = 2,
+        max_pool_connections: int = 32,
+    ) -> None:
+        config = Config(
+            connect_timeout=sqs_timeout_seconds,
+            read_timeout=sqs_timeout_seconds,
+            max_pool_connections=max_pool_connections,
+            retries={"mode": "standard", "max_attempts": 3},
+        )
+        super().__init__(
+            namespace=namespace,
+            middleware=middleware,
+            dead_letter=True,
+            visibility_timeout=visibility_timeout_seconds,
+            endpoint_url=endpoint_url,
+            region_name=region_name,
+            config=config,
+        )
+        self.client: Any = self.sqs.meta.client
+        import boto3  # local: only the receive client needs a second session object
+
+        self.receive_client: Any = boto3.client(
+            "sqs",
+            endpoint_url=endpoint_url,
+            region_name=region_name,
+            config=config.merge(Config(read_timeout=receive_wait_seconds + RECEIVE_READ_MARGIN_SECONDS)),
+        )
+        self.sqs_requests: Counter[str] = Counter()
+        self._count_lock = threading.Lock()
+        for client in (self.client, self.receive_client):
+            client.meta.events.register("before-call.sqs", self._count_call)
+        self.visibility_timeout_seconds = visibility_timeout_seconds
+        self.receive_wait_seconds = min(receive_wait_seconds, constants.MAX_WAIT_TIME_SECONDS)
+        self.receive_linger_seconds = receive_linger_ms / 1000
+        self.max_retries = max_retries
+        self.time_limit_ms = time_limit_ms
+        self.create_queues = create_queues
+        self.capacity = Capacity()
+        self.housekeeper = Housekeeper(
+            self.client,
+            visibility_timeout_seconds=visibility_timeout_seconds,
+            flush_interval_seconds=ack_flush_interval_ms / 1000,
+        )
+        self.stopping = False
+        self.urls: dict[str, admin.QueueUrls] = {}
+        self._queue_lock = threading.Lock()
+
+    def _count_call(self, model: Any, **_: Any) -> None:
+        with self._count_lock:
+            self.sqs_requests[model.name] += 1
+
+    def request_counts(self) -> dict[str, int]:
+        """SQS requests made so far, by action."""
+        with self._count_lock:
+            return dict(self.sqs_requests)
+
+    @property
+    def consumer_class(self) -> type[QMConsumer]:
+        return QMConsumer
+
+    def sqs_queue_name(self, queue_name: str) -> str:
+        """The SQS name of a Dramatiq queue."""
+        return f"{self.namespace}_{queue_name}"
+
+    def max_receive_count(self, queue_name: str) -> int:
+        """Receives before SQS dead-letters: the most retries of the queue's actors, plus one."""
+        retries = [
+            actor.options.get("max_retries", self.max_retries)
+            for actor in self.actors.values()
+            if actor.queue_name == queue_name
+        ]
+        most = max([r for r in retries if r is not None] or [self.max_retries])
+        return max(1, min(most + 1, constants.MAX_RECEIVE_COUNT))
+
+    def ensure_queue(self, queue_name: str, *, reconcile: bool = False) -> admin.QueueUrls:
+        """Return the URLs of a declared queue and its dead-letter queue, creating them if allowed."""
+        if queue_name not in self.queue_names:
+            raise dramatiq.QueueNotFound(queue_name)
+        urls = self.urls.get(queue_name)
+        if urls is not None:
+            return urls
+        with self._queue_lock:
+            urls = self.urls.get(queue_name)
+            if urls is None:
+                urls = admin.ensure_queue(
+                    self.client,
+                    self.sqs_queue_name(queue_name),
+                    max_receive_count=self.max_receive_count(queue_name),
+                    visibility_timeout_seconds=self.visibility_timeout_seconds,
+                    create=self.create_queues,
+                    reconcile=reconcile,
+                )
+                self.urls[queue_name] = urls
+        return urls
+
+    def _ensure_queue(self, queue_name: str) -> None:
+        self.ensure_queue(queue_name)
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 0) -> QMConsumer:
+        urls = self.ensure_queue(queue_name, reconcile=True)
+        return QMConsumer(self, queue_name, urls.url, urls.dead_letter_url)
+
+    def encode(self, message: dramatiq.Message[Any]) -> str:
+        """The SQS body of a message: base64 of Dramatiq's encoding, checked against the limit."""
+        body = base64.b64encode(message.encode()).decode()
+        if len(body) > constants.MAX_MESSAGE_SIZE_BYTES:
+            raise MessageTooLarge(len(body), constants.MAX_MESSAGE_SIZE_BYTES)
+        return body
+
+    def _entry(self, message: dramatiq.Message[Any], delay_ms: int | None) -> dict[str, Any]:
+        delay_seconds = math.ceil((delay_ms or 0) / 1000)
+        if delay_seconds > constants.MAX_DELAY_SECONDS:
+            raise MessageDelayTooLong(
+                f"SQS delays a message by at most {constants.MAX_DELAY_SECONDS} s, not {delay_seconds} s."
+            )
+        return {
+            "MessageBody": self.encode(message),
+            "DelaySeconds": delay_seconds,
+            "MessageAttributes": {
+                constants.ATTR_TYPE: {"DataType": "String", "StringValue": message.actor_name},
+                constants.ATTR_MESSAGE_ID: {"DataType": "String", "StringValue": message.message_id},
+            },
+        }
+
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+        """Send one message; returns once SQS has accepted it."""
+        urls = self.ensure_queue(message.queue_name)
+        entry = self._entry(message, delay)
+        self.emit_before("enqueue", message, delay)
+        try:
+            self.client.send_message(QueueUrl=urls.url, **entry)
+        except (BotoCoreError, ClientError) as exc:
+            _raise_unavailable(exc)
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def send_batch(self, queue_name: str, items: list[tuple[dramatiq.Message[Any], int | None]]) -> list[SendResult]:
+        """Send up to ten messages of one queue in one SendMessageBatch; one result per item.
+
+        Raises SQSUnavailable when the request as a whole fails.
+        """
+        if not 0 < len(items) <= constants.MAX_BATCH_ENTRIES:
+            raise ValueError(f"A batch holds 1 to {constants.MAX_BATCH_ENTRIES} messages, not {len(items)}.")
+        urls = self.ensure_queue(queue_name)
+        entries = [{"Id": str(i), **self._entry(message, delay)} for i, (message, delay) in enumerate(items)]
+        for message, delay in items:
+            self.emit_before("enqueue", message, delay)
+        try:
+            response = self.client.send_message_batch(QueueUrl=urls.url, Entries=entries)
+        except (BotoCoreError, ClientError) as exc:
+            _raise_unavailable(exc)
+        results: list[SendResult | None] = [None] * len(items)
+        for ok in response.get("Successful", []):
+            index = int(ok["Id"])
+            message, delay = items[index]
+            self.emit_after("enqueue", message, delay)
+            results[index] = SendResult(message.message_id, True, sqs_message_id=ok.get("MessageId"))
+        for failed in response.get("Failed", []):
+            index = int(failed["Id"])
+            code = failed.get("Code", "")
+            results[index] = SendResult(
+                items[index][0].message_id,
+                False,
+                code=code,
+                detail=failed.get("Message", ""),
+                retryable=not failed.get("SenderFault", False) or code in constants.RETRYABLE_ERROR_CODES,
+            )
+        return [
+            r if r is not None else SendResult(items[i][0].message_id, False, code="NoResult", retryable=True)
+            for i, r in enumerate(results)
+        ]
+
+    def depths(self, queue_name: str) -> dict[str, dict[str, int]]:
+        """Approximate counts of a queue and its dead-letter queue."""
+        urls = self.ensure_queue(queue_name)
+        try:
+            return {
+                "queue": admin.queue_depth(self.client, urls.url).as_dict(),
+                "dead_letter": admin.queue_depth(self.client, urls.dead_letter_url).as_dict(),
+            }
+        except (BotoCoreError, ClientError) as exc:
+            _raise_unavailable(exc)
+
+    def stop_receiving(self) -> None:
+        """Receive no more messages; what arrives from a poll in flight is released at once."""
+        self.stopping = True
+
+    def close(self) -> None:
+        self.housekeeper.stop()
+
+
+def _raise_unavailable(exc: BotoCoreError | ClientError) -> NoReturn:
+    """Raise SQSUnavailable for a failure on SQS's side; re-raise anything else."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if error.get("Code") in constants.RETRYABLE_ERROR_CODES or status >= 500:
+            raise SQSUnavailable(f"SQS answered {error.get('Code')}: {error.get('Message')}") from exc
+        raise exc
+    raise SQSUnavailable(f"SQS cannot be reached: {exc}") from exc

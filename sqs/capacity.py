@@ -1,0 +1,59 @@
+"""The count of worker threads free to take a message, shared by a process's consumers."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class Capacity:
+    """Counts messages held by this process against the worker threads that can run them."""
+
+    def __init__(self, total: int = 10) -> None:
+        self.total = total
+        self.held = 0
+        self._cond = threading.Condition()
+
+    def set_total(self, total: int) -> None:
+        with self._cond:
+            self.total = total
+            self._cond.notify_all()
+
+    def free(self) -> int:
+        with self._cond:
+            return max(self.total - self.held, 0)
+
+    def reserve(self, most: int, *, timeout_seconds: float, linger_seconds: float = 0.0) -> int:
+        """Wait until a thread is free, then reserve up to `most` slots and return how many.
+
+        After the first slot frees, wait up to `linger_seconds` more for others to free, so
+        one receive can fill more threads. Returns 0 on timeout.
+        """
+        deadline = time.monotonic() + timeout_seconds
+        want = min(most, self.total)
+        with self._cond:
+            while self.total - self.held <= 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return 0
+                self._cond.wait(remaining)
+            if linger_seconds > 0:
+                linger_deadline = time.monotonic() + linger_seconds
+                while self.total - self.held < want:
+                    remaining = linger_deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            n = min(most, self.total - self.held)
+            self.held += n
+            return n
+
+    def take(self, n: int) -> None:
+        """Count `n` messages as held even if no thread is free (bounded over-commit)."""
+        with self._cond:
+            self.held += n
+
+    def release(self, n: int = 1) -> None:
+        with self._cond:
+            self.held = max(self.held - n, 0)
+            self._cond.notify_all()

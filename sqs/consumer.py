@@ -1,0 +1,205 @@
+"""The SQS consumer: receives only what free threads can run, acks in batches, retries in place."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import dramatiq
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sqs import constants
+from sqs.housekeeper import Lease
+
+if TYPE_CHECKING:
+    from sqs.broker import QMBroker
+
+logger = logging.getLogger(__name__)
+
+#: How long a consumer with no free thread waits before it lets Dramatiq look around.
+CAPACITY_WAIT_SECONDS = 1.0
+
+#: The longest pause after SQS failed to answer a receive.
+MAX_ERROR_BACKOFF_SECONDS = 10.0
+
+#: The long-poll wait of a receive that holds reserved threads: short, so that a queue that
+#: has just emptied hands its threads back quickly and then waits idle without holding any.
+BUSY_WAIT_SECONDS = 1
+
+#: The option a retry middleware sets to ask for a retry in place, in milliseconds.
+RETRY_DELAY_OPTION = "qm_retry_delay_ms"
+
+#: The option that carries why a message is dead-lettered.
+DEAD_LETTER_REASON_OPTION = "qm_dead_letter_reason"
+
+
+class SQSMessage(dramatiq.MessageProxy):
+    """A Dramatiq message with the SQS receipt it came with."""
+
+    def __init__(
+        self, message: dramatiq.Message[Any], *, queue_url: str, receipt_handle: str, receive_count: int, body: str,
+        attributes: dict[str, Any],
+    ) -> None:
+        super().__init__(message)
+        self.sqs_queue_url = queue_url
+        self.sqs_receipt_handle = receipt_handle
+        self.sqs_receive_count = receive_count
+        self.sqs_body = body
+        self.sqs_attributes = attributes
+
+
+class QMConsumer(dramatiq.Consumer):
+    """Consumes one queue for one process, sharing its threads and housekeeper with the others."""
+
+    def __init__(self, broker: QMBroker, queue_name: str, queue_url: str, dead_letter_url: str) -> None:
+        self.broker = broker
+        self.queue_name = queue_name
+        self.queue_url = queue_url
+        self.dead_letter_url = dead_letter_url
+        self.buffer: deque[SQSMessage] = deque()
+        self.idle = True
+        self.errors = 0
+
+    def __iter__(self) -> QMConsumer:
+        return self
+
+    def __next__(self) -> dramatiq.Message[Any] | None:
+        if self.buffer:
+            return self.buffer.popleft()
+        if self.broker.stopping:
+            time.sleep(0.1)
+            return None
+        if self.idle:
+            # An idle queue waits with no thread reserved, asking for one message, so a quiet
+            # queue never holds threads another queue could use.
+            reserved, most = 0, 1
+        else:
+            reserved = most = self.broker.capacity.reserve(
+                constants.MAX_RECEIVE_MESSAGES,
+                timeout_seconds=CAPACITY_WAIT_SECONDS,
+                linger_seconds=self.broker.receive_linger_seconds,
+            )
+            if not most:
+                return None
+        try:
+            received = self._receive(most, wait_seconds=self.broker.receive_wait_seconds if self.idle else BUSY_WAIT_SECONDS)
+        except (BotoCoreError, ClientError) as exc:
+            self.broker.capacity.release(reserved)
+            self.errors += 1
+            pause = min(2.0 ** (self.errors - 1), MAX_ERROR_BACKOFF_SECONDS)
+            logger.warning("Receiving from %r failed (%s); trying again in %.1f s.", self.queue_name, exc, pause)
+            time.sleep(pause)
+            return None
+        self.errors = 0
+        if reserved > len(received):
+            self.broker.capacity.release(reserved - len(received))
+        elif len(received) > reserved:
+            self.broker.capacity.take(len(received) - reserved)
+        self.idle = not received
+        if self.broker.stopping and received:
+            self.broker.housekeeper.release_now(self.queue_url, (m["ReceiptHandle"] for m in received))
+            self.broker.capacity.release(len(received))
+            return None
+        for sqs_message in received:
+            self._accept(sqs_message)
+        return self.buffer.popleft() if self.buffer else None
+
+    def _receive(self, most: int, *, wait_seconds: int) -> list[dict[str, Any]]:
+        response = self.broker.receive_client.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=most,
+            WaitTimeSeconds=min(wait_seconds, self.broker.receive_wait_seconds),
+            VisibilityTimeout=self.broker.visibility_timeout_seconds,
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageAttributeNames=["All"],
+        )
+        messages: list[dict[str, Any]] = response.get("Messages", [])
+        return messages
+
+    def _accept(self, sqs_message: dict[str, Any]) -> None:
+        now = time.monotonic()
+        receipt = sqs_message["ReceiptHandle"]
+        body = sqs_message.get("Body", "")
+        attributes = sqs_message.get("MessageAttributes", {})
+        receive_count = int(sqs_message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
+        try:
+            message = dramatiq.Message.decode(base64.b64decode(body, validate=True))
+        except (binascii.Error, ValueError, TypeError, dramatiq.DecodeError) as exc:
+            logger.error("Message %r on %r cannot be decoded (%s); dead-lettering it.", sqs_message.get("MessageId"), self.queue_name, exc)
+            self.broker.capacity.release(1)
+            self._dead_letter(receipt, body, attributes, receive_count, f"undecodable body: {exc}")
+            return
+        actor = self.broker.actors.get(message.actor_name)
+        time_limit_ms = (actor.options.get("time_limit") if actor else None) or self.broker.time_limit_ms
+        self.broker.housekeeper.track(
+            Lease(
+                queue_url=self.queue_url,
+                receipt_handle=receipt,
+                received_at=now,
+                visible_until=now + self.broker.visibility_timeout_seconds,
+                hold_until=now + time_limit_ms / 1000 + self.broker.visibility_timeout_seconds,
+            )
+        )
+        self.buffer.append(
+            SQSMessage(
+                message, queue_url=self.queue_url, receipt_handle=receipt, receive_count=receive_count, body=body,
+                attributes=attributes,
+            )
+        )
+
+    def ack(self, message: dramatiq.MessageProxy) -> None:
+        assert isinstance(message, SQSMessage)
+        self.broker.housekeeper.delete(message.sqs_queue_url, message.sqs_receipt_handle)
+        self.broker.capacity.release(1)
+
+    def nack(self, message: dramatiq.MessageProxy) -> None:
+        assert isinstance(message, SQSMessage)
+        self.broker.capacity.release(1)
+        delay_ms = message.options.pop(RETRY_DELAY_OPTION, None)
+        if delay_ms is not None:
+            seconds = max(0, min(int(delay_ms) // 1000, constants.MAX_VISIBILITY_TIMEOUT_SECONDS - 60))
+            self.broker.housekeeper.change_visibility(message.sqs_queue_url, message.sqs_receipt_handle, seconds)
+            return
+        reason = message.options.pop(DEAD_LETTER_REASON_OPTION, None) or _describe(message)
+        self._dead_letter(message.sqs_receipt_handle, message.sqs_body, message.sqs_attributes, message.sqs_receive_count, reason)
+
+    def _dead_letter(self, receipt: str, body: str, attributes: dict[str, Any], receive_count: int, reason: str) -> None:
+        """Copy a message to the dead-letter queue, then delete it; on failure it stays put."""
+        self.broker.housekeeper.untrack(receipt)
+        attrs = {k: v for k, v in attributes.items() if not k.startswith("qm-error")}
+        attrs[constants.ATTR_ERROR] = {"DataType": "String", "StringValue": reason[:1000] or "unknown"}
+        attrs[constants.ATTR_RECEIVE_COUNT] = {"DataType": "Number", "StringValue": str(receive_count)}
+        attrs[constants.ATTR_SOURCE_QUEUE] = {"DataType": "String", "StringValue": self.queue_name}
+        try:
+            self.broker.client.send_message(QueueUrl=self.dead_letter_url, MessageBody=body, MessageAttributes=attrs)
+        except (BotoCoreError, ClientError) as exc:
+            logger.error(
+                "Could not dead-letter a message on %r (%s); it stays on the queue and returns after its timeout.",
+                self.queue_name, exc,
+            )
+            return
+        logger.warning("Dead-lettered a message from %r after %d receive(s): %s.", self.queue_name, receive_count, reason)
+        self.broker.housekeeper.delete(self.queue_url, receipt)
+
+    def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
+        handles = [m.sqs_receipt_handle for m in messages if isinstance(m, SQSMessage)]
+        if handles:
+            self.broker.housekeeper.release_now(self.queue_url, handles)
+            self.broker.capacity.release(len(handles))
+
+    def close(self) -> None:
+        buffered, self.buffer = list(self.buffer), deque()
+        self.requeue(buffered)
+        self.broker.housekeeper.flush()
+
+
+def _describe(message: dramatiq.MessageProxy) -> str:
+    exc = message._exception
+    if exc is None:
+        return "failed without an exception (for example an unknown actor or too old)"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,284 @@
+"""Batched acknowledgements, retry visibility changes and the visibility heartbeat."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sqs import constants
+
+logger = logging.getLogger(__name__)
+
+#: Failed batch entries are tried this many times before they are given up (and logged).
+MAX_ENTRY_ATTEMPTS = 5
+
+#: Entry errors that mean the receipt handle is gone: retrying cannot help.
+LOST_RECEIPT_CODES = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "InvalidParameterValue",
+        "AWS.SimpleQueueService.ReceiptHandleIsInvalid",
+        "MessageNotInflight",
+        "AWS.SimpleQueueService.MessageNotInflight",
+    }
+)
+
+#: The heartbeat extends a lease once less than this share of the visibility timeout is left.
+HEARTBEAT_THRESHOLD = 0.5
+
+#: Margin kept below SQS's 12 h visibility limit, counted from receipt.
+VISIBILITY_CAP_MARGIN_SECONDS = 30
+
+
+@dataclasses.dataclass
+class Lease:
+    """A received message still held by this process, hidden until `visible_until`."""
+
+    queue_url: str
+    receipt_handle: str
+    received_at: float
+    visible_until: float
+    hold_until: float
+
+
+@dataclasses.dataclass
+class _Entry:
+    receipt_handle: str
+    queued_at: float
+    visibility_seconds: int = 0
+    attempts: int = 0
+
+
+class Housekeeper:
+    """One thread per process that sends acks and visibility changes in batches.
+
+    Deletes wait at most `flush_interval_seconds` (or until ten are pending) and are always
+    flushed by `flush()`. Leases of running messages are extended before they lapse.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        visibility_timeout_seconds: int,
+        flush_interval_seconds: float,
+    ) -> None:
+        self.client = client
+        self.visibility_timeout_seconds = visibility_timeout_seconds
+        self.flush_interval_seconds = flush_interval_seconds
+        self._cond = threading.Condition()
+        self._deletes: dict[str, list[_Entry]] = defaultdict(list)
+        self._visibility: dict[str, list[_Entry]] = defaultdict(list)
+        self._leases: dict[str, Lease] = {}
+        self._thread: threading.Thread | None = None
+        self._running = False
+        #: Ack batch sizes sent so far, by size.
+        self.delete_batch_sizes: Counter[int] = Counter()
+
+    # -- API used by the consumer ------------------------------------------------------------
+
+    def track(self, lease: Lease) -> None:
+        """Keep a received message hidden while this process holds it."""
+        with self._cond:
+            self._leases[lease.receipt_handle] = lease
+        self._ensure_started()
+
+    def untrack(self, receipt_handle: str) -> None:
+        with self._cond:
+            self._leases.pop(receipt_handle, None)
+
+    def delete(self, queue_url: str, receipt_handle: str) -> None:
+        """Acknowledge a message: it joins the next DeleteMessageBatch."""
+        with self._cond:
+            self._leases.pop(receipt_handle, None)
+            pending = self._deletes[queue_url]
+            pending.append(_Entry(receipt_handle, time.monotonic()))
+            if len(pending) >= constants.MAX_BATCH_ENTRIES:
+                self._cond.notify_all()
+        self._ensure_started()
+
+    def change_visibility(self, queue_url: str, receipt_handle: str, seconds: int) -> None:
+        """Hide a message for `seconds` more (a retry in place); joins the next batch."""
+        with self._cond:
+            self._leases.pop(receipt_handle, None)
+            pending = self._visibility[queue_url]
+            pending.append(_Entry(receipt_handle, time.monotonic(), visibility_seconds=seconds))
+            if len(pending) >= constants.MAX_BATCH_ENTRIES:
+                self._cond.notify_all()
+        self._ensure_started()
+
+    def release_now(self, queue_url: str, receipt_handles: Iterable[str]) -> None:
+        """Make messages visible again at once (visibility 0), synchronously."""
+        handles = list(receipt_handles)
+        with self._cond:
+            for handle in handles:
+                self._leases.pop(handle, None)
+        entries = [_Entry(handle, time.monotonic()) for handle in handles]
+        for start in range(0, len(entries), constants.MAX_BATCH_ENTRIES):
+            batch = entries[start : start + constants.MAX_BATCH_ENTRIES]
+            failed = self._send_visibility(queue_url, batch)
+            if failed:
+                logger.warning("Could not release %d message(s) on %r; they return after their timeout.", len(failed), queue_url)
+
+    def pending_deletes(self) -> int:
+        """Messages processed but not yet deleted: the duplicates a crash now would cause."""
+        with self._cond:
+            return sum(len(entries) for entries in self._deletes.values())
+
+    def flush(self, timeout_seconds: float = 10.0) -> None:
+        """Send every pending delete and visibility change now."""
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            work = self._take(force=True)
+            if not work:
+                return
+            self._send(work)
+        remaining = self.pending_deletes()
+        if remaining:
+            logger.warning("%d acknowledgement(s) could not be flushed; those messages will be delivered again.", remaining)
+
+    def stop(self) -> None:
+        """Flush everything and stop the thread."""
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.flush()
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        with self._cond:
+            if self._thread is not None:
+                return
+            self._running = True
+            self._thread = threading.Thread(target=self._run, name="qm-housekeeper", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        tick = min(self.flush_interval_seconds, 1.0)
+        while True:
+            with self._cond:
+                if not self._running:
+                    return
+                self._cond.wait(timeout=tick)
+            try:
+                work = self._take(force=False)
+                if work:
+                    self._send(work)
+                self._heartbeat()
+            except Exception:  # the thread must outlive any one failure
+                logger.exception("Housekeeping round failed; it is tried again.")
+                time.sleep(tick)
+
+    def _take(self, *, force: bool) -> list[tuple[str, str, list[_Entry]]]:
+        now = time.monotonic()
+        work: list[tuple[str, str, list[_Entry]]] = []
+        with self._cond:
+            for kind, pending_by_queue in (("delete", self._deletes), ("visibility", self._visibility)):
+                for queue_url, entries in pending_by_queue.items():
+                    while entries and (
+                        force
+                        or len(entries) >= constants.MAX_BATCH_ENTRIES
+                        or now - entries[0].queued_at >= self.flush_interval_seconds
+                    ):
+                        batch = entries[: constants.MAX_BATCH_ENTRIES]
+                        del entries[: constants.MAX_BATCH_ENTRIES]
+                        work.append((kind, queue_url, batch))
+        return work
+
+    def _send(self, work: list[tuple[str, str, list[_Entry]]]) -> None:
+        for kind, queue_url, batch in work:
+            if kind == "delete":
+                failed = self._send_deletes(queue_url, batch)
+                target = self._deletes
+            else:
+                failed = self._send_visibility(queue_url, batch)
+                target = self._visibility
+            retry = []
+            for entry in failed:
+                entry.attempts += 1
+                if entry.attempts >= MAX_ENTRY_ATTEMPTS:
+                    logger.error("Gave up on %s of a message on %r after %d attempts.", kind, queue_url, entry.attempts)
+                else:
+                    retry.append(entry)
+            if retry:
+                with self._cond:
+                    target[queue_url][:0] = retry
+
+    def _send_deletes(self, queue_url: str, batch: list[_Entry]) -> list[_Entry]:
+        self.delete_batch_sizes[len(batch)] += 1
+        try:
+            response = self.client.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": e.receipt_handle} for i, e in enumerate(batch)],
+            )
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("DeleteMessageBatch on %r failed (%s); it is tried again.", queue_url, exc)
+            return batch
+        return self._failed_entries("delete", queue_url, batch, response)
+
+    def _send_visibility(self, queue_url: str, batch: list[_Entry]) -> list[_Entry]:
+        try:
+            response = self.client.change_message_visibility_batch(
+                QueueUrl=queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": e.receipt_handle, "VisibilityTimeout": e.visibility_seconds}
+                    for i, e in enumerate(batch)
+                ],
+            )
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("ChangeMessageVisibilityBatch on %r failed (%s); it is tried again.", queue_url, exc)
+            return batch
+        return self._failed_entries("visibility change", queue_url, batch, response)
+
+    def _failed_entries(self, kind: str, queue_url: str, batch: list[_Entry], response: dict[str, Any]) -> list[_Entry]:
+        retry = []
+        for failure in response.get("Failed", []):
+            entry = batch[int(failure["Id"])]
+            code = failure.get("Code", "")
+            if code in LOST_RECEIPT_CODES or failure.get("SenderFault") and code not in constants.RETRYABLE_ERROR_CODES:
+                # The receipt is gone (the message became visible and was received again):
+                # the other receiver now owns it, so nothing is lost by dropping ours.
+                logger.warning("Dropped %s of a message on %r: %s (%s).", kind, queue_url, code, failure.get("Message", ""))
+            else:
+                retry.append(entry)
+        return retry
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        vt = self.visibility_timeout_seconds
+        due: dict[str, list[tuple[Lease, int]]] = defaultdict(list)
+        with self._cond:
+            for lease in self._leases.values():
+                if lease.visible_until - now > vt * HEARTBEAT_THRESHOLD:
+                    continue
+                cap = min(
+                    lease.hold_until,
+                    lease.received_at + constants.MAX_VISIBILITY_TIMEOUT_SECONDS - VISIBILITY_CAP_MARGIN_SECONDS,
+                )
+                new_until = min(now + vt, cap)
+                if new_until <= lease.visible_until:
+                    continue
+                due[lease.queue_url].append((lease, math.ceil(new_until - now)))
+        for queue_url, items in due.items():
+            for start in range(0, len(items), constants.MAX_BATCH_ENTRIES):
+                chunk = items[start : start + constants.MAX_BATCH_ENTRIES]
+                entries = [_Entry(lease.receipt_handle, now, visibility_seconds=seconds) for lease, seconds in chunk]
+                failed = {e.receipt_handle for e in self._send_visibility(queue_url, entries)}
+                with self._cond:
+                    for lease, seconds in chunk:
+                        if lease.receipt_handle not in failed and lease.receipt_handle in self._leases:
+                            lease.visible_until = now + seconds
+                logger.debug("Extended the visibility of %d message(s) on %r.", len(chunk) - len(failed), queue_url)

@@ -1,0 +1,103 @@
+"""Retries in place: a failed attempt hides the same SQS message for its backoff."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+from dramatiq.common import compute_backoff
+from dramatiq.errors import Retry
+from dramatiq.logging import get_logger
+
+from sqs import constants
+from sqs.consumer import DEAD_LETTER_REASON_OPTION, RETRY_DELAY_OPTION
+from sqs.errors import PermanentFailure
+
+#: Retries after the first attempt, unless the actor says otherwise.
+DEFAULT_MAX_RETRIES = 5
+
+#: The first retry's backoff, in milliseconds; it doubles with each attempt.
+DEFAULT_MIN_BACKOFF_MS = 1_000
+
+#: The longest backoff, in milliseconds: SQS hides a message for at most 12 h from its receipt.
+DEFAULT_MAX_BACKOFF_MS = 3_600_000
+
+
+class RetriesInPlace(dramatiq.Middleware):
+    """Retry failed messages by changing their visibility, so SQS keeps one message per job.
+
+    The attempt number is SQS's ApproximateReceiveCount. A message whose attempts are spent,
+    whose actor `throws` the exception, or that raised PermanentFailure is dead-lettered at
+    once. The queue's redrive policy (maxReceiveCount = max_retries + 1) catches the rest,
+    such as a worker that crashes on every attempt.
+
+    Parameters:
+      max_retries: Retries after the first attempt.
+      min_backoff: The first retry's backoff in milliseconds.
+      max_backoff: The longest backoff in milliseconds (at most 12 h).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        min_backoff: int = DEFAULT_MIN_BACKOFF_MS,
+        max_backoff: int = DEFAULT_MAX_BACKOFF_MS,
+    ) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.max_retries = max_retries
+        self.min_backoff = min_backoff
+        self.max_backoff = min(max_backoff, constants.MAX_VISIBILITY_TIMEOUT_MS)
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"max_retries", "min_backoff", "max_backoff", "retry_when", "throws"}
+
+    def _option(self, message: dramatiq.MessageProxy, actor: dramatiq.Actor[Any, Any] | None, name: str) -> Any:
+        default = getattr(self, name, None)
+        actor_value = actor.options.get(name, default) if actor is not None else default
+        return message.options.get(name, actor_value)
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, *, result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if exception is None:
+            return
+        actor = broker.actors.get(message.actor_name)
+        attempt = int(getattr(message, "sqs_receive_count", 1))
+        throws = self._option(message, actor, "throws")
+        if isinstance(exception, PermanentFailure) or (throws and isinstance(exception, throws)):
+            self._dead_letter(message, f"permanent failure: {type(exception).__name__}: {exception}")
+            return
+        max_retries = self._option(message, actor, "max_retries")
+        retry_when: Callable[[int, BaseException], bool] | None = self._option(message, actor, "retry_when")
+        retries_so_far = attempt - 1
+        if retry_when is not None:
+            give_up = not retry_when(retries_so_far, exception)
+        else:
+            give_up = max_retries is not None and retries_so_far >= max_retries
+        if give_up:
+            self._dead_letter(
+                message, f"retries exhausted after {attempt} attempt(s): {type(exception).__name__}: {exception}"
+            )
+            return
+        if isinstance(exception, Retry) and exception.delay is not None:
+            delay_ms = int(exception.delay)
+        else:
+            min_backoff = self._option(message, actor, "min_backoff")
+            max_backoff = min(self._option(message, actor, "max_backoff"), constants.MAX_VISIBILITY_TIMEOUT_MS)
+            _, delay_ms = compute_backoff(retries_so_far, factor=min_backoff, max_backoff=max_backoff)
+        delay_ms = max(0, min(delay_ms, constants.MAX_VISIBILITY_TIMEOUT_MS))
+        self.logger.info(
+            "Retrying message %r (attempt %d) in %d ms.", message.message_id, attempt + 1, delay_ms
+        )
+        message.options[RETRY_DELAY_OPTION] = delay_ms
+        message.fail()
+
+    def _dead_letter(self, message: dramatiq.MessageProxy, reason: str) -> None:
+        self.logger.warning("Message %r goes to the dead-letter queue: %s.", message.message_id, reason)
+        message.options[DEAD_LETTER_REASON_OPTION] = reason
+        message.fail()
+
