@@ -18,6 +18,9 @@ TYPE_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
 #: The most violations reported for one payload.
 MAX_VIOLATIONS = 50
 
+#: The longest violation message: jsonschema quotes the offending value, which may be huge.
+MAX_MESSAGE_CHARS = 300
+
 
 class SchemaLoadError(ValueError):
     """Raised at start-up when a schema file is unreadable or not a valid JSON Schema."""
@@ -52,7 +55,10 @@ def violations(validator: Draft202012Validator, document: Any, *, prefix: Iterab
 
 
 def _violation(error: ValidationError, base: list[Any]) -> Violation:
-    return Violation(path=json_pointer(base + list(error.absolute_path)), keyword=str(error.validator), message=error.message)
+    message = error.message
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+    return Violation(path=json_pointer(base + list(error.absolute_path)), keyword=str(error.validator), message=message)
 
 
 class SchemaRegistry:

@@ -181,7 +181,8 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             raise MessageTooLarge(len(body), constants.MAX_MESSAGE_SIZE_BYTES)
         return body
 
-    def _entry(self, message: dramatiq.Message[Any], delay_ms: int | None) -> dict[str, Any]:
+    def build_entry(self, message: dramatiq.Message[Any], delay_ms: int | None) -> dict[str, Any]:
+        """The SendMessage arguments of a message: body, delay and attributes, checked against SQS limits."""
         delay_seconds = math.ceil((delay_ms or 0) / 1000)
         if delay_seconds > constants.MAX_DELAY_SECONDS:
             raise MessageDelayTooLong(
@@ -199,7 +200,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         """Send one message; returns once SQS has accepted it."""
         urls = self.ensure_queue(message.queue_name)
-        entry = self._entry(message, delay)
+        entry = self.build_entry(message, delay)
         self.emit_before("enqueue", message, delay)
         try:
             self.client.send_message(QueueUrl=urls.url, **entry)
@@ -208,39 +209,36 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         self.emit_after("enqueue", message, delay)
         return message
 
-    def send_batch(self, queue_name: str, items: list[tuple[dramatiq.Message[Any], int | None]]) -> list[SendResult]:
-        """Send up to ten messages of one queue in one SendMessageBatch; one result per item.
+    def send_entries(self, queue_name: str, entries: list[dict[str, Any]]) -> list[SendResult]:
+        """Send up to ten prepared entries (see `build_entry`) in one SendMessageBatch.
 
-        Raises SQSUnavailable when the request as a whole fails.
+        Returns one result per entry, in order; raises SQSUnavailable when the request fails.
         """
-        if not 0 < len(items) <= constants.MAX_BATCH_ENTRIES:
-            raise ValueError(f"A batch holds 1 to {constants.MAX_BATCH_ENTRIES} messages, not {len(items)}.")
+        if not 0 < len(entries) <= constants.MAX_BATCH_ENTRIES:
+            raise ValueError(f"A batch holds 1 to {constants.MAX_BATCH_ENTRIES} messages, not {len(entries)}.")
         urls = self.ensure_queue(queue_name)
-        entries = [{"Id": str(i), **self._entry(message, delay)} for i, (message, delay) in enumerate(items)]
-        for message, delay in items:
-            self.emit_before("enqueue", message, delay)
         try:
-            response = self.client.send_message_batch(QueueUrl=urls.url, Entries=entries)
+            response = self.client.send_message_batch(
+                QueueUrl=urls.url, Entries=[{"Id": str(i), **entry} for i, entry in enumerate(entries)]
+            )
         except (BotoCoreError, ClientError) as exc:
             _raise_unavailable(exc)
-        results: list[SendResult | None] = [None] * len(items)
+        results: list[SendResult | None] = [None] * len(entries)
         for ok in response.get("Successful", []):
             index = int(ok["Id"])
-            message, delay = items[index]
-            self.emit_after("enqueue", message, delay)
-            results[index] = SendResult(message.message_id, True, sqs_message_id=ok.get("MessageId"))
+            results[index] = SendResult(_message_id(entries[index]), True, sqs_message_id=ok.get("MessageId"))
         for failed in response.get("Failed", []):
             index = int(failed["Id"])
             code = failed.get("Code", "")
             results[index] = SendResult(
-                items[index][0].message_id,
+                _message_id(entries[index]),
                 False,
                 code=code,
                 detail=failed.get("Message", ""),
                 retryable=not failed.get("SenderFault", False) or code in constants.RETRYABLE_ERROR_CODES,
             )
         return [
-            r if r is not None else SendResult(items[i][0].message_id, False, code="NoResult", retryable=True)
+            r if r is not None else SendResult(_message_id(entries[i]), False, code="NoResult", retryable=True)
             for i, r in enumerate(results)
         ]
 
@@ -272,3 +270,7 @@ def _raise_unavailable(exc: BotoCoreError | ClientError) -> NoReturn:
             raise SQSUnavailable(f"SQS answered {error.get('Code')}: {error.get('Message')}") from exc
         raise exc
     raise SQSUnavailable(f"SQS cannot be reached: {exc}") from exc
+
+
+def _message_id(entry: dict[str, Any]) -> str:
+    return str(entry["MessageAttributes"][constants.ATTR_MESSAGE_ID]["StringValue"])

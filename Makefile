@@ -1,0 +1,55 @@
+# One entry point per task; each target installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+SQS_VENV := .venv-sqs
+BIN := $(VENV)/bin
+MINISTACK_VERSION := 1.5.33
+STAMP := $(VENV)/.installed
+SQS_STAMP := $(SQS_VENV)/.installed-$(MINISTACK_VERSION)
+
+# The embedded default: a local SQS-compatible server. Anything set in the environment wins.
+export AWS_ENDPOINT_URL_SQS ?= http://127.0.0.1:9324
+export AWS_REGION ?= us-east-1
+export AWS_ACCESS_KEY_ID ?= local
+export AWS_SECRET_ACCESS_KEY ?= local
+
+.PHONY: install run test test-moto lint format typecheck bench clean
+
+install: $(STAMP) $(SQS_STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+# ministack pins botocore exactly, so it lives in a virtual environment of its own.
+$(SQS_STAMP):
+	$(PYTHON) -m venv $(SQS_VENV)
+	$(SQS_VENV)/bin/pip install --quiet ministack==$(MINISTACK_VERSION)
+	touch $@
+
+run: install
+	mkdir -p .state/sqs
+	$(BIN)/supervisord -c supervisord.conf
+
+test: install
+	QM_TEST_SQS=ministack $(BIN)/pytest
+	QM_TEST_SQS=moto $(BIN)/pytest -m "moto" tests
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) $(SQS_VENV) .state .pytest_cache .mypy_cache .ruff_cache

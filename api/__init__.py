@@ -1,0 +1,1 @@
+"""The HTTP front end: validates messages against their schemas and sends them to SQS."""

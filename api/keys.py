@@ -1,0 +1,18 @@
+"""Typed keys of what the application shares between requests."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from api.sender import Sender
+from schemas import SchemaRegistry
+from settings import Settings
+from sqs.broker import QMBroker
+
+SETTINGS = web.AppKey("qm.settings", Settings)
+REGISTRY = web.AppKey("qm.registry", SchemaRegistry)
+BROKER = web.AppKey("qm.broker", QMBroker)
+EXECUTOR = web.AppKey("qm.executor", ThreadPoolExecutor)
+SENDER = web.AppKey("qm.sender", Sender)

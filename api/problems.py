@@ -1,0 +1,90 @@
+"""The errors the API answers with, rendered as RFC 9457 problem details.
+
+    Problem
+    ├── BadRequest            400  the body is not JSON
+    ├── Unauthorized          401  no valid API key
+    ├── NotFound              404  no such route, type or queue
+    ├── MethodNotAllowed      405
+    ├── PayloadTooLarge       413  the body, or the message once encoded, is over the SQS limit
+    ├── UnsupportedMediaType  415  not application/json
+    ├── Unprocessable         422  an unknown type, or a payload that breaks its schema
+    └── ServiceUnavailable    503  SQS cannot be reached, is too slow, or throttles
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from schemas import Violation
+
+#: The media type of a problem document.
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class Problem(Exception):
+    """An error answered to the client: a status, a stable type URI, and a precise detail."""
+
+    status = 500
+    slug = "internal-error"
+    title = "Internal Server Error"
+
+    def __init__(self, detail: str, *, errors: list[Violation] | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"urn:queue-manager:problem:{self.slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.errors is not None:
+            body["errors"] = [v.as_dict() for v in self.errors]
+        return body
+
+    def response(self) -> web.Response:
+        return web.json_response(self.body(), status=self.status, headers=self.headers, content_type=PROBLEM_CONTENT_TYPE)
+
+
+class BadRequest(Problem):
+    status, slug, title = 400, "malformed-json", "Malformed JSON"
+
+
+class Unauthorized(Problem):
+    status, slug, title = 401, "unauthorized", "Unauthorized"
+
+
+class NotFound(Problem):
+    status, slug, title = 404, "not-found", "Not Found"
+
+
+class MethodNotAllowed(Problem):
+    status, slug, title = 405, "method-not-allowed", "Method Not Allowed"
+
+
+class PayloadTooLarge(Problem):
+    status, slug, title = 413, "payload-too-large", "Payload Too Large"
+
+
+class UnsupportedMediaType(Problem):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported Media Type"
+
+
+class Unprocessable(Problem):
+    status, slug, title = 422, "invalid-message", "Invalid Message"
+
+
+class ServiceUnavailable(Problem):
+    status, slug, title = 503, "sqs-unavailable", "Service Unavailable"
+
+    def __init__(self, detail: str, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
+
+
+class InternalError(Problem):
+    """Answered for a bug: the detail says nothing of it; the log has the traceback."""

@@ -1,0 +1,16 @@
+"""The URL map."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api import handlers
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/messages", handlers.post_message)
+    app.router.add_get("/schemas", handlers.list_schemas)
+    app.router.add_get("/schemas/{type}", handlers.get_schema)
+    app.router.add_get("/queues", handlers.list_queues)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
