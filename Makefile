@@ -7,12 +7,6 @@ MINISTACK_VERSION := 1.5.33
 STAMP := $(VENV)/.installed
 SQS_STAMP := $(SQS_VENV)/.installed-$(MINISTACK_VERSION)
 
-# The embedded default: a local SQS-compatible server. Anything set in the environment wins.
-export AWS_ENDPOINT_URL_SQS ?= http://127.0.0.1:9324
-export AWS_REGION ?= us-east-1
-export AWS_ACCESS_KEY_ID ?= local
-export AWS_SECRET_ACCESS_KEY ?= local
-
 .PHONY: install run test test-moto lint format typecheck bench clean
 
 install: $(STAMP) $(SQS_STAMP)
