@@ -29,7 +29,7 @@ run: install
 
 test: install
 	QM_TEST_SQS=ministack $(BIN)/pytest
-	QM_TEST_SQS=moto $(BIN)/pytest -m "moto" tests
+	QM_TEST_SQS=moto $(BIN)/pytest -m "api or e2e"
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,351 @@
+"""A ladder of fixtures: a real SQS server on a free loopback port → settings with queues unique
+to each test → brokers, in-process workers, worker processes, the API, and a webhook receiver.
+
+The server is chosen by QM_TEST_SQS (ministack, the default, or moto).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+SQS_KIND = os.environ.get("QM_TEST_SQS", "ministack")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+#: Credentials and region the local servers accept.
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout} s waiting for {what}.")
+        time.sleep(interval)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+@dataclasses.dataclass
+class SQSServer:
+    """A local SQS-compatible server in a subprocess, which tests may pause to simulate an outage."""
+
+    kind: str
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+
+def _server_command(kind: str, port: int) -> tuple[list[str], dict[str, str]]:
+    env = {**os.environ}
+    if kind == "ministack":
+        binary = ROOT / ".venv-sqs" / "bin" / "ministack"
+        if not binary.exists():
+            message = f"{binary} is missing: run `make install`."
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        env.update(GATEWAY_PORT=str(port), BIND_HOST="127.0.0.1", SERVICES="sqs", LOG_LEVEL="WARNING", PERSIST_STATE="0")
+        return [str(binary)], env
+    if kind == "moto":
+        return [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env
+    raise pytest.UsageError(f"QM_TEST_SQS must be ministack or moto, not {kind!r}.")
+
+
+@pytest.fixture(scope="session")
+def sqs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQSServer]:
+    port = free_port()
+    command, env = _server_command(SQS_KIND, port)
+    log = (tmp_path_factory.mktemp("sqs") / "server.log").open("wb")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path_factory.getbasetemp())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(url), timeout=30, what=f"{SQS_KIND} at {url}")
+        yield SQSServer(SQS_KIND, url, process)
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture
+def sqs_env(sqs_server: SQSServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The AWS variables that point a process at the test server (also set in this process)."""
+    env = {**AWS_ENV, "AWS_ENDPOINT_URL_SQS": sqs_server.url}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def sqs(sqs_env: dict[str, str]) -> Any:
+    """A plain boto3 SQS client on the test server."""
+    return boto3.client("sqs", endpoint_url=sqs_env["AWS_ENDPOINT_URL_SQS"], region_name="us-east-1")
+
+
+@pytest.fixture
+def settings(sqs_env: dict[str, str], sqs: Any) -> Iterator[Settings]:
+    """Settings with a queue prefix of this test's own; its queues are deleted afterwards."""
+    prefix = "t" + uuid.uuid4().hex[:12]
+    yield Settings(
+        endpoint_url=sqs_env["AWS_ENDPOINT_URL_SQS"],
+        queue_prefix=prefix,
+        max_retries=2,
+        min_backoff_ms=100,
+        max_backoff_ms=500,
+        visibility_timeout_seconds=5,
+        time_limit_ms=60_000,
+        ack_flush_interval_ms=100,
+        receive_wait_seconds=2,
+        webhook_timeout_seconds=2,
+        sqs_timeout_seconds=2,
+    )
+    for url in sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", []):
+        try:
+            sqs.delete_queue(QueueUrl=url)
+        except Exception:  # a test that broke the server must not also fail the teardown
+            pass
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The QM_ variables that reproduce `settings` in another process."""
+    env: dict[str, str] = {}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if field.name in ("endpoint_url", "region") or value is None:
+            continue
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env["QM_" + field.name.upper()] = str(value)
+    return env
+
+
+@dataclasses.dataclass
+class Proc:
+    """A subprocess started by a test, with its output in a file."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, sqs_env: dict[str, str]) -> Iterator[Callable[..., Proc]]:
+    """Start processes with the test server's environment; kill what is left at teardown."""
+    started: list[Proc] = []
+
+    def start(command: list[str], *, env: dict[str, str] | None = None, name: str = "proc") -> Proc:
+        log_path = tmp_path / f"{name}-{len(started)}.log"
+        full_env = {**os.environ, **sqs_env, "PYTHONUNBUFFERED": "1", **(env or {})}
+        process = subprocess.Popen(
+            command, env=full_env, cwd=ROOT, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        proc = Proc(process, log_path)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.process.poll() is None:
+            os.killpg(proc.process.pid, signal.SIGKILL)
+            proc.process.wait(timeout=10)
+
+
+@pytest.fixture
+def worker_process(spawn: Callable[..., Proc], settings: Settings) -> Callable[..., Proc]:
+    """Start `dramatiq actors` as users do, on this test's queues; wait until it is ready."""
+
+    def start(*, processes: int = 1, threads: int = 4, env: dict[str, str] | None = None, extra: list[str] | None = None,
+              test_settings: Settings | None = None) -> Proc:
+        chosen = test_settings or settings
+        command = [str(VENV_BIN / "dramatiq"), "actors", "--processes", str(processes), "--threads", str(threads)]
+        proc = spawn(command + (extra or []), env={**settings_env(chosen), **(env or {})}, name="worker")
+        wait_for(
+            lambda: proc.output().count("Worker process is ready") >= processes or proc.process.poll() is not None,
+            timeout=30,
+            what="the worker to start",
+        )
+        assert proc.process.poll() is None, proc.output()
+        return proc
+
+    return start
+
+
+@pytest.fixture
+def api_process(spawn: Callable[..., Proc], settings: Settings) -> Callable[..., tuple[Proc, str]]:
+    """Start `qm-api` on a free port; returns the process and its base URL once it answers."""
+
+    def start(*, env: dict[str, str] | None = None) -> tuple[Proc, str]:
+        port = free_port()
+        proc = spawn(
+            [str(VENV_BIN / "qm-api")], env={**settings_env(settings), "QM_PORT": str(port), **(env or {})}, name="api"
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(url + "/healthz") or proc.process.poll() is not None, timeout=30, what="the API")
+        assert proc.process.poll() is None, proc.output()
+        return proc, url
+
+    return start
+
+
+@dataclasses.dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+class Receiver:
+    """A local HTTP server standing in for webhook destinations; answers by path."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.statuses: dict[str, list[int]] = {}
+        self.delays: dict[str, float] = {}
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                with receiver.lock:
+                    receiver.requests.append(Received(self.path, dict(self.headers), body))
+                    plan = receiver.statuses.get(self.path, [200])
+                    status = plan.pop(0) if len(plan) > 1 else plan[0]
+                delay = receiver.delays.get(self.path, 0.0)
+                if delay:
+                    time.sleep(delay)
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def to(self, path: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.requests if r.path == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def queue_depth(sqs: Any, name: str) -> dict[str, int]:
+    """Visible, in-flight and delayed counts of the queue named `name`."""
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return {
+        "visible": int(attrs["ApproximateNumberOfMessages"]),
+        "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+        "delayed": int(attrs["ApproximateNumberOfMessagesDelayed"]),
+    }
+
+
+def drain(sqs: Any, name: str, *, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Receive (and leave in flight) every message now visible on the queue named `name`."""
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=60,
+            MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"],
+        ).get("Messages", [])
+        if not batch:
+            break
+        got.extend(batch)
+    return got
+
+
+@pytest.fixture
+async def api_client(aiohttp_client: Any, settings: Settings) -> Any:
+    """A test client on `create_app(settings)`, the same factory `qm-api` runs."""
+    from api.app import create_app
+
+    return await aiohttp_client(create_app(settings))
