@@ -250,6 +250,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any
+    at: float = dataclasses.field(default_factory=time.monotonic)
 
 
 class Receiver:
@@ -259,6 +260,7 @@ class Receiver:
         self.requests: list[Received] = []
         self.statuses: dict[str, list[int]] = {}
         self.delays: dict[str, float] = {}
+        self.retry_after: dict[str, str] = {}
         self.lock = threading.Lock()
         receiver = self
 
@@ -278,6 +280,8 @@ class Receiver:
                 if delay:
                     time.sleep(delay)
                 self.send_response(status)
+                if self.path in receiver.retry_after:
+                    self.send_header("Retry-After", receiver.retry_after[self.path])
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

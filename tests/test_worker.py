@@ -1,0 +1,328 @@
+"""The SQS-native consumer: batched acks, retries in place, heartbeat, sized receives, clean stops."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.errors import Retry
+from dramatiq.middleware import CurrentMessage
+
+from broker import build_broker
+from settings import Settings
+from sqs.broker import QMBroker
+from sqs.errors import PermanentFailure
+from tests.conftest import drain, queue_depth, wait_for
+
+
+@dataclasses.dataclass
+class Harness:
+    broker: QMBroker
+    settings: Settings
+    workers: list[dramatiq.Worker]
+
+    def start(self, *, threads: int = 4) -> dramatiq.Worker:
+        worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def stop(self) -> None:
+        while self.workers:
+            self.workers.pop().stop(timeout=30_000)
+
+    def send(self, actor: dramatiq.Actor[Any, Any], *payloads: Any) -> list[str]:
+        """Enqueue through the broker's batched send path; returns the message ids."""
+        ids = []
+        messages = [actor.message(p) for p in payloads]
+        for start in range(0, len(messages), 10):
+            chunk = messages[start : start + 10]
+            results = self.broker.send_entries(actor.queue_name, [self.broker.build_entry(m, None) for m in chunk])
+            assert all(r.ok for r in results), results
+            ids.extend(m.message_id for m in chunk)
+        return ids
+
+    def queue(self, name: str) -> str:
+        return self.broker.sqs_queue_name(name)
+
+
+@pytest.fixture
+def harness(settings: Settings) -> Iterator[Callable[..., Harness]]:
+    """An in-process Dramatiq worker on a broker of this test's own (its own queues)."""
+    made: list[Harness] = []
+
+    def make(**overrides: Any) -> Harness:
+        test_settings = dataclasses.replace(settings, **overrides)
+        h = Harness(build_broker(test_settings), test_settings, [])
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.stop()
+
+
+def test_ten_successes_cost_one_delete_message_batch(harness: Callable[..., Harness], sqs: Any) -> None:
+    # Given ten messages waiting and an ack interval long enough for all of them to join one batch
+    h = harness(ack_flush_interval_ms=1000)
+    done: list[str] = []
+    actor = dramatiq.actor(lambda p: done.append(p), broker=h.broker, actor_name="ok", queue_name="ok")
+    h.send(actor, *[f"m{i}" for i in range(10)])
+    # When a worker with ten threads processes them and stops
+    h.start(threads=10)
+    wait_for(lambda: len(done) == 10, timeout=10, what="ten messages processed")
+    h.stop()
+    # Then they were deleted with exactly one DeleteMessageBatch and no single deletes
+    counts = h.broker.request_counts()
+    assert counts.get("DeleteMessageBatch") == 1, counts
+    assert "DeleteMessage" not in counts
+    assert sorted(done) == sorted(f"m{i}" for i in range(10))
+    assert queue_depth(sqs, h.queue("ok")) == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
+def test_pending_acks_are_flushed_when_the_worker_stops(harness: Callable[..., Harness], sqs: Any) -> None:
+    # Given acks that would wait up to a second to fill a batch
+    h = harness(ack_flush_interval_ms=1000)
+    done: list[str] = []
+    actor = dramatiq.actor(lambda p: done.append(p), broker=h.broker, actor_name="ok", queue_name="ok")
+    h.send(actor, "a", "b", "c")
+    h.start(threads=4)
+    wait_for(lambda: len(done) == 3, timeout=10, what="three messages processed")
+    # When the worker stops at once
+    h.stop()
+    # Then nothing is left pending and the queue is empty: no duplicate waits for the next worker
+    assert h.broker.housekeeper.pending_deletes() == 0
+    assert queue_depth(sqs, h.queue("ok")) == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
+def test_failing_message_is_received_max_retries_plus_one_times_then_dead_lettered(
+    harness: Callable[..., Harness], sqs: Any
+) -> None:
+    # Given an actor that always fails, with max_retries=2
+    h = harness(max_retries=2, min_backoff_ms=100, max_backoff_ms=200)
+    attempts: list[int] = []
+
+    def always_fails(payload: Any) -> None:
+        attempts.append(1)
+        raise RuntimeError("boom")
+
+    actor = dramatiq.actor(always_fails, broker=h.broker, actor_name="fails", queue_name="fails", max_retries=2)
+    (message_id,) = h.send(actor, {"n": 1})
+    # When a worker runs it until it lands in the dead-letter queue
+    h.start(threads=2)
+    dead = wait_for(lambda: drain(sqs, h.queue("fails") + "_dlq", timeout=1), timeout=20, what="a dead letter")
+    h.stop()
+    # Then it was attempted exactly three times, and the dead letter says why and how often
+    assert len(attempts) == 3
+    assert len(dead) == 1
+    attrs = dead[0]["MessageAttributes"]
+    assert attrs["qm-receive-count"]["StringValue"] == "3"
+    assert "RuntimeError: boom" in attrs["qm-error"]["StringValue"]
+    assert attrs["qm-message-id"]["StringValue"] == message_id
+    assert queue_depth(sqs, h.queue("fails")) == {"visible": 0, "in_flight": 0, "delayed": 0}
+    # And the retries never re-sent the message: one SQS message, three receives
+    assert h.broker.request_counts().get("SendMessage", 0) == 1  # the dead-letter copy only
+
+
+def test_permanent_failure_is_dead_lettered_at_once(harness: Callable[..., Harness], sqs: Any) -> None:
+    # Given an actor that says retrying cannot help
+    h = harness(max_retries=5)
+    attempts: list[int] = []
+
+    def refuses(payload: Any) -> None:
+        attempts.append(1)
+        raise PermanentFailure("the receiver said 404")
+
+    actor = dramatiq.actor(refuses, broker=h.broker, actor_name="perm", queue_name="perm", throws=(PermanentFailure,))
+    h.send(actor, {})
+    # When it runs
+    h.start(threads=2)
+    dead = wait_for(lambda: drain(sqs, h.queue("perm") + "_dlq", timeout=1), timeout=15, what="a dead letter")
+    h.stop()
+    # Then it ran once and went straight to the dead-letter queue
+    assert len(attempts) == 1
+    assert "the receiver said 404" in dead[0]["MessageAttributes"]["qm-error"]["StringValue"]
+
+
+def test_retry_with_a_20_minute_backoff_is_not_lost(harness: Callable[..., Harness], sqs: Any) -> None:
+    # Given an actor that asks to be retried in 20 minutes (past SQS's 15-minute delay limit)
+    h = harness(visibility_timeout_seconds=5)
+    attempts: list[int] = []
+
+    def later(payload: Any) -> None:
+        attempts.append(1)
+        raise Retry("not yet", delay=20 * 60 * 1000)
+
+    actor = dramatiq.actor(later, broker=h.broker, actor_name="later", queue_name="later")
+    h.send(actor, {})
+    # When it runs once and more than a visibility timeout passes
+    h.start(threads=2)
+    wait_for(lambda: attempts, timeout=10, what="the first attempt")
+    wait_for(lambda: h.broker.request_counts().get("ChangeMessageVisibilityBatch"), timeout=5, what="the retry")
+    time.sleep(6)  # one visibility timeout (5 s) and a margin: the message must stay hidden
+    h.stop()
+    # Then the same message is still on the queue, hidden for its backoff: not deleted, not dead-lettered
+    assert len(attempts) == 1
+    assert queue_depth(sqs, h.queue("later")) == {"visible": 0, "in_flight": 1, "delayed": 0}
+    assert queue_depth(sqs, h.queue("later") + "_dlq")["visible"] == 0
+
+
+def test_message_running_past_the_visibility_timeout_is_not_delivered_twice(
+    harness: Callable[..., Harness], sqs: Any
+) -> None:
+    # Given a visibility timeout of 5 s and a task that takes 9 s
+    h = harness(visibility_timeout_seconds=5)
+    runs: list[str] = []
+
+    def slow(payload: Any) -> None:
+        runs.append(payload)
+        time.sleep(9)
+
+    actor = dramatiq.actor(slow, broker=h.broker, actor_name="slow", queue_name="slow")
+    h.send(actor, "only")
+    # When two workers share the queue and the task outlives its first lease
+    h.start(threads=2)
+    other = harness(visibility_timeout_seconds=5, queue_prefix=h.settings.queue_prefix)
+    dramatiq.actor(slow, broker=other.broker, actor_name="slow", queue_name="slow")
+    other.start(threads=2)
+    wait_for(lambda: queue_depth(sqs, h.queue("slow"))["in_flight"] == 0 and runs, timeout=20, what="the task done")
+    # Then the heartbeat kept it hidden: it ran once
+    assert runs == ["only"]
+    assert h.broker.request_counts().get("ChangeMessageVisibilityBatch", 0) >= 1
+
+
+def test_receives_never_hold_more_messages_than_free_threads(harness: Callable[..., Harness], sqs: Any) -> None:
+    # Given 30 messages of 200 ms each and a worker with 3 threads
+    h = harness()
+    active = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def task(payload: Any) -> None:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.2)
+        with lock:
+            active -= 1
+
+    actor = dramatiq.actor(task, broker=h.broker, actor_name="task", queue_name="task")
+    h.send(actor, *range(30))
+    h.start(threads=3)
+    # When it works through them, sampling how many received messages it holds unacknowledged
+    samples = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        samples.append(h.broker.capacity.held)
+        depth = queue_depth(sqs, h.queue("task"))
+        if depth["visible"] == 0 and depth["in_flight"] == 0:
+            break
+        time.sleep(0.01)
+    h.stop()
+    # Then it never held more than its threads, plus the one an idle poll may bring in
+    assert max(samples) <= 4, samples
+    assert peak == 3
+
+
+def test_undecodable_and_unknown_actor_messages_are_dead_lettered_and_the_worker_goes_on(
+    harness: Callable[..., Harness], sqs: Any
+) -> None:
+    # Given a garbage body, a message for an actor nobody defines, and a good message behind them
+    h = harness()
+    done: list[str] = []
+    actor = dramatiq.actor(lambda p: done.append(p), broker=h.broker, actor_name="ok", queue_name="ok")
+    h.broker.ensure_queue("ok")
+    url = sqs.get_queue_url(QueueName=h.queue("ok"))["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="this is not base64 of a message!")
+    ghost = dramatiq.Message(queue_name="ok", actor_name="ghost", args=(), kwargs={}, options={})
+    sqs.send_message(QueueUrl=url, MessageBody=base64.b64encode(ghost.encode()).decode())
+    h.send(actor, "good")
+    # When a worker runs
+    h.start(threads=2)
+    wait_for(lambda: done == ["good"], timeout=10, what="the good message")
+    dead = wait_for(
+        lambda: (d := drain(sqs, h.queue("ok") + "_dlq", timeout=1)) and len(d) == 2 and d, timeout=10, what="2 dead"
+    )
+    h.stop()
+    # Then both bad messages are in the dead-letter queue, once each, with the reason
+    errors = sorted(m["MessageAttributes"]["qm-error"]["StringValue"] for m in dead)
+    assert any(e.startswith("ActorNotFound: ghost") for e in errors), errors
+    assert any(e.startswith("undecodable body") for e in errors), errors
+    assert queue_depth(sqs, h.queue("ok")) == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
+def test_queues_get_a_redrive_policy_of_max_retries_plus_one(harness: Callable[..., Harness], sqs: Any) -> None:
+    # Given an actor with max_retries=4
+    h = harness()
+    dramatiq.actor(lambda p: None, broker=h.broker, actor_name="r", queue_name="r", max_retries=4)
+    # When the worker sets up its queue
+    h.broker.ensure_queue("r", reconcile=True)
+    # Then SQS itself dead-letters after five receives (crash loops included)
+    url = sqs.get_queue_url(QueueName=h.queue("r"))["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    policy = json.loads(attrs["RedrivePolicy"])
+    dlq_url = sqs.get_queue_url(QueueName=h.queue("r") + "_dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    assert int(policy["maxReceiveCount"]) == 5
+    assert policy["deadLetterTargetArn"] == dlq_arn
+    assert attrs["MaximumMessageSize"] == "1048576"
+    assert attrs["VisibilityTimeout"] == "5"
+
+
+def test_crash_looping_message_is_dead_lettered_by_the_redrive_policy(harness: Callable[..., Harness], sqs: Any) -> None:
+    # Given a queue set up for max_retries=1 (maxReceiveCount 2) and a message on it
+    h = harness(max_retries=1)
+    actor = dramatiq.actor(lambda p: None, broker=h.broker, actor_name="crash", queue_name="crash")
+    h.broker.ensure_queue("crash", reconcile=True)
+    h.send(actor, {})
+    url = sqs.get_queue_url(QueueName=h.queue("crash"))["QueueUrl"]
+    # When it is received twice and never acknowledged (as by workers that die mid-task)
+    for _ in range(2):
+        got = wait_for(
+            lambda: sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1, VisibilityTimeout=1).get("Messages"),
+            timeout=10,
+            what="a receive",
+        )
+        assert len(got) == 1
+    # Then the next receive finds nothing and the message sits in the dead-letter queue
+    time.sleep(1.5)
+    assert not sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages")
+    dead = wait_for(lambda: drain(sqs, h.queue("crash") + "_dlq", timeout=1), timeout=10, what="a dead letter")
+    assert len(dead) == 1
+
+
+def test_an_idle_worker_long_polls(harness: Callable[..., Harness]) -> None:
+    # Given a worker on an empty queue with a 6 s long poll
+    h = harness(receive_wait_seconds=6)
+    dramatiq.actor(lambda p: None, broker=h.broker, actor_name="idle", queue_name="idle")
+    h.start(threads=4)
+    # When it idles for 4.5 s
+    time.sleep(4.5)
+    receives = h.broker.request_counts().get("ReceiveMessage", 0)
+    h.stop()
+    # Then it made one receive, not one per second
+    assert receives == 1
+
+
+def test_actor_sees_the_message_id_it_was_sent_with(harness: Callable[..., Harness]) -> None:
+    h = harness()
+    seen: list[str] = []
+
+    def record(payload: Any) -> None:
+        current = CurrentMessage.get_current_message()
+        assert current is not None
+        seen.append(current.message_id)
+
+    actor = dramatiq.actor(record, broker=h.broker, actor_name="rec", queue_name="rec")
+    ids = h.send(actor, 1, 2)
+    h.start(threads=2)
+    wait_for(lambda: len(seen) == 2, timeout=10, what="two messages")
+    assert sorted(seen) == sorted(ids)
