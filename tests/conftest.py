@@ -182,6 +182,10 @@ class Proc:
     def signal(self, sig: int) -> None:
         self.process.send_signal(sig)
 
+    def kill_all(self) -> None:
+        """SIGKILL the process and every child it started (a crash of the whole worker)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+
     def wait(self, timeout: float) -> int:
         return self.process.wait(timeout=timeout)
 
@@ -194,9 +198,10 @@ def spawn(tmp_path: Path, sqs_env: dict[str, str]) -> Iterator[Callable[..., Pro
     def start(command: list[str], *, env: dict[str, str] | None = None, name: str = "proc") -> Proc:
         log_path = tmp_path / f"{name}-{len(started)}.log"
         full_env = {**os.environ, **sqs_env, "PYTHONUNBUFFERED": "1", **(env or {})}
-        process = subprocess.Popen(
-            command, env=full_env, cwd=ROOT, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with log_path.open("wb") as log:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                command, env=full_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         proc = Proc(process, log_path)
         started.append(proc)
         return proc

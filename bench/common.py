@@ -1,0 +1,262 @@
+"""Plumbing shared by the benchmarks: the local SQS server, subprocesses, CPU accounting, queues."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import boto3
+import dramatiq
+from botocore.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+MINISTACK = ROOT / ".venv-sqs" / "bin" / "ministack"
+
+#: Credentials and region the local server accepts; nothing here ever reaches AWS.
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Timed out after {timeout} s waiting for {what}.")
+        time.sleep(interval)
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+class Processes:
+    """Every subprocess the bench starts, each in its own session; `kill_all` ends what is left."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.started: list[subprocess.Popen[bytes]] = []
+        self._logs: list[Any] = []
+
+    def start(self, command: list[str], *, env: dict[str, str], log_name: str, cwd: Path | None = None) -> tuple[
+        subprocess.Popen[bytes], Path
+    ]:
+        log_path = self.workdir / f"{log_name}-{len(self.started)}.log"
+        log = log_path.open("wb")
+        self._logs.append(log)
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=cwd or ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.started.append(process)
+        return process, log_path
+
+    @staticmethod
+    def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+        """SIGTERM the process, SIGKILL its whole session if it is still there after `timeout`."""
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+
+    def kill_all(self) -> None:
+        for process in self.started:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                process.wait(timeout=5)
+        for log in self._logs:
+            with contextlib.suppress(Exception):
+                log.close()
+
+
+@contextlib.contextmanager
+def ministack(processes: Processes) -> Iterator[str]:
+    """A ministack SQS server on a free loopback port; yields its URL and stops it afterwards."""
+    if not MINISTACK.exists():
+        raise SystemExit(f"{MINISTACK} is missing: run `make install`.")
+    port = free_port()
+    env = {
+        **os.environ,
+        "GATEWAY_PORT": str(port),
+        "BIND_HOST": "127.0.0.1",
+        "SERVICES": "sqs",
+        "LOG_LEVEL": "WARNING",
+        "PERSIST_STATE": "0",
+    }
+    server_dir = processes.workdir / "ministack"
+    server_dir.mkdir(exist_ok=True)
+    process, log = processes.start([str(MINISTACK)], env=env, log_name="ministack", cwd=server_dir)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: answers(url) or process.poll() is not None, timeout=60, what=f"ministack at {url}")
+        if process.poll() is not None:
+            raise SystemExit(f"ministack exited at start:\n{log.read_text(errors='replace')[-2000:]}")
+        yield url
+    finally:
+        Processes.stop(process, timeout=10)
+
+
+def sqs_client(endpoint: str, *, pool: int = 16) -> Any:
+    return boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name=AWS_ENV["AWS_REGION"],
+        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        config=Config(max_pool_connections=pool, retries={"mode": "standard", "max_attempts": 3}),
+    )
+
+
+def child_env(endpoint: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QM_", "AWS_", "BENCH_", "dramatiq_"))}
+    env.update(AWS_ENV)
+    env.update(
+        AWS_ENDPOINT_URL_SQS=endpoint,
+        AWS_ENDPOINT_URL=endpoint,
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    env.update(extra or {})
+    return env
+
+
+# -- CPU accounting ----------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, utime+stime in ticks) of a process, or None if it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    # fields[0] is state (field 3); ppid is field 4, utime 14, stime 15.
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def tree_pids(root: int) -> list[int]:
+    """`root` and every process descended from it."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        info = _stat(int(entry))
+        if info is not None:
+            parents.setdefault(info[0], []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(parents.get(pid, []))
+    return found
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds used so far by `root` and its live descendants."""
+    total = 0
+    for pid in tree_pids(root):
+        info = _stat(pid)
+        if info is not None:
+            total += info[1]
+    return total / CLOCK_TICKS
+
+
+# -- queues -----------------------------------------------------------------------------------
+
+
+def queue_count(client: Any, url: str) -> int:
+    """Visible + in flight + delayed: zero once every message is processed and deleted."""
+    attrs = client.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return sum(int(v) for v in attrs.values())
+
+
+def encoded_body(queue_name: str, actor_name: str) -> str:
+    """The SQS body both brokers expect: base64 of Dramatiq's JSON encoding."""
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue_name, actor_name=actor_name, args=(), kwargs={}, options={}
+    )
+    return base64.b64encode(message.encode()).decode()
+
+
+def preload(client: Any, url: str, queue_name: str, actor_name: str, count: int) -> None:
+    """Put `count` messages on the queue with SendMessageBatch, four batches at a time."""
+
+    def send(start: int) -> None:
+        entries = [
+            {"Id": str(i), "MessageBody": encoded_body(queue_name, actor_name)} for i in range(min(10, count - start))
+        ]
+        response = client.send_message_batch(QueueUrl=url, Entries=entries)
+        if response.get("Failed"):
+            raise RuntimeError(f"SendMessageBatch failed: {response['Failed'][:1]}")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(send, range(0, count, 10)))
+
+
+def delete_queues(client: Any, prefix: str) -> int:
+    deleted = 0
+    with contextlib.suppress(Exception):
+        for url in client.list_queues(QueueNamePrefix=prefix, MaxResults=1000).get("QueueUrls", []):
+            with contextlib.suppress(Exception):
+                client.delete_queue(QueueUrl=url)
+                deleted += 1
+    return deleted
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="qm-bench-"))

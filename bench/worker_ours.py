@@ -1,0 +1,17 @@
+"""`dramatiq bench.worker_ours`: our broker (broker.build_broker from the environment) and the bench actors.
+
+QM_QUEUE_PREFIX and QM_STATS_DIR come from the bench; WorkerLifecycle writes
+QM_STATS_DIR/worker-<pid>.json with the SQS request counts on a graceful exit.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+
+from bench import actors
+from broker import broker
+
+bench_noop = dramatiq.actor(actor_name="bench_noop", queue_name="noop", broker=broker)(actors.noop)
+bench_sleep = dramatiq.actor(actor_name="bench_sleep", queue_name="sleep", broker=broker)(actors.sleep)
+
+__all__ = ["bench_noop", "bench_sleep", "broker"]

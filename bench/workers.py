@@ -1,0 +1,259 @@
+"""Worker benchmarks: real `dramatiq` CLI processes draining a preloaded queue, and idling."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.common import VENV_BIN, Processes, child_env, preload, queue_count, tree_cpu_seconds, wait_for
+
+READY_LINE = "Worker process is ready for action."
+
+#: Implementations: the dramatiq module the workers import.
+MODULES = {"ours": "bench.worker_ours", "stock": "bench.worker_stock"}
+
+#: Actor names by queue (the same in both modules).
+ACTORS = {"noop": "bench_noop", "sleep": "bench_sleep"}
+
+
+@dataclasses.dataclass
+class WorkerRun:
+    """One `dramatiq` master process and what was measured while it ran."""
+
+    impl: str
+    scenario: str
+    processes: int
+    threads: int
+    messages: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    stats_dir: Path
+    marks_path: Path | None = None
+    ready_at: float = 0.0
+    remaining_at_ready: int = 0
+    empty_at: float = 0.0
+    cpu_at_ready: float = 0.0
+    cpu_at_empty: float = 0.0
+    term_at: float = 0.0
+    exited_at: float = 0.0
+    exit_code: int | None = None
+    requests: Counter[str] = dataclasses.field(default_factory=Counter)
+    stats_files: int = 0
+    error: str | None = None
+
+    # -- derived figures --
+
+    @property
+    def drain_seconds(self) -> float:
+        return self.empty_at - self.ready_at
+
+    @property
+    def rate(self) -> float:
+        return self.remaining_at_ready / self.drain_seconds if self.drain_seconds > 0 else 0.0
+
+    @property
+    def cpu_ms_per_message(self) -> float:
+        done = self.remaining_at_ready
+        return (self.cpu_at_empty - self.cpu_at_ready) * 1000 / done if done else 0.0
+
+    @property
+    def shutdown_seconds(self) -> float:
+        return self.exited_at - self.term_at if self.exited_at else float("nan")
+
+    def requests_per_message(self) -> dict[str, float]:
+        return {action: n / self.messages for action, n in self.requests.items()}
+
+    def utilisation(self, task_seconds: float) -> float:
+        """Busy thread-time over available thread-time, ready → queue empty (all acked)."""
+        if self.drain_seconds <= 0:
+            return 0.0
+        return self.remaining_at_ready * task_seconds / (self.threads * self.processes * self.drain_seconds)
+
+    def task_window_utilisation(self) -> float | None:
+        """Busy thread-time over available thread-time, first task start → last task end."""
+        if self.marks_path is None or not self.marks_path.exists():
+            return None
+        spans = [tuple(map(float, line.split())) for line in self.marks_path.read_text().splitlines() if line.strip()]
+        if not spans:
+            return None
+        window = max(e for _, e in spans) - min(s for s, _ in spans)
+        busy = sum(e - s for s, e in spans)
+        return busy / (self.threads * self.processes * window) if window > 0 else None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class Reaper:
+    """Waits for SIGTERMed masters in the background (ours may sit in a 20 s long poll)."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+
+    def watch(self, run: WorkerRun, timeout: float) -> None:
+        def wait() -> None:
+            try:
+                run.exit_code = run.process.wait(timeout=timeout)
+                run.exited_at = time.monotonic()
+            except subprocess.TimeoutExpired:
+                run.error = (run.error or "") + f" did not exit within {timeout:.0f} s of SIGTERM;"
+                Processes.stop(run.process, timeout=0)
+
+        thread = threading.Thread(target=wait, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join()
+
+
+def _start_worker(
+    procs: Processes,
+    endpoint: str,
+    impl: str,
+    prefix: str,
+    *,
+    scenario: str,
+    queues: list[str],
+    processes: int,
+    threads: int,
+    messages: int,
+    workdir: Path,
+    marks: bool = False,
+) -> WorkerRun:
+    stats_dir = workdir / f"stats-{scenario}-{impl}"
+    stats_dir.mkdir(parents=True, exist_ok=True)
+    marks_path = workdir / f"marks-{scenario}-{impl}.txt" if marks else None
+    extra = {"BENCH_STATS_DIR": str(stats_dir), "BENCH_NAMESPACE": prefix}
+    if impl == "ours":
+        extra.update(QM_QUEUE_PREFIX=prefix, QM_STATS_DIR=str(stats_dir))
+    if marks_path is not None:
+        extra["BENCH_MARKS"] = str(marks_path)
+    command = [
+        str(VENV_BIN / "dramatiq"),
+        MODULES[impl],
+        "--processes",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--queues",
+        *queues,
+    ]
+    process, log_path = procs.start(command, env=child_env(endpoint, extra), log_name=f"worker-{scenario}-{impl}")
+    return WorkerRun(impl, scenario, processes, threads, messages, process, log_path, stats_dir, marks_path)
+
+
+def _wait_ready(run: WorkerRun, timeout: float = 60.0) -> None:
+    wait_for(
+        lambda: run.output().count(READY_LINE) >= run.processes or run.process.poll() is not None,
+        timeout=timeout,
+        interval=0.01,
+        what=f"{run.impl} workers to start",
+    )
+    if run.process.poll() is not None:
+        raise RuntimeError(f"{run.impl} worker exited at start:\n{run.output()[-3000:]}")
+
+
+def drain(
+    procs: Processes,
+    reaper: Reaper,
+    client: Any,
+    endpoint: str,
+    impl: str,
+    prefix: str,
+    queue_url: str,
+    *,
+    scenario: str,
+    queue: str,
+    messages: int,
+    processes: int,
+    threads: int,
+    workdir: Path,
+    timeout: float,
+    marks: bool = False,
+) -> WorkerRun:
+    """Preload `messages` on `queue`, start the workers, time ready → queue empty, then SIGTERM."""
+    preload(client, queue_url, queue, ACTORS[queue], messages)
+    wait_for(lambda: queue_count(client, queue_url) >= messages, timeout=30, what="the preload to show")
+    run = _start_worker(
+        procs, endpoint, impl, prefix, scenario=scenario, queues=[queue], processes=processes, threads=threads,
+        messages=messages, workdir=workdir, marks=marks,
+    )
+    try:
+        _wait_ready(run)
+        run.ready_at = time.monotonic()
+        run.cpu_at_ready = tree_cpu_seconds(run.process.pid)
+        run.remaining_at_ready = queue_count(client, queue_url)
+        deadline = run.ready_at + timeout
+        while True:
+            left = queue_count(client, queue_url)
+            now = time.monotonic()
+            if left == 0:
+                run.empty_at = now
+                run.cpu_at_empty = tree_cpu_seconds(run.process.pid)
+                break
+            if run.process.poll() is not None:
+                raise RuntimeError(f"{impl} worker exited while draining:\n{run.output()[-3000:]}")
+            if now > deadline:
+                run.error = f"{left} messages left after {timeout:.0f} s;"
+                run.empty_at = now
+                run.cpu_at_empty = tree_cpu_seconds(run.process.pid)
+                # Count what was done, so the rate stays meaningful.
+                run.remaining_at_ready -= left
+                break
+            time.sleep(0.02)
+    finally:
+        run.term_at = time.monotonic()
+        if run.process.poll() is None:
+            run.process.send_signal(signal.SIGTERM)
+        reaper.watch(run, timeout=45)
+    return run
+
+
+def idle(
+    procs: Processes,
+    reaper: Reaper,
+    endpoint: str,
+    impl: str,
+    prefix: str,
+    *,
+    queues: list[str],
+    workdir: Path,
+) -> WorkerRun:
+    """Start one idle worker process on empty queues; the caller stops it (SIGTERM) later."""
+    run = _start_worker(
+        procs, endpoint, impl, prefix, scenario="idle", queues=queues, processes=1, threads=10, messages=0,
+        workdir=workdir,
+    )
+    _wait_ready(run)
+    run.ready_at = time.monotonic()
+    run.cpu_at_ready = tree_cpu_seconds(run.process.pid)
+    return run
+
+
+def stop_idle(run: WorkerRun, reaper: Reaper) -> None:
+    run.empty_at = time.monotonic()
+    run.cpu_at_empty = tree_cpu_seconds(run.process.pid)
+    run.term_at = time.monotonic()
+    if run.process.poll() is None:
+        run.process.send_signal(signal.SIGTERM)
+    reaper.watch(run, timeout=45)
+
+
+def collect(run: WorkerRun) -> None:
+    """Read the per-process stats files the workers wrote on their way out."""
+    files = sorted(run.stats_dir.glob("worker-*.json"))
+    run.stats_files = len(files)
+    for path in files:
+        data = json.loads(path.read_text())
+        run.requests.update(data.get("sqs_requests", {}))
+    if run.stats_files < run.processes:
+        run.error = (run.error or "") + f" {run.stats_files}/{run.processes} stats files;"
