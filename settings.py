@@ -77,9 +77,7 @@ class Settings:
         _check_range("QM_PORT", self.port, 0, 65535)
         _check_range("QM_MAX_RETRIES", self.max_retries, 0, constants.MAX_RECEIVE_COUNT - 1)
         _check_range("QM_MIN_BACKOFF_MS", self.min_backoff_ms, 1, constants.MAX_VISIBILITY_TIMEOUT_MS)
-        _check_range(
-            "QM_MAX_BACKOFF_MS", self.max_backoff_ms, self.min_backoff_ms, constants.MAX_VISIBILITY_TIMEOUT_MS
-        )
+        _check_range("QM_MAX_BACKOFF_MS", self.max_backoff_ms, self.min_backoff_ms, constants.MAX_VISIBILITY_TIMEOUT_MS)
         _check_range(
             "QM_VISIBILITY_TIMEOUT_SECONDS",
             self.visibility_timeout_seconds,
@@ -93,9 +91,7 @@ class Settings:
         _check_range("QM_SEND_CONCURRENCY", self.send_concurrency, 1, 1024)
         _check_range("QM_RECEIVE_LINGER_MS", self.receive_linger_ms, 0, 1000)
         if not constants.QUEUE_NAME_PATTERN.fullmatch(self.queue_prefix):
-            raise SettingsError(
-                f"QM_QUEUE_PREFIX must be 1-40 letters, digits, '-' or '_', got {self.queue_prefix!r}."
-            )
+            raise SettingsError(f"QM_QUEUE_PREFIX must be 1-40 letters, digits, '-' or '_', got {self.queue_prefix!r}.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

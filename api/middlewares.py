@@ -26,8 +26,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Render Problem exceptions and aiohttp HTTP errors as problem details; hide bugs behind a bare 500."""
     try:
         return await handler(request)
-    except problems.Problem as problem:
-        return problem.response()
+    except problems.Problem as raised:
+        return raised.response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -41,7 +41,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:
+    except Exception:  # a bug: logged with its traceback, answered as a bare 500
         logger.exception("Unhandled error answering %s %s.", request.method, request.path)
         return problems.InternalError("The server failed to answer; the error is logged.").response()
 

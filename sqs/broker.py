@@ -144,12 +144,12 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             if actor.queue_name == queue_name
         ]
         most = max([r for r in retries if r is not None] or [self.max_retries])
-        return max(1, min(most + 1, constants.MAX_RECEIVE_COUNT))
+        return max(1, min(int(most) + 1, constants.MAX_RECEIVE_COUNT))
 
     def ensure_queue(self, queue_name: str, *, reconcile: bool = False) -> admin.QueueUrls:
         """Return the URLs of a declared queue and its dead-letter queue, creating them if allowed."""
         if queue_name not in self.queue_names:
-            raise dramatiq.QueueNotFound(queue_name)
+            raise dramatiq.QueueNotFound(queue_name)  # type: ignore[no-untyped-call]
         urls = self.urls.get(queue_name)
         if urls is not None:
             return urls

@@ -42,7 +42,13 @@ class SQSMessage(dramatiq.MessageProxy):
     """A Dramatiq message with the SQS receipt it came with."""
 
     def __init__(
-        self, message: dramatiq.Message[Any], *, queue_url: str, receipt_handle: str, receive_count: int, body: str,
+        self,
+        message: dramatiq.Message[Any],
+        *,
+        queue_url: str,
+        receipt_handle: str,
+        receive_count: int,
+        body: str,
         attributes: dict[str, Any],
     ) -> None:
         super().__init__(message)
@@ -68,7 +74,7 @@ class QMConsumer(dramatiq.Consumer):
     def __iter__(self) -> QMConsumer:
         return self
 
-    def __next__(self) -> dramatiq.Message[Any] | None:
+    def __next__(self) -> dramatiq.MessageProxy | None:
         if self.buffer:
             return self.buffer.popleft()
         if self.broker.stopping:
@@ -87,7 +93,9 @@ class QMConsumer(dramatiq.Consumer):
             if not most:
                 return None
         try:
-            received = self._receive(most, wait_seconds=self.broker.receive_wait_seconds if self.idle else BUSY_WAIT_SECONDS)
+            received = self._receive(
+                most, wait_seconds=self.broker.receive_wait_seconds if self.idle else BUSY_WAIT_SECONDS
+            )
         except (BotoCoreError, ClientError) as exc:
             self.broker.capacity.release(reserved)
             self.errors += 1
@@ -130,7 +138,12 @@ class QMConsumer(dramatiq.Consumer):
         try:
             message = dramatiq.Message.decode(base64.b64decode(body, validate=True))
         except (binascii.Error, ValueError, TypeError, dramatiq.DecodeError) as exc:
-            logger.error("Message %r on %r cannot be decoded (%s); dead-lettering it.", sqs_message.get("MessageId"), self.queue_name, exc)
+            logger.error(
+                "Message %r on %r cannot be decoded (%s); dead-lettering it.",
+                sqs_message.get("MessageId"),
+                self.queue_name,
+                exc,
+            )
             self.broker.capacity.release(1)
             self._dead_letter(receipt, body, attributes, receive_count, f"undecodable body: {exc}")
             return
@@ -147,7 +160,11 @@ class QMConsumer(dramatiq.Consumer):
         )
         self.buffer.append(
             SQSMessage(
-                message, queue_url=self.queue_url, receipt_handle=receipt, receive_count=receive_count, body=body,
+                message,
+                queue_url=self.queue_url,
+                receipt_handle=receipt,
+                receive_count=receive_count,
+                body=body,
                 attributes=attributes,
             )
         )
@@ -166,9 +183,13 @@ class QMConsumer(dramatiq.Consumer):
             self.broker.housekeeper.change_visibility(message.sqs_queue_url, message.sqs_receipt_handle, seconds)
             return
         reason = message.options.pop(DEAD_LETTER_REASON_OPTION, None) or _describe(message)
-        self._dead_letter(message.sqs_receipt_handle, message.sqs_body, message.sqs_attributes, message.sqs_receive_count, reason)
+        self._dead_letter(
+            message.sqs_receipt_handle, message.sqs_body, message.sqs_attributes, message.sqs_receive_count, reason
+        )
 
-    def _dead_letter(self, receipt: str, body: str, attributes: dict[str, Any], receive_count: int, reason: str) -> None:
+    def _dead_letter(
+        self, receipt: str, body: str, attributes: dict[str, Any], receive_count: int, reason: str
+    ) -> None:
         """Copy a message to the dead-letter queue, then delete it; on failure it stays put."""
         self.broker.housekeeper.untrack(receipt)
         attrs = {k: v for k, v in attributes.items() if not k.startswith("qm-error")}
@@ -180,10 +201,13 @@ class QMConsumer(dramatiq.Consumer):
         except (BotoCoreError, ClientError) as exc:
             logger.error(
                 "Could not dead-letter a message on %r (%s); it stays on the queue and returns after its timeout.",
-                self.queue_name, exc,
+                self.queue_name,
+                exc,
             )
             return
-        logger.warning("Dead-lettered a message from %r after %d receive(s): %s.", self.queue_name, receive_count, reason)
+        logger.warning(
+            "Dead-lettered a message from %r after %d receive(s): %s.", self.queue_name, receive_count, reason
+        )
         self.broker.housekeeper.delete(self.queue_url, receipt)
 
     def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:

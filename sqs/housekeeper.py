@@ -126,7 +126,9 @@ class Housekeeper:
             batch = entries[start : start + constants.MAX_BATCH_ENTRIES]
             failed = self._send_visibility(queue_url, batch)
             if failed:
-                logger.warning("Could not release %d message(s) on %r; they return after their timeout.", len(failed), queue_url)
+                logger.warning(
+                    "Could not release %d message(s) on %r; they return after their timeout.", len(failed), queue_url
+                )
 
     def pending_deletes(self) -> int:
         """Messages processed but not yet deleted: the duplicates a crash now would cause."""
@@ -143,7 +145,9 @@ class Housekeeper:
             self._send(work)
         remaining = self.pending_deletes()
         if remaining:
-            logger.warning("%d acknowledgement(s) could not be flushed; those messages will be delivered again.", remaining)
+            logger.warning(
+                "%d acknowledgement(s) could not be flushed; those messages will be delivered again.", remaining
+            )
 
     def stop(self) -> None:
         """Flush everything and stop the thread."""
@@ -248,10 +252,13 @@ class Housekeeper:
         for failure in response.get("Failed", []):
             entry = batch[int(failure["Id"])]
             code = failure.get("Code", "")
-            if code in LOST_RECEIPT_CODES or failure.get("SenderFault") and code not in constants.RETRYABLE_ERROR_CODES:
+            sender_fault = failure.get("SenderFault") and code not in constants.RETRYABLE_ERROR_CODES
+            if code in LOST_RECEIPT_CODES or sender_fault:
                 # The receipt is gone (the message became visible and was received again):
                 # the other receiver now owns it, so nothing is lost by dropping ours.
-                logger.warning("Dropped %s of a message on %r: %s (%s).", kind, queue_url, code, failure.get("Message", ""))
+                logger.warning(
+                    "Dropped %s of a message on %r: %s (%s).", kind, queue_url, code, failure.get("Message", "")
+                )
             else:
                 retry.append(entry)
         return retry

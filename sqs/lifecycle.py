@@ -22,7 +22,7 @@ class WorkerLifecycle(dramatiq.Middleware):
     """
 
     def __init__(self, *, stats_dir: Path | None = None) -> None:
-        self.logger: logging.Logger = get_logger(__name__, type(self))
+        self.logger: logging.Logger = get_logger(__name__, type(self))  # type: ignore[no-untyped-call]
         self.stats_dir = stats_dir
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:

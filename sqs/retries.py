@@ -45,7 +45,7 @@ class RetriesInPlace(dramatiq.Middleware):
         min_backoff: int = DEFAULT_MIN_BACKOFF_MS,
         max_backoff: int = DEFAULT_MAX_BACKOFF_MS,
     ) -> None:
-        self.logger = get_logger(__name__, type(self))
+        self.logger = get_logger(__name__, type(self))  # type: ignore[no-untyped-call]
         self.max_retries = max_retries
         self.min_backoff = min_backoff
         self.max_backoff = min(max_backoff, constants.MAX_VISIBILITY_TIMEOUT_MS)
@@ -60,7 +60,11 @@ class RetriesInPlace(dramatiq.Middleware):
         return message.options.get(name, actor_value)
 
     def after_process_message(
-        self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, *, result: Any = None,
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
         if exception is None:
@@ -90,9 +94,7 @@ class RetriesInPlace(dramatiq.Middleware):
             max_backoff = min(self._option(message, actor, "max_backoff"), constants.MAX_VISIBILITY_TIMEOUT_MS)
             _, delay_ms = compute_backoff(retries_so_far, factor=min_backoff, max_backoff=max_backoff)
         delay_ms = max(0, min(delay_ms, constants.MAX_VISIBILITY_TIMEOUT_MS))
-        self.logger.info(
-            "Retrying message %r (attempt %d) in %d ms.", message.message_id, attempt + 1, delay_ms
-        )
+        self.logger.info("Retrying message %r (attempt %d) in %d ms.", message.message_id, attempt + 1, delay_ms)
         message.options[RETRY_DELAY_OPTION] = delay_ms
         message.fail()
 
@@ -100,4 +102,3 @@ class RetriesInPlace(dramatiq.Middleware):
         self.logger.warning("Message %r goes to the dead-letter queue: %s.", message.message_id, reason)
         message.options[DEAD_LETTER_REASON_OPTION] = reason
         message.fail()
-

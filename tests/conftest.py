@@ -6,6 +6,7 @@ The server is chosen by QM_TEST_SQS (ministack, the default, or moto).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -88,7 +89,9 @@ def _server_command(kind: str, port: int) -> tuple[list[str], dict[str, str]]:
             if IN_CI:
                 pytest.fail(message)
             pytest.skip(message)
-        env.update(GATEWAY_PORT=str(port), BIND_HOST="127.0.0.1", SERVICES="sqs", LOG_LEVEL="WARNING", PERSIST_STATE="0")
+        env.update(
+            GATEWAY_PORT=str(port), BIND_HOST="127.0.0.1", SERVICES="sqs", LOG_LEVEL="WARNING", PERSIST_STATE="0"
+        )
         return [str(binary)], env
     if kind == "moto":
         return [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env
@@ -100,7 +103,9 @@ def sqs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQSServer]:
     port = free_port()
     command, env = _server_command(SQS_KIND, port)
     log = (tmp_path_factory.mktemp("sqs") / "server.log").open("wb")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path_factory.getbasetemp())
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path_factory.getbasetemp()
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(url), timeout=30, what=f"{SQS_KIND} at {url}")
@@ -148,10 +153,9 @@ def settings(sqs_env: dict[str, str], sqs: Any) -> Iterator[Settings]:
         sqs_timeout_seconds=2,
     )
     for url in sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", []):
-        try:
+        # A test that broke the server must not also fail the teardown.
+        with contextlib.suppress(Exception):
             sqs.delete_queue(QueueUrl=url)
-        except Exception:  # a test that broke the server must not also fail the teardown
-            pass
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -217,8 +221,14 @@ def spawn(tmp_path: Path, sqs_env: dict[str, str]) -> Iterator[Callable[..., Pro
 def worker_process(spawn: Callable[..., Proc], settings: Settings) -> Callable[..., Proc]:
     """Start `dramatiq actors` as users do, on this test's queues; wait until it is ready."""
 
-    def start(*, processes: int = 1, threads: int = 4, env: dict[str, str] | None = None, extra: list[str] | None = None,
-              test_settings: Settings | None = None) -> Proc:
+    def start(
+        *,
+        processes: int = 1,
+        threads: int = 4,
+        env: dict[str, str] | None = None,
+        extra: list[str] | None = None,
+        test_settings: Settings | None = None,
+    ) -> Proc:
         chosen = test_settings or settings
         command = [str(VENV_BIN / "dramatiq"), "actors", "--processes", str(processes), "--threads", str(threads)]
         proc = spawn(command + (extra or []), env={**settings_env(chosen), **(env or {})}, name="worker")
@@ -343,8 +353,12 @@ def drain(sqs: Any, name: str, *, timeout: float = 5.0) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         batch = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=60,
-            MessageAttributeNames=["All"], MessageSystemAttributeNames=["All"],
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=1,
+            VisibilityTimeout=60,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
         ).get("Messages", [])
         if not batch:
             break

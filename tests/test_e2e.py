@@ -39,7 +39,9 @@ def keys(requests: list[Any]) -> list[str]:
 
 
 def test_every_webhook_posted_to_the_api_is_delivered_once_with_its_id(
-    api_process: Callable[..., tuple[Proc, str]], worker_process: Callable[..., Proc], receiver: Receiver,
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
     record_property: Callable[[str, Any], None],
 ) -> None:
     # Given the API and two worker processes
@@ -59,8 +61,11 @@ def test_every_webhook_posted_to_the_api_is_delivered_once_with_its_id(
 
 
 def test_a_receiver_answering_500_gets_every_attempt_then_the_message_is_dead_lettered(
-    api_process: Callable[..., tuple[Proc, str]], worker_process: Callable[..., Proc], receiver: Receiver,
-    settings: Settings, sqs: Any,
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    settings: Settings,
+    sqs: Any,
 ) -> None:
     # Given a receiver that always answers 500, and max_retries=2
     receiver.statuses["/down"] = [500]
@@ -76,8 +81,11 @@ def test_a_receiver_answering_500_gets_every_attempt_then_the_message_is_dead_le
 
 
 def test_a_receiver_answering_404_gets_one_attempt_and_the_message_is_dead_lettered(
-    api_process: Callable[..., tuple[Proc, str]], worker_process: Callable[..., Proc], receiver: Receiver,
-    settings: Settings, sqs: Any,
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    settings: Settings,
+    sqs: Any,
 ) -> None:
     receiver.statuses["/gone"] = [404]
     _, api = api_process()
@@ -90,7 +98,9 @@ def test_a_receiver_answering_404_gets_one_attempt_and_the_message_is_dead_lette
 
 
 def test_retry_after_is_honoured(
-    api_process: Callable[..., tuple[Proc, str]], worker_process: Callable[..., Proc], receiver: Receiver,
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
 ) -> None:
     # Given a receiver that first answers 429 with Retry-After: 2, then 200
     receiver.statuses["/busy"] = [429, 200]
@@ -104,8 +114,11 @@ def test_retry_after_is_honoured(
 
 
 def test_a_worker_killed_mid_run_loses_nothing(
-    api_process: Callable[..., tuple[Proc, str]], worker_process: Callable[..., Proc], receiver: Receiver,
-    settings: Settings, sqs: Any,
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    settings: Settings,
+    sqs: Any,
 ) -> None:
     # Given 20 slow webhooks (0.5 s each) being worked on by one process of 4 threads
     receiver.delays["/slow"] = 0.5
@@ -132,8 +145,11 @@ def test_a_worker_killed_mid_run_loses_nothing(
 
 
 def test_sigterm_releases_held_messages_at_once_and_exits_cleanly(
-    api_process: Callable[..., tuple[Proc, str]], worker_process: Callable[..., Proc], receiver: Receiver,
-    settings: Settings, sqs: Any,
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    settings: Settings,
+    sqs: Any,
 ) -> None:
     # Given a worker busy on slow webhooks (2 s each) with more waiting
     receiver.delays["/slower"] = 2.0

@@ -51,7 +51,11 @@ def test_supervisord_runs_the_whole_pipeline_and_stops_cleanly(tmp_path: Path, r
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "supervisord"), "-c", str(tmp_path / "supervisord.conf")],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         # When it is ready and a webhook is posted to the API, as the README's curl does

@@ -277,7 +277,9 @@ def test_queues_get_a_redrive_policy_of_max_retries_plus_one(harness: Callable[.
     assert attrs["VisibilityTimeout"] == "5"
 
 
-def test_crash_looping_message_is_dead_lettered_by_the_redrive_policy(harness: Callable[..., Harness], sqs: Any) -> None:
+def test_crash_looping_message_is_dead_lettered_by_the_redrive_policy(
+    harness: Callable[..., Harness], sqs: Any
+) -> None:
     # Given a queue set up for max_retries=1 (maxReceiveCount 2) and a message on it
     h = harness(max_retries=1)
     actor = dramatiq.actor(lambda p: None, broker=h.broker, actor_name="crash", queue_name="crash")
