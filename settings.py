@@ -48,6 +48,14 @@ class Settings:
       send_concurrency: How many SQS sends the API runs at once (its thread pool).
       receive_linger_ms: How long a receive waits for more threads to free once one has.
       stats_dir: If set, each worker process writes its SQS request counts there on exit.
+      api_keys: Keys accepted as `Authorization: Bearer <key>`; several allow rotation.
+      api_keys_file: A file of more keys, one per line (`#` starts a comment).
+      allow_unauthenticated: Serve without keys on a non-loopback address anyway.
+      idempotency_window_seconds: How long an Idempotency-Key replays its first result.
+      send_linger_ms: How long a send waits for others to join its SendMessageBatch.
+      max_waiting_sends: Sends that may wait for SQS at once; more are answered 503.
+      max_queue_depth: Answer 429 while a queue holds this many messages; 0 disables it.
+      request_timeout_seconds: The longest a POST waits for SQS before answering 503.
     """
 
     endpoint_url: str | None = None
@@ -72,6 +80,14 @@ class Settings:
     send_concurrency: int = 16
     receive_linger_ms: int = 2
     stats_dir: Path | None = None
+    api_keys: tuple[str, ...] = ()
+    api_keys_file: Path | None = None
+    allow_unauthenticated: bool = False
+    idempotency_window_seconds: int = 600
+    send_linger_ms: int = 2
+    max_waiting_sends: int = 1000
+    max_queue_depth: int = 0
+    request_timeout_seconds: float = 20.0
 
     def __post_init__(self) -> None:
         _check_range("QM_PORT", self.port, 0, 65535)
@@ -90,6 +106,10 @@ class Settings:
         _check_range("QM_RECEIVE_WAIT_SECONDS", self.receive_wait_seconds, 1, constants.MAX_WAIT_TIME_SECONDS)
         _check_range("QM_SEND_CONCURRENCY", self.send_concurrency, 1, 1024)
         _check_range("QM_RECEIVE_LINGER_MS", self.receive_linger_ms, 0, 1000)
+        _check_range("QM_IDEMPOTENCY_WINDOW_SECONDS", self.idempotency_window_seconds, 0, 7 * 86400)
+        _check_range("QM_SEND_LINGER_MS", self.send_linger_ms, 0, 1000)
+        _check_range("QM_MAX_WAITING_SENDS", self.max_waiting_sends, 1, 1_000_000)
+        _check_range("QM_MAX_QUEUE_DEPTH", self.max_queue_depth, 0, 1_000_000_000)
         if not constants.QUEUE_NAME_PATTERN.fullmatch(self.queue_prefix):
             raise SettingsError(f"QM_QUEUE_PREFIX must be 1-40 letters, digits, '-' or '_', got {self.queue_prefix!r}.")
 
@@ -112,6 +132,17 @@ class Settings:
             kwargs[field.name] = _parse(name, field.type, raw)
         return cls(**kwargs)  # type: ignore[arg-type]
 
+    def accepted_api_keys(self) -> list[str]:
+        """Every API key: QM_API_KEYS, then the lines of QM_API_KEYS_FILE."""
+        keys = [k for k in self.api_keys if k]
+        if self.api_keys_file is not None:
+            try:
+                lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise SettingsError(f"QM_API_KEYS_FILE {self.api_keys_file} cannot be read: {exc}.") from None
+            keys += [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        return keys
+
     def queue_name(self, message_type: str) -> str:
         """The SQS name of the queue a message type is sent to."""
         return f"{self.queue_prefix}_{message_type}"
@@ -131,7 +162,8 @@ def _parse(name: str, type_name: object, raw: str) -> object:
                 return False
             raise ValueError(value)
         if type_name == "tuple[str, ...]":
-            return tuple(item.strip().lower() for item in value.split(",") if item.strip())
+            items = tuple(item.strip() for item in value.split(",") if item.strip())
+            return items if name == "QM_API_KEYS" else tuple(item.lower() for item in items)
         if type_name in ("Path", "Path | None"):
             return Path(value)
     except ValueError:

@@ -3,36 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from api import keys
-from api.middlewares import problem_middleware
+from api.backpressure import DepthGuard
+from api.idempotency import IdempotencyStore
+from api.middlewares import auth_middleware, problem_middleware
 from api.routes import setup_routes
+from api.schemas import MAX_BATCH_BODY_BYTES
 from api.sender import Sender
 from broker import build_broker
 from schemas import SchemaLoadError, SchemaRegistry
 from settings import Settings, SettingsError
-from sqs import constants
 
 logger = logging.getLogger(__name__)
 
-#: Room for the envelope around the largest payload SQS can carry.
-ENVELOPE_OVERHEAD_BYTES = 4096
-
 
 def create_app(settings: Settings) -> web.Application:
-    """Build the API: schemas are loaded and checked here, so a broken one stops start-up."""
+    """Build the API: schemas are loaded and checked here, so a broken one stops start-up.
+
+    Raises SettingsError when the API would listen beyond loopback with no API keys.
+    """
     registry = SchemaRegistry.load(settings.schemas_dir)
-    app = web.Application(
-        middlewares=[problem_middleware],
-        # Nothing larger than this can fit in one SQS message once base64-encoded.
-        client_max_size=constants.MAX_ENCODED_JSON_BYTES + ENVELOPE_OVERHEAD_BYTES,
-    )
+    api_keys = settings.accepted_api_keys()
+    if not api_keys and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
+        raise SettingsError(
+            f"QM_HOST={settings.host} is reachable from other machines and no API keys are set: set QM_API_KEYS "
+            "or QM_API_KEYS_FILE, bind to 127.0.0.1, or set QM_ALLOW_UNAUTHENTICATED=true to serve openly."
+        )
+    middlewares: list[Middleware] = [problem_middleware]
+    if api_keys:
+        middlewares.append(auth_middleware(api_keys))
+    # Each handler enforces its own, smaller body limit; this is the largest (a batch).
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BATCH_BODY_BYTES)
     app[keys.SETTINGS] = settings
     app[keys.REGISTRY] = registry
     app.cleanup_ctx.append(_sqs_context)
@@ -48,7 +58,11 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
         broker.declare_queue(message_type)
     app[keys.EXECUTOR] = executor
     app[keys.BROKER] = broker
-    app[keys.SENDER] = Sender(broker, executor)
+    app[keys.SENDER] = Sender(
+        broker, executor, linger_seconds=settings.send_linger_ms / 1000, max_waiting=settings.max_waiting_sends
+    )
+    app[keys.IDEMPOTENCY] = IdempotencyStore(window_seconds=settings.idempotency_window_seconds)
+    app[keys.DEPTH_GUARD] = DepthGuard(broker, executor, max_depth=settings.max_queue_depth)
     loop = asyncio.get_running_loop()
     for message_type in app[keys.REGISTRY].types:
         try:
@@ -59,6 +73,7 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await app[keys.SENDER].close()
+        await app[keys.DEPTH_GUARD].close()
         executor.shutdown(wait=True)
 
 
@@ -76,3 +91,12 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -7,21 +7,14 @@ import json
 import logging
 from typing import Any
 
-import dramatiq
 from aiohttp import web
 
 from api import keys, problems
-from api.schemas import envelope_violations
-from api.sender import Overloaded
-from schemas import Violation
-from schemas.checks import PAYLOAD_CHECKS
+from api.ingest import Prepared, prepare, submit
+from api.schemas import MAX_BATCH_BODY_BYTES, MAX_MESSAGE_BODY_BYTES, batch_violations
 from sqs import constants
-from sqs.errors import MessageTooLarge, SQSUnavailable
 
 logger = logging.getLogger(__name__)
-
-#: Seconds a client is asked to wait after a 503.
-RETRY_AFTER_SECONDS = 1
 
 #: Media types accepted for a message body.
 JSON_TYPES = ("application/json",)
@@ -29,79 +22,83 @@ JSON_TYPES = ("application/json",)
 
 async def post_message(request: web.Request) -> web.Response:
     """Validate one envelope, send it to SQS, answer 202 once SQS has it."""
-    document = await _read_json(request)
-    message_type, payload, delay_seconds = _validate(request.app, document)
-    settings = request.app[keys.SETTINGS]
-    broker = request.app[keys.BROKER]
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=message_type, actor_name=message_type, args=(payload,), kwargs={}, options={}
-    )
-    try:
-        entry = broker.build_entry(message, delay_seconds * 1000)
-    except MessageTooLarge as exc:
-        raise problems.PayloadTooLarge(
-            f"The message is {exc.size_bytes} bytes once encoded for SQS (base64 of its JSON); the limit is "
-            f"{exc.limit_bytes} bytes, about {constants.MAX_ENCODED_JSON_BYTES} bytes of JSON."
-        ) from None
-    try:
-        result = await request.app[keys.SENDER].send(message_type, entry)
-    except (SQSUnavailable, Overloaded) as exc:
-        logger.warning("Could not send message %r: %s", message.message_id, exc)
-        raise problems.ServiceUnavailable(
-            f"SQS did not accept the message: {exc}", retry_after_seconds=RETRY_AFTER_SECONDS
-        ) from None
-    if not result.ok:
-        logger.warning("SQS refused message %r: %s %s.", message.message_id, result.code, result.detail)
-        raise problems.ServiceUnavailable(
-            f"SQS did not accept the message: {result.code}: {result.detail}", retry_after_seconds=RETRY_AFTER_SECONDS
-        )
-    logger.info("Accepted message %r of type %r.", message.message_id, message_type)
-    return web.json_response(
-        {"id": message.message_id, "type": message_type, "queue": settings.queue_name(message_type)}, status=202
-    )
+    document = await _read_json(request, limit_bytes=MAX_MESSAGE_BODY_BYTES)
+    prepared = prepare(request.app, document, header_key=request.headers.get("Idempotency-Key"))
+    answer, replayed = await submit(request.app, prepared)
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    return web.json_response(answer, status=202, headers=headers)
 
 
-async def _read_json(request: web.Request) -> Any:
+async def post_batch(request: web.Request) -> web.Response:
+    """Validate up to 100 envelopes one by one, send the valid ones; 202 if all went, else 207."""
+    document = await _read_json(request, limit_bytes=MAX_BATCH_BODY_BYTES)
+    errors = batch_violations(document)
+    if errors:
+        raise problems.Unprocessable("The batch is not valid.", errors=errors)
+    results: list[dict[str, Any] | None] = [None] * len(document["messages"])
+    sends: dict[int, Prepared] = {}
+    for index, envelope in enumerate(document["messages"]):
+        try:
+            sends[index] = prepare(request.app, envelope)
+        except problems.Problem as problem:
+            results[index] = _entry_failure(index, problem)
+    outcomes = await asyncio.gather(*(submit(request.app, p) for p in sends.values()), return_exceptions=True)
+    for index, outcome in zip(sends, outcomes, strict=True):
+        if isinstance(outcome, problems.Problem):
+            results[index] = _entry_failure(index, outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            answer, _ = outcome
+            results[index] = {"index": index, "status": 202, **answer}
+    everything_sent = all(r is not None and r["status"] == 202 for r in results)
+    return web.json_response({"results": results}, status=202 if everything_sent else 207)
+
+
+def _entry_failure(index: int, problem: problems.Problem) -> dict[str, Any]:
+    result: dict[str, Any] = {"index": index, "status": problem.status, "detail": problem.detail}
+    if problem.errors is not None:
+        result["errors"] = [v.as_dict() for v in problem.errors]
+    if "Retry-After" in problem.headers:
+        result["retry_after"] = int(problem.headers["Retry-After"])
+    return result
+
+
+async def _read_json(request: web.Request, *, limit_bytes: int) -> Any:
     if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):
         raise problems.UnsupportedMediaType(
             f"The body must be application/json, not {request.content_type or 'unspecified'}."
         )
+    too_large = problems.PayloadTooLarge(
+        f"The request body is larger than {limit_bytes} bytes, the most {request.path} accepts "
+        "(a message must fit in SQS's 1 MiB once base64-encoded)."
+    )
+    if request.content_length is not None and request.content_length > limit_bytes:
+        raise too_large
     raw = await request.read()
+    if len(raw) > limit_bytes:
+        raise too_large
     try:
         return json.loads(raw)
     except UnicodeDecodeError as exc:
         raise problems.BadRequest(f"The body is not UTF-8: {exc.reason} at byte {exc.start}.") from None
     except json.JSONDecodeError as exc:
-        raise problems.BadRequest(f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from None
+        raise problems.BadRequest(
+            f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+        ) from None
     except RecursionError:
         raise problems.BadRequest("The body is not valid JSON: it nests too deeply.") from None
-
-
-def _validate(app: web.Application, document: Any) -> tuple[str, Any, int]:
-    errors = envelope_violations(document)
-    if errors:
-        raise problems.Unprocessable("The envelope is not valid.", errors=errors)
-    registry = app[keys.REGISTRY]
-    message_type = document["type"]
-    if message_type not in registry:
-        raise problems.Unprocessable(
-            f"Unknown message type {message_type!r}.",
-            errors=[Violation("/type", "enum", f"{message_type!r} is not one of {registry.types}")],
-        )
-    payload = document["payload"]
-    errors = registry.validate(message_type, payload)
-    check = PAYLOAD_CHECKS.get(message_type)
-    if not errors and check is not None:
-        errors = check(payload, app[keys.SETTINGS].webhook_allowed_hosts)
-    if errors:
-        raise problems.Unprocessable(f"The payload is not a valid {message_type!r} message.", errors=errors)
-    return message_type, payload, int(document.get("delay_seconds", 0))
 
 
 async def list_schemas(request: web.Request) -> web.Response:
     registry = request.app[keys.REGISTRY]
     return web.json_response(
-        {"types": [{"type": t, "schema": f"/schemas/{t}", "title": registry.schema(t).get("title", t)} for t in registry.types]}
+        {
+            "types": [
+                {"type": t, "schema": f"/schemas/{t}", "title": registry.schema(t).get("title", t)}
+                for t in registry.types
+            ]
+        }
     )
 
 
@@ -154,7 +151,10 @@ async def list_queues(request: web.Request) -> web.Response:
                     "type": t,
                     "name": broker.sqs_queue_name(t),
                     **d["queue"],
-                    "dead_letter": {"name": broker.sqs_queue_name(t) + constants.DEAD_LETTER_SUFFIX, **d["dead_letter"]},
+                    "dead_letter": {
+                        "name": broker.sqs_queue_name(t) + constants.DEAD_LETTER_SUFFIX,
+                        **d["dead_letter"],
+                    },
                 }
                 for t, d in zip(registry.types, depths, strict=True)
             ]

@@ -6,6 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
+from api.backpressure import DepthGuard
+from api.idempotency import IdempotencyStore
 from api.sender import Sender
 from schemas import SchemaRegistry
 from settings import Settings
@@ -16,3 +18,5 @@ REGISTRY = web.AppKey("qm.registry", SchemaRegistry)
 BROKER = web.AppKey("qm.broker", QMBroker)
 EXECUTOR = web.AppKey("qm.executor", ThreadPoolExecutor)
 SENDER = web.AppKey("qm.sender", Sender)
+IDEMPOTENCY = web.AppKey("qm.idempotency", IdempotencyStore)
+DEPTH_GUARD = web.AppKey("qm.depth_guard", DepthGuard)

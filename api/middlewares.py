@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from api import problems
 
@@ -57,3 +58,31 @@ def _http_detail(request: web.Request, exc: web.HTTPException) -> str:
             " the most a message can hold once encoded for SQS."
         )
     return exc.text or exc.reason
+
+
+#: Paths served without an API key, so that orchestrators can probe them.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def auth_middleware(api_keys: list[str]) -> Middleware:
+    """Require `Authorization: Bearer <key>` with one of `api_keys`, compared in constant time."""
+    accepted = [key.encode() for key in api_keys]
+
+    @web.middleware
+    async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        supplied = token.strip().encode()
+        # Compare with every key, so the time taken says nothing about which one nearly matched.
+        matched = False
+        for key in accepted:
+            matched |= hmac.compare_digest(supplied, key)
+        if scheme.lower() != "bearer" or not supplied or not matched:
+            raise problems.Unauthorized(
+                "A valid API key is required: send `Authorization: Bearer <key>`.",
+                headers={"WWW-Authenticate": 'Bearer realm="queue-manager"'},
+            )
+        return await handler(request)
+
+    return check_api_key

@@ -1,14 +1,15 @@
 """The errors the API answers with, rendered as RFC 9457 problem details.
 
-    Problem
-    ├── BadRequest            400  the body is not JSON
-    ├── Unauthorized          401  no valid API key
-    ├── NotFound              404  no such route, type or queue
-    ├── MethodNotAllowed      405
-    ├── PayloadTooLarge       413  the body, or the message once encoded, is over the SQS limit
-    ├── UnsupportedMediaType  415  not application/json
-    ├── Unprocessable         422  an unknown type, or a payload that breaks its schema
-    └── ServiceUnavailable    503  SQS cannot be reached, is too slow, or throttles
+Problem
+├── BadRequest            400  the body is not JSON
+├── Unauthorized          401  no valid API key
+├── NotFound              404  no such route, type or queue
+├── MethodNotAllowed      405
+├── PayloadTooLarge       413  the body, or the message once encoded, is over the SQS limit
+├── UnsupportedMediaType  415  not application/json
+├── Unprocessable         422  an unknown type, a payload that breaks its schema, a reused key
+├── TooManyRequests       429  a queue is over QM_MAX_QUEUE_DEPTH
+└── ServiceUnavailable    503  SQS cannot be reached, is too slow, or throttles
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ class Problem(Exception):
     slug = "internal-error"
     title = "Internal Server Error"
 
-    def __init__(self, detail: str, *, errors: list[Violation] | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, detail: str, *, errors: list[Violation] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
@@ -48,7 +51,9 @@ class Problem(Exception):
         return body
 
     def response(self) -> web.Response:
-        return web.json_response(self.body(), status=self.status, headers=self.headers, content_type=PROBLEM_CONTENT_TYPE)
+        return web.json_response(
+            self.body(), status=self.status, headers=self.headers, content_type=PROBLEM_CONTENT_TYPE
+        )
 
 
 class BadRequest(Problem):
@@ -77,6 +82,13 @@ class UnsupportedMediaType(Problem):
 
 class Unprocessable(Problem):
     status, slug, title = 422, "invalid-message", "Invalid Message"
+
+
+class TooManyRequests(Problem):
+    status, slug, title = 429, "queue-backlog", "Too Many Requests"
+
+    def __init__(self, detail: str, *, retry_after_seconds: int = 5) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
 
 
 class ServiceUnavailable(Problem):

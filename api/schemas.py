@@ -28,12 +28,54 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
             "maximum": constants.MAX_DELAY_SECONDS,
             "description": "Seconds before the message may be processed.",
         },
+        "idempotency_key": {
+            "type": "string",
+            "pattern": "^[\\x21-\\x7e]{1,255}$",
+            "description": "A retried request with the same key returns the first answer instead of sending again.",
+        },
     },
     "required": ["type", "payload"],
     "additionalProperties": False,
 }
 
+#: The most envelopes in one POST /messages/batch.
+MAX_BATCH_MESSAGES = 100
+
+#: The largest body of POST /messages: the largest JSON SQS can carry, plus room for the envelope.
+MAX_MESSAGE_BODY_BYTES = constants.MAX_ENCODED_JSON_BYTES + 4096
+
+#: The largest body of POST /messages/batch.
+MAX_BATCH_BODY_BYTES = 10 * 1024 * 1024
+
+#: The request body of POST /messages/batch; each envelope is then checked on its own.
+BATCH_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "urn:queue-manager:schema:batch",
+    "title": "Message batch",
+    "type": "object",
+    "properties": {
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_BATCH_MESSAGES,
+            "items": {"$ref": "urn:queue-manager:schema:envelope"},
+            "description": "Envelopes, each validated and sent on its own.",
+        }
+    },
+    "required": ["messages"],
+    "additionalProperties": False,
+}
+
 _ENVELOPE = Draft202012Validator(ENVELOPE_SCHEMA)
+# The outer shape only: each envelope is validated on its own, so one bad entry fails alone.
+_BATCH = Draft202012Validator(
+    {**BATCH_SCHEMA, "properties": {"messages": {**BATCH_SCHEMA["properties"]["messages"], "items": {}}}}
+)
+
+
+def batch_violations(document: Any) -> list[Violation]:
+    """Every way `document` breaks the batch's outer shape (its envelopes are checked one by one)."""
+    return violations(_BATCH, document)
 
 
 def envelope_violations(document: Any) -> list[Violation]:

@@ -1,0 +1,167 @@
+"""From a JSON envelope to a message SQS has accepted: validate, prepare, send, remember."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+from typing import Any
+
+import dramatiq
+from aiohttp import web
+
+from api import keys, problems
+from api.idempotency import KeyReused
+from api.schemas import envelope_violations
+from api.sender import Overloaded
+from schemas import Violation
+from schemas.checks import PAYLOAD_CHECKS
+from sqs import constants
+from sqs.errors import MessageTooLarge, SQSUnavailable
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a client is asked to wait after a 503.
+RETRY_AFTER_SECONDS = 1
+
+#: Seconds a client is asked to wait after a 429 (a queue over its depth ceiling).
+BACKLOG_RETRY_AFTER_SECONDS = 5
+
+#: An idempotency key: 1 to 255 visible ASCII characters.
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
+
+#: The message option that carries the idempotency key to the actor.
+IDEMPOTENCY_KEY_OPTION = "idempotency_key"
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A valid message, encoded for SQS, not yet sent."""
+
+    message_type: str
+    message: dramatiq.Message[Any]
+    entry: dict[str, Any]
+    idempotency_key: str | None
+    fingerprint: str
+
+
+def prepare(app: web.Application, document: Any, *, header_key: str | None = None) -> Prepared:
+    """Validate an envelope and its payload and encode the message; raises 422 or 413 problems."""
+    errors = envelope_violations(document)
+    if errors:
+        raise problems.Unprocessable("The envelope is not valid.", errors=errors)
+    registry = app[keys.REGISTRY]
+    message_type = document["type"]
+    if message_type not in registry:
+        raise problems.Unprocessable(
+            f"Unknown message type {message_type!r}.",
+            errors=[Violation("/type", "enum", f"{message_type!r} is not one of {registry.types}")],
+        )
+    payload = document["payload"]
+    errors = registry.validate(message_type, payload)
+    check = PAYLOAD_CHECKS.get(message_type)
+    if not errors and check is not None:
+        errors = check(payload, app[keys.SETTINGS].webhook_allowed_hosts)
+    if errors:
+        raise problems.Unprocessable(f"The payload is not a valid {message_type!r} message.", errors=errors)
+    key = _idempotency_key(header_key, document.get("idempotency_key"))
+    delay_seconds = int(document.get("delay_seconds", 0))
+    options = {IDEMPOTENCY_KEY_OPTION: key} if key else {}
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=message_type, actor_name=message_type, args=(payload,), kwargs={}, options=options
+    )
+    try:
+        entry = app[keys.BROKER].build_entry(message, delay_seconds * 1000)
+    except MessageTooLarge as exc:
+        raise problems.PayloadTooLarge(
+            f"The message is {exc.size_bytes} bytes once encoded for SQS (base64 of its JSON); the limit is "
+            f"{exc.limit_bytes} bytes, about {constants.MAX_ENCODED_JSON_BYTES} bytes of JSON."
+        ) from None
+    canonical = json.dumps([message_type, payload, delay_seconds], sort_keys=True, separators=(",", ":"))
+    fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
+    return Prepared(message_type, message, entry, key, fingerprint)
+
+
+def _idempotency_key(header: str | None, field: Any) -> str | None:
+    if header is not None and field is not None and header != field:
+        raise problems.Unprocessable(
+            "The Idempotency-Key header and the envelope's idempotency_key differ.",
+            errors=[Violation("/idempotency_key", "const", "must equal the Idempotency-Key header when both are set")],
+        )
+    key = header if header is not None else field
+    if key is None:
+        return None
+    if not isinstance(key, str) or not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
+        raise problems.Unprocessable(
+            "The idempotency key must be 1 to 255 visible ASCII characters.",
+            errors=[Violation("/idempotency_key", "pattern", "must be 1 to 255 visible ASCII characters")],
+        )
+    return key
+
+
+async def submit(app: web.Application, prepared: Prepared) -> tuple[dict[str, Any], bool]:
+    """Send a prepared message; returns the 202 answer and whether it was replayed from its key.
+
+    Raises 503 (SQS trouble or overload), 429 (a queue over its ceiling) or 422 (a key reused).
+    """
+    store = app[keys.IDEMPOTENCY]
+    key = prepared.idempotency_key
+    if key is not None:
+        try:
+            first = store.claim(key, prepared.fingerprint)
+        except KeyReused:
+            raise problems.Unprocessable(
+                f"The idempotency key {key!r} was used with a different message.",
+                errors=[Violation("/idempotency_key", "unique", "already used with a different message")],
+            ) from None
+        if first is not None:
+            try:
+                return await asyncio.shield(first), True
+            except problems.Problem:
+                raise
+            except Exception:  # the first attempt failed and was forgotten: this one tries afresh
+                return await submit(app, prepared)
+    try:
+        answer = await _send(app, prepared)
+    except BaseException as exc:
+        if key is not None:
+            store.forget(key, exc)
+        raise
+    if key is not None:
+        store.done(key, answer)
+    return answer, False
+
+
+async def _send(app: web.Application, prepared: Prepared) -> dict[str, Any]:
+    settings = app[keys.SETTINGS]
+    message = prepared.message
+    depth = app[keys.DEPTH_GUARD].over(prepared.message_type)
+    if depth is not None:
+        raise problems.TooManyRequests(
+            f"Queue {settings.queue_name(prepared.message_type)!r} holds about {depth} messages, at or over "
+            f"QM_MAX_QUEUE_DEPTH ({settings.max_queue_depth}); try again later.",
+            retry_after_seconds=BACKLOG_RETRY_AFTER_SECONDS,
+        )
+    try:
+        async with asyncio.timeout(settings.request_timeout_seconds):
+            result = await app[keys.SENDER].send(prepared.message_type, prepared.entry)
+    except (SQSUnavailable, Overloaded, TimeoutError) as exc:
+        reason = str(exc) or f"no answer within {settings.request_timeout_seconds} s"
+        logger.warning("Could not send message %r: %s.", message.message_id, reason)
+        raise problems.ServiceUnavailable(
+            f"SQS did not accept the message: {reason}", retry_after_seconds=RETRY_AFTER_SECONDS
+        ) from None
+    if not result.ok:
+        logger.warning("SQS refused message %r: %s %s.", message.message_id, result.code, result.detail)
+        raise problems.ServiceUnavailable(
+            f"SQS did not accept the message: {result.code}: {result.detail}", retry_after_seconds=RETRY_AFTER_SECONDS
+        )
+    logger.info("Accepted message %r of type %r.", message.message_id, prepared.message_type)
+    return {
+        "id": message.message_id,
+        "type": prepared.message_type,
+        "queue": settings.queue_name(prepared.message_type),
+    }

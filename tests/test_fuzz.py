@@ -1,0 +1,69 @@
+"""Property: whatever a client sends, the API answers a precise status, never a 500 or a traceback."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.api
+
+#: Every status a client can cause.
+CLIENT_STATUSES = {202, 400, 404, 405, 413, 415, 422}
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+envelopes = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["log", "webhook", "nope", ""]) | json_values,
+        "payload": json_values
+        | st.fixed_dictionaries({"message": st.text(max_size=30)}, optional={"level": st.text(max_size=8)})
+        | st.fixed_dictionaries({"url": st.sampled_from(["http://127.0.0.1:9/x", "ftp://x", "http://evil.test/"])}),
+        "delay_seconds": st.integers(-5, 1000) | json_values,
+        "idempotency_key": st.text(max_size=10) | json_values,
+        "extra": json_values,
+    },
+)
+bodies = envelopes.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=64)
+content_types = st.sampled_from(["application/json", "text/plain", "", "application/merge-patch+json", "a/b; x"])
+paths = st.sampled_from(["/messages", "/messages/batch", "/schemas/log", "/nope"])
+methods = st.sampled_from(["POST", "GET", "PUT"])
+idempotency = st.none() | st.text(max_size=12)
+
+
+@pytest.fixture
+def fuzz_api(api_process: Any) -> str:
+    return str(api_process()[1])
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=methods, path=paths, body=bodies, content_type=content_types, key=idempotency)
+def test_no_request_gets_a_server_error(
+    fuzz_api: str, method: str, path: str, body: bytes, content_type: str, key: str | None
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    if key is not None and key.isascii() and key.isprintable():
+        headers["Idempotency-Key"] = key
+    request = urllib.request.Request(
+        fuzz_api + path, data=body if method != "GET" else None, method=method, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, raw, media = response.status, response.read(), response.headers.get_content_type()
+    except urllib.error.HTTPError as error:
+        status, raw, media = error.code, error.read(), error.headers.get_content_type()
+    assert status in CLIENT_STATUSES or (status == 200 and method == "GET"), (status, raw[:300])
+    document = json.loads(raw)
+    if status >= 400:
+        assert media == "application/problem+json"
+        assert document["status"] == status
+        assert document["detail"]

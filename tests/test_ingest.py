@@ -1,0 +1,243 @@
+"""Ingest under load and trouble: micro-batched sends, the batch endpoint, idempotency, API keys,
+backpressure and SQS outages."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, ClientTimeout
+
+from api import keys
+from api.app import create_app
+from settings import Settings, SettingsError
+from tests.conftest import SQSServer, drain, queue_depth, wait_for
+
+pytestmark = pytest.mark.api
+
+LOG = {"type": "log", "payload": {"message": "hello"}}
+
+
+def queued_ids(sqs: Any, name: str) -> list[str]:
+    """Message ids on a queue (left in flight), decoded from the bodies."""
+    return [json.loads(base64.b64decode(m["Body"]))["message_id"] for m in drain(sqs, name)]
+
+
+async def test_concurrent_posts_are_coalesced_into_batches_and_each_waits_for_its_own_entry(
+    api_client: Any, settings: Settings, sqs: Any
+) -> None:
+    # Given 50 concurrent posts to one queue
+    broker = api_client.server.app[keys.BROKER]
+    before = broker.request_counts().get("SendMessageBatch", 0)
+    responses = await asyncio.gather(
+        *(api_client.post("/messages", json={"type": "log", "payload": {"message": f"m{i}"}}) for i in range(50))
+    )
+    # Then every one is accepted, with far fewer SQS calls than messages, and each 202 is on the queue
+    ids = [(await r.json())["id"] for r in responses]
+    assert [r.status for r in responses] == [202] * 50
+    batches = broker.request_counts().get("SendMessageBatch", 0) - before
+    assert batches <= 20, batches
+    assert "SendMessage" not in broker.request_counts()
+    assert sorted(queued_ids(sqs, settings.queue_name("log"))) == sorted(ids)
+
+
+async def test_batch_endpoint_sends_the_valid_entries_and_reports_each_in_order(
+    api_client: Any, settings: Settings, sqs: Any
+) -> None:
+    # Given a batch of two valid envelopes around an invalid one
+    body = {
+        "messages": [
+            {"type": "log", "payload": {"message": "a"}},
+            {"type": "log", "payload": {"level": "loud"}},
+            {"type": "log", "payload": {"message": "c"}},
+        ]
+    }
+    # When it is posted
+    response = await api_client.post("/messages/batch", json=body)
+    # Then the answer is 207 with one result per entry, in order, and the valid two are queued
+    assert response.status == 207
+    results = (await response.json())["results"]
+    assert [r["index"] for r in results] == [0, 1, 2]
+    assert [r["status"] for r in results] == [202, 422, 202]
+    assert results[1]["errors"][0]["path"] in ("/payload", "/payload/level")
+    assert {e["path"] for e in results[1]["errors"]} == {"/payload", "/payload/level"}
+    assert sorted(queued_ids(sqs, settings.queue_name("log"))) == sorted([results[0]["id"], results[2]["id"]])
+
+
+async def test_batch_endpoint_answers_202_when_every_entry_is_sent(api_client: Any) -> None:
+    response = await api_client.post("/messages/batch", json={"messages": [LOG] * 25})
+    assert response.status == 202
+    results = (await response.json())["results"]
+    assert [r["status"] for r in results] == [202] * 25
+    assert len({r["id"] for r in results}) == 25
+
+
+async def test_batch_of_more_than_100_is_refused(api_client: Any) -> None:
+    response = await api_client.post("/messages/batch", json={"messages": [LOG] * 101})
+    assert response.status == 422
+    body = await response.json()
+    assert body["errors"][0]["path"] == "/messages"
+    assert body["errors"][0]["keyword"] == "maxItems"
+
+
+async def test_a_retried_post_with_the_same_idempotency_key_returns_the_first_answer(
+    api_client: Any, settings: Settings, sqs: Any
+) -> None:
+    # Given a post with an Idempotency-Key
+    first = await api_client.post("/messages", json=LOG, headers={"Idempotency-Key": "order-7"})
+    # When it is retried, and also sent concurrently twice more
+    again = await asyncio.gather(
+        *(api_client.post("/messages", json=LOG, headers={"Idempotency-Key": "order-7"}) for _ in range(2))
+    )
+    # Then each answer is the first one, and only one message is on the queue, carrying the key
+    first_body = await first.json()
+    for response in again:
+        assert response.status == 202
+        assert response.headers["Idempotent-Replayed"] == "true"
+        assert await response.json() == first_body
+    messages = drain(sqs, settings.queue_name("log"))
+    assert len(messages) == 1
+    assert json.loads(base64.b64decode(messages[0]["Body"]))["options"]["idempotency_key"] == "order-7"
+
+
+async def test_an_idempotency_key_reused_with_another_message_is_422(api_client: Any) -> None:
+    await api_client.post("/messages", json=LOG, headers={"Idempotency-Key": "k1"})
+    response = await api_client.post(
+        "/messages", json={"type": "log", "payload": {"message": "other"}}, headers={"Idempotency-Key": "k1"}
+    )
+    assert response.status == 422
+    body = await response.json()
+    assert body["errors"] == [
+        {"path": "/idempotency_key", "keyword": "unique", "message": "already used with a different message"}
+    ]
+
+
+async def test_idempotency_key_in_the_envelope_works_in_a_batch(api_client: Any, settings: Settings, sqs: Any) -> None:
+    envelope = {**LOG, "idempotency_key": "batch-1"}
+    first = await api_client.post("/messages/batch", json={"messages": [envelope]})
+    second = await api_client.post("/messages/batch", json={"messages": [envelope]})
+    assert (await first.json())["results"][0]["id"] == (await second.json())["results"][0]["id"]
+    assert len(drain(sqs, settings.queue_name("log"))) == 1
+
+
+@pytest.fixture
+def keyed_settings(settings: Settings, tmp_path: Path) -> Settings:
+    key_file = tmp_path / "keys"
+    key_file.write_text("# rotated in next week\nkey-from-file\n")
+    return dataclasses.replace(settings, api_keys=("key-one", "key-two"), api_keys_file=key_file)
+
+
+async def test_api_keys_are_required_and_any_configured_key_works(
+    aiohttp_client: Any, keyed_settings: Settings
+) -> None:
+    client = await aiohttp_client(create_app(keyed_settings))
+    # Without a key, or with a wrong one: 401 with a challenge
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic key-one"}):
+        response = await client.post("/messages", json=LOG, headers=headers)
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="queue-manager"'
+        assert response.content_type == "application/problem+json"
+        assert (await response.json())["detail"] == "A valid API key is required: send `Authorization: Bearer <key>`."
+    # Every configured key is accepted (rotation), from the environment or the file
+    for key in ("key-one", "key-two", "key-from-file"):
+        response = await client.post("/messages", json=LOG, headers={"Authorization": f"Bearer {key}"})
+        assert response.status == 202
+    # Health endpoints stay open
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 200
+    assert (await client.get("/schemas")).status == 401
+
+
+def test_listening_beyond_loopback_without_keys_refuses_to_start(settings: Settings) -> None:
+    with pytest.raises(SettingsError, match=re.escape("QM_HOST=0.0.0.0 is reachable from other machines and no API")):
+        create_app(dataclasses.replace(settings, host="0.0.0.0"))
+    create_app(dataclasses.replace(settings, host="0.0.0.0", allow_unauthenticated=True))
+    create_app(dataclasses.replace(settings, host="0.0.0.0", api_keys=("k",)))
+
+
+async def test_a_queue_over_its_depth_ceiling_is_answered_429(aiohttp_client: Any, settings: Settings) -> None:
+    # Given a ceiling of 3 messages
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, max_queue_depth=3)))
+    for _ in range(3):
+        assert (await client.post("/messages", json=LOG)).status == 202
+
+    # When the depth reading catches up, a post is refused with Retry-After
+    async def refused() -> Any:
+        response = await client.post("/messages", json=LOG)
+        return response if response.status == 429 else None
+
+    deadline = asyncio.get_running_loop().time() + 15
+    response = None
+    while response is None and asyncio.get_running_loop().time() < deadline:
+        response = await refused()
+        await asyncio.sleep(0.2)
+    assert response is not None
+    assert response.headers["Retry-After"] == "5"
+    assert (await response.json())["title"] == "Too Many Requests"
+
+
+async def test_too_many_waiting_sends_are_shed_with_503(
+    aiohttp_client: Any, settings: Settings, sqs_server: SQSServer
+) -> None:
+    # Given an API that lets 2 sends wait, and SQS not answering
+    client = await aiohttp_client(
+        create_app(dataclasses.replace(settings, max_waiting_sends=2, request_timeout_seconds=2))
+    )
+    sqs_server.pause()
+    try:
+        responses = await asyncio.gather(*(client.post("/messages", json=LOG) for _ in range(6)))
+    finally:
+        sqs_server.resume()
+    # Then the extra ones are answered 503 at once, and none is a 500
+    assert [r.status for r in responses] == [503] * 6
+    assert all(r.headers["Retry-After"] == "1" for r in responses)
+    details = [(await r.json())["detail"] for r in responses]
+    shed = [d for d in details if "2 messages are already waiting for SQS; the limit is 2" in d]
+    assert len(shed) == 4, details
+
+
+async def test_sqs_stopped_mid_run_gives_503s_never_a_500_and_no_lost_202(
+    api_process: Any, settings: Settings, sqs: Any, sqs_server: SQSServer
+) -> None:
+    # Given a real API process taking a steady stream of posts
+    _, url = api_process(env={"QM_SQS_TIMEOUT_SECONDS": "1", "QM_REQUEST_TIMEOUT_SECONDS": "4"})
+    accepted: list[str] = []
+    statuses: list[int] = []
+
+    async def client(session: ClientSession, n: int) -> None:
+        for i in range(n):
+            async with session.post(url + "/messages", json={"type": "log", "payload": {"message": str(i)}}) as r:
+                statuses.append(r.status)
+                if r.status == 202:
+                    accepted.append((await r.json())["id"])
+                else:
+                    assert r.content_type == "application/problem+json"
+                    assert "Retry-After" in r.headers
+            await asyncio.sleep(0.02)
+
+    async with ClientSession(timeout=ClientTimeout(total=30)) as session:
+        clients = asyncio.gather(*(client(session, 60) for _ in range(4)))
+        # When SQS stops answering mid-run for a few seconds, then comes back
+        await asyncio.sleep(0.5)
+        sqs_server.pause()
+        try:
+            await asyncio.sleep(5)
+        finally:
+            sqs_server.resume()
+        await clients
+        # Then the API recovered on its own
+        async with session.post(url + "/messages", json=LOG) as r:
+            assert r.status == 202
+            accepted.append((await r.json())["id"])
+    assert 500 not in statuses
+    assert 503 in statuses
+    # And every message answered 202 is on the queue
+    on_queue = set(wait_for(lambda: queued_ids(sqs, settings.queue_name("log")), timeout=10, what="the messages"))
+    assert set(accepted) <= on_queue
+    assert queue_depth(sqs, settings.queue_name("log"))["delayed"] == 0
