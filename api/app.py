@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -74,6 +76,10 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
     finally:
         await app[keys.SENDER].close()
         await app[keys.DEPTH_GUARD].close()
+        if settings.stats_dir is not None:
+            settings.stats_dir.mkdir(parents=True, exist_ok=True)
+            path = settings.stats_dir / f"api-{os.getpid()}.json"
+            path.write_text(json.dumps({"sqs_requests": broker.request_counts()}, sort_keys=True))
         executor.shutdown(wait=True)
 
 

@@ -1,0 +1,106 @@
+"""The deployment files agree with each other and with what the code does."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from settings import Settings
+from tests.conftest import ROOT, Proc, Receiver, wait_for
+
+#: SQS actions and the IAM action that authorises each (batches use the single-message permission).
+IAM_ACTION = {
+    "SendMessageBatch": "sqs:SendMessage",
+    "DeleteMessageBatch": "sqs:DeleteMessage",
+    "ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+}
+
+
+def supervisord_programs() -> dict[str, dict[str, str]]:
+    parser = configparser.RawConfigParser()
+    parser.read(ROOT / "supervisord.conf")
+    return {s.split(":", 1)[1]: dict(parser[s]) for s in parser.sections() if s.startswith("program:")}
+
+
+def test_compose_runs_the_same_programs_as_supervisord() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    programs = supervisord_programs()
+    assert set(compose["services"]) == set(programs) == {"sqs", "api", "worker"}
+    # The worker runs the same command with the same shutdown timeout, and gets as long to drain
+    worker_command = shlex.split(programs["worker"]["command"].split("exec ", 1)[1].rstrip("'"))
+    dramatiq_at = next(i for i, arg in enumerate(worker_command) if arg.endswith("/dramatiq"))
+    dramatiq_args = worker_command[dramatiq_at + 1 :]
+    compose_worker = compose["services"]["worker"]["command"]
+    assert compose_worker[compose_worker.index("dramatiq") + 1 :] == dramatiq_args
+    assert compose["services"]["worker"]["stop_grace_period"] == f"{programs['worker']['stopwaitsecs']}s"
+    assert compose["services"]["api"]["stop_grace_period"] == f"{programs['api']['stopwaitsecs']}s"
+    # Both wait for SQS before starting, and publish on loopback only
+    for name in ("api", "worker"):
+        assert compose["services"][name]["command"][:3] == ["python", "-m", "sqs.wait"]
+        assert compose["services"][name]["depends_on"]["sqs"]["condition"] == "service_healthy"
+    for service in compose["services"].values():
+        assert all(str(p).startswith("127.0.0.1:") for p in service.get("ports", []))
+
+
+def test_dockerfile_is_multi_stage_non_root_with_healthchecks() -> None:
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    stages = [line for line in lines if line.startswith("FROM ")]
+    assert len(stages) >= 3
+    assert [line for line in lines if line.startswith("USER ")] == ["USER 10001", "USER 10001"]
+    assert sum(line.startswith("HEALTHCHECK ") for line in lines) == 2
+    assert 'CMD ["qm-api"]' in lines
+
+
+@pytest.mark.e2e
+def test_the_iam_policy_allows_every_sqs_action_a_run_makes(
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    # Given an API and a worker that record the SQS actions they make
+    import urllib.request
+
+    stats = tmp_path / "stats"
+    api, url = api_process(env={"QM_STATS_DIR": str(stats)})
+    worker = worker_process(threads=2, env={"QM_STATS_DIR": str(stats)})
+    receiver.statuses["/flaky"] = [500, 200]
+    receiver.statuses["/gone"] = [404]
+
+    def post(document: dict[str, Any], path: str = "/messages") -> None:
+        request = urllib.request.Request(
+            url + path, data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 202
+
+    # When messages take every path: success, retry, dead letter, batch, depth reads
+    post({"type": "webhook", "payload": {"url": receiver.url("/flaky"), "body": 1}})
+    post({"type": "webhook", "payload": {"url": receiver.url("/gone"), "body": 2}})
+    post({"messages": [{"type": "log", "payload": {"message": "x"}}] * 3}, "/messages/batch")
+    with urllib.request.urlopen(url + "/queues", timeout=10) as response:
+        assert response.status == 200
+    wait_for(lambda: len(receiver.to("/flaky")) == 2 and receiver.to("/gone"), timeout=30, what="all paths")
+    time.sleep(0.5)
+    worker.signal(15)
+    worker.wait(timeout=40)
+    api.signal(15)
+    api.wait(timeout=40)
+    # Then every action they made is allowed by deploy/iam-policy.json
+    actions: set[str] = set()
+    for path in stats.glob("*.json"):
+        actions |= set(json.loads(path.read_text())["sqs_requests"])
+    assert {"ReceiveMessage", "DeleteMessageBatch", "SendMessageBatch"} <= actions, actions
+    policy = json.loads((ROOT / "deploy" / "iam-policy.json").read_text())
+    allowed = {a for statement in policy["Statement"] for a in statement["Action"]}
+    needed = {IAM_ACTION.get(action, f"sqs:{action}") for action in actions}
+    assert needed <= allowed, needed - allowed
