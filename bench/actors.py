@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 #: How long the sleep actor takes.
@@ -16,7 +17,7 @@ def noop() -> None:
 
 
 def sleep() -> None:
-    """Sleeps 50 ms, then appends "<start> <end>" to BENCH_MARKS if set (one atomic O_APPEND write)."""
+    """Sleeps 50 ms, then appends "<start> <end> <pid>-<thread>" to BENCH_MARKS if set (one O_APPEND write)."""
     global _marks_fd
     start = time.time()
     time.sleep(SLEEP_SECONDS)
@@ -25,4 +26,4 @@ def sleep() -> None:
     if path:
         if _marks_fd is None:
             _marks_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(_marks_fd, f"{start:.6f} {end:.6f}\n".encode())
+        os.write(_marks_fd, f"{start:.6f} {end:.6f} {os.getpid()}-{threading.get_ident()}\n".encode())

@@ -73,9 +73,9 @@ class Processes:
         self.started: list[subprocess.Popen[bytes]] = []
         self._logs: list[Any] = []
 
-    def start(self, command: list[str], *, env: dict[str, str], log_name: str, cwd: Path | None = None) -> tuple[
-        subprocess.Popen[bytes], Path
-    ]:
+    def start(
+        self, command: list[str], *, env: dict[str, str], log_name: str, cwd: Path | None = None
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         log_path = self.workdir / f"{log_name}-{len(self.started)}.log"
         log = log_path.open("wb")
         self._logs.append(log)
@@ -97,10 +97,8 @@ class Processes:
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -118,8 +116,8 @@ class Processes:
 
 
 @contextlib.contextmanager
-def ministack(processes: Processes) -> Iterator[str]:
-    """A ministack SQS server on a free loopback port; yields its URL and stops it afterwards."""
+def ministack(processes: Processes) -> Iterator[tuple[str, int]]:
+    """A ministack SQS server on a free loopback port; yields its URL and pid, and stops it afterwards."""
     if not MINISTACK.exists():
         raise SystemExit(f"{MINISTACK} is missing: run `make install`.")
     port = free_port()
@@ -139,7 +137,7 @@ def ministack(processes: Processes) -> Iterator[str]:
         wait_for(lambda: answers(url) or process.poll() is not None, timeout=60, what=f"ministack at {url}")
         if process.poll() is not None:
             raise SystemExit(f"ministack exited at start:\n{log.read_text(errors='replace')[-2000:]}")
-        yield url
+        yield url, process.pid
     finally:
         Processes.stop(process, timeout=10)
 
@@ -207,6 +205,20 @@ def tree_cpu_seconds(root: int) -> float:
         if info is not None:
             total += info[1]
     return total / CLOCK_TICKS
+
+
+def host_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine, all cores, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    total = sum(fields[:8])
+    idle = fields[3] + fields[4]
+    return total - idle, total
+
+
+def host_busy_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of all cores' time spent busy between two host_cpu_ticks() readings."""
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total > 0 else float("nan")
 
 
 # -- queues -----------------------------------------------------------------------------------

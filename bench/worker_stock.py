@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +15,7 @@ import dramatiq
 from dramatiq_sqs import SQSBroker
 
 from bench import actors
-
-
-class RequestCounter:
-    """Counts SQS requests by action; registered as a botocore `before-call.sqs` hook."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.lock = threading.Lock()
-
-    def __call__(self, model: Any, **_: Any) -> None:
-        with self.lock:
-            self.counts[model.name] += 1
-
-    def snapshot(self) -> dict[str, int]:
-        with self.lock:
-            return dict(self.counts)
+from bench.counting import RequestCounter
 
 
 class WriteStats(dramatiq.Middleware):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import signal
 import subprocess
@@ -12,7 +13,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.common import VENV_BIN, Processes, child_env, preload, queue_count, tree_cpu_seconds, wait_for
+from bench.common import (
+    VENV_BIN,
+    Processes,
+    child_env,
+    host_busy_percent,
+    host_cpu_ticks,
+    preload,
+    queue_count,
+    tree_cpu_seconds,
+    wait_for,
+)
 
 READY_LINE = "Worker process is ready for action."
 
@@ -41,6 +52,10 @@ class WorkerRun:
     empty_at: float = 0.0
     cpu_at_ready: float = 0.0
     cpu_at_empty: float = 0.0
+    server_cpu_at_ready: float = 0.0
+    server_cpu_at_empty: float = 0.0
+    host_busy_percent: float = float("nan")
+    trace: list[tuple[float, int]] = dataclasses.field(default_factory=list)
     term_at: float = 0.0
     exited_at: float = 0.0
     exit_code: int | None = None
@@ -64,6 +79,11 @@ class WorkerRun:
         return (self.cpu_at_empty - self.cpu_at_ready) * 1000 / done if done else 0.0
 
     @property
+    def server_cpu_ms_per_message(self) -> float:
+        done = self.remaining_at_ready
+        return (self.server_cpu_at_empty - self.server_cpu_at_ready) * 1000 / done if done else 0.0
+
+    @property
     def shutdown_seconds(self) -> float:
         return self.exited_at - self.term_at if self.exited_at else float("nan")
 
@@ -76,16 +96,35 @@ class WorkerRun:
             return 0.0
         return self.remaining_at_ready * task_seconds / (self.threads * self.processes * self.drain_seconds)
 
-    def task_window_utilisation(self) -> float | None:
-        """Busy thread-time over available thread-time, first task start → last task end."""
+    def _spans(self) -> list[tuple[float, float, str]]:
         if self.marks_path is None or not self.marks_path.exists():
-            return None
-        spans = [tuple(map(float, line.split())) for line in self.marks_path.read_text().splitlines() if line.strip()]
+            return []
+        spans = []
+        for line in self.marks_path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3:
+                spans.append((float(parts[0]), float(parts[1]), parts[2]))
+        return spans
+
+    def task_window_utilisation(self) -> float | None:
+        """Busy thread-time over available thread-time, first task start -> last task end."""
+        spans = self._spans()
         if not spans:
             return None
-        window = max(e for _, e in spans) - min(s for s, _ in spans)
-        busy = sum(e - s for s, e in spans)
+        window = max(e for _, e, _ in spans) - min(s for s, _, _ in spans)
+        busy = sum(e - s for s, e, _ in spans)
         return busy / (self.threads * self.processes * window) if window > 0 else None
+
+    def thread_gaps_ms(self) -> list[float]:
+        """Per worker thread, the idle time between the end of one task and the start of its next."""
+        by_thread: dict[str, list[tuple[float, float]]] = {}
+        for start, end, thread in self._spans():
+            by_thread.setdefault(thread, []).append((start, end))
+        gaps = []
+        for spans in by_thread.values():
+            spans.sort()
+            gaps.extend((b[0] - a[1]) * 1000 for a, b in itertools.pairwise(spans))
+        return gaps
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -129,9 +168,9 @@ def _start_worker(
     workdir: Path,
     marks: bool = False,
 ) -> WorkerRun:
-    stats_dir = workdir / f"stats-{scenario}-{impl}"
+    stats_dir = workdir / f"stats-{scenario}-{prefix}"
     stats_dir.mkdir(parents=True, exist_ok=True)
-    marks_path = workdir / f"marks-{scenario}-{impl}.txt" if marks else None
+    marks_path = workdir / f"marks-{scenario}-{prefix}.txt" if marks else None
     extra = {"BENCH_STATS_DIR": str(stats_dir), "BENCH_NAMESPACE": prefix}
     if impl == "ours":
         extra.update(QM_QUEUE_PREFIX=prefix, QM_STATS_DIR=str(stats_dir))
@@ -147,7 +186,7 @@ def _start_worker(
         "--queues",
         *queues,
     ]
-    process, log_path = procs.start(command, env=child_env(endpoint, extra), log_name=f"worker-{scenario}-{impl}")
+    process, log_path = procs.start(command, env=child_env(endpoint, extra), log_name=f"worker-{scenario}-{prefix}")
     return WorkerRun(impl, scenario, processes, threads, messages, process, log_path, stats_dir, marks_path)
 
 
@@ -178,27 +217,42 @@ def drain(
     threads: int,
     workdir: Path,
     timeout: float,
+    server_pid: int,
     marks: bool = False,
 ) -> WorkerRun:
     """Preload `messages` on `queue`, start the workers, time ready → queue empty, then SIGTERM."""
     preload(client, queue_url, queue, ACTORS[queue], messages)
     wait_for(lambda: queue_count(client, queue_url) >= messages, timeout=30, what="the preload to show")
     run = _start_worker(
-        procs, endpoint, impl, prefix, scenario=scenario, queues=[queue], processes=processes, threads=threads,
-        messages=messages, workdir=workdir, marks=marks,
+        procs,
+        endpoint,
+        impl,
+        prefix,
+        scenario=scenario,
+        queues=[queue],
+        processes=processes,
+        threads=threads,
+        messages=messages,
+        workdir=workdir,
+        marks=marks,
     )
     try:
         _wait_ready(run)
         run.ready_at = time.monotonic()
         run.cpu_at_ready = tree_cpu_seconds(run.process.pid)
+        run.server_cpu_at_ready = tree_cpu_seconds(server_pid)
+        host_at_ready = host_cpu_ticks()
         run.remaining_at_ready = queue_count(client, queue_url)
         deadline = run.ready_at + timeout
         while True:
             left = queue_count(client, queue_url)
             now = time.monotonic()
+            run.trace.append((round(now - run.ready_at, 3), left))
             if left == 0:
                 run.empty_at = now
                 run.cpu_at_empty = tree_cpu_seconds(run.process.pid)
+                run.server_cpu_at_empty = tree_cpu_seconds(server_pid)
+                run.host_busy_percent = host_busy_percent(host_at_ready, host_cpu_ticks())
                 break
             if run.process.poll() is not None:
                 raise RuntimeError(f"{impl} worker exited while draining:\n{run.output()[-3000:]}")
@@ -206,10 +260,13 @@ def drain(
                 run.error = f"{left} messages left after {timeout:.0f} s;"
                 run.empty_at = now
                 run.cpu_at_empty = tree_cpu_seconds(run.process.pid)
+                run.server_cpu_at_empty = tree_cpu_seconds(server_pid)
+                run.host_busy_percent = host_busy_percent(host_at_ready, host_cpu_ticks())
                 # Count what was done, so the rate stays meaningful.
                 run.remaining_at_ready -= left
                 break
-            time.sleep(0.02)
+            # GetQueueAttributes costs ministack more the deeper the queue: poll rarely while deep.
+            time.sleep(0.1 if left > 1000 else 0.05 if left > 200 else 0.02)
     finally:
         run.term_at = time.monotonic()
         if run.process.poll() is None:
@@ -230,7 +287,15 @@ def idle(
 ) -> WorkerRun:
     """Start one idle worker process on empty queues; the caller stops it (SIGTERM) later."""
     run = _start_worker(
-        procs, endpoint, impl, prefix, scenario="idle", queues=queues, processes=1, threads=10, messages=0,
+        procs,
+        endpoint,
+        impl,
+        prefix,
+        scenario="idle",
+        queues=queues,
+        processes=1,
+        threads=10,
+        messages=0,
         workdir=workdir,
     )
     _wait_ready(run)

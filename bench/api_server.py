@@ -1,0 +1,107 @@
+"""`python -m bench.api_server ours|stock PORT PREFIX`: one API under test, in a process of its own.
+
+- ours: `api.app.create_app(Settings(...))`, the app `qm-api` serves.
+- stock: a minimal aiohttp app whose POST /messages checks the envelope's shape and calls a stock
+  Dramatiq actor's `.send(payload)` on a stock `dramatiq_sqs.SQSBroker` through `asyncio.to_thread`.
+
+Both get GET /_bench/counts: the SQS requests this process has made, by action. Access logs are
+off and logging is at WARNING in both, so neither pays for per-request log lines.
+The process prints READY once it listens and stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+
+def ours_app(prefix: str) -> tuple[web.Application, Any]:
+    from api import keys
+    from api.app import create_app
+    from settings import Settings
+
+    settings = Settings(
+        endpoint_url=os.environ["AWS_ENDPOINT_URL_SQS"],
+        region=os.environ.get("AWS_REGION", "us-east-1"),
+        queue_prefix=prefix,
+    )
+    app = create_app(settings)
+
+    def counts() -> dict[str, int]:
+        return dict(app[keys.BROKER].request_counts())
+
+    return app, counts
+
+
+def stock_app(prefix: str) -> tuple[web.Application, Any]:
+    import dramatiq
+    from dramatiq_sqs import SQSBroker
+
+    from bench.counting import RequestCounter
+
+    counter = RequestCounter()
+    broker = SQSBroker(
+        namespace=prefix,
+        dead_letter=True,
+        endpoint_url=os.environ["AWS_ENDPOINT_URL_SQS"],
+        region_name=os.environ.get("AWS_REGION", "us-east-1"),
+    )
+    broker.sqs.meta.client.meta.events.register("before-call.sqs", counter)
+
+    @dramatiq.actor(actor_name="log", queue_name="log", broker=broker)
+    def log(payload: dict[str, Any]) -> None:
+        pass
+
+    async def post_message(request: web.Request) -> web.Response:
+        try:
+            document = await request.json()
+        except ValueError:
+            return web.json_response({"title": "not JSON"}, status=400)
+        if (
+            not isinstance(document, dict)
+            or document.get("type") != "log"
+            or not isinstance(document.get("payload"), dict)
+        ):
+            return web.json_response({"title": "bad envelope"}, status=422)
+        message = await asyncio.to_thread(log.send, document["payload"])
+        return web.json_response({"id": message.message_id, "type": "log"}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/messages", post_message)
+    return app, counter.snapshot
+
+
+async def serve(impl: str, port: int, prefix: str) -> None:
+    app, counts = ours_app(prefix) if impl == "ours" else stock_app(prefix)
+
+    async def get_counts(request: web.Request) -> web.Response:
+        return web.json_response(counts())
+
+    app.router.add_get("/_bench/counts", get_counts)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    print("READY", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    impl, port, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    asyncio.run(serve(impl, port, prefix))
+
+
+if __name__ == "__main__":
+    main()
