@@ -29,7 +29,7 @@ def build_broker(settings: Settings) -> QMBroker:
             min_backoff=settings.min_backoff_ms,
             max_backoff=settings.max_backoff_ms,
         ),
-        WorkerLifecycle(stats_dir=settings.stats_dir),
+        WorkerLifecycle(stats_dir=settings.stats_dir, lookahead=settings.receive_lookahead),
     ]
     return QMBroker(
         namespace=settings.queue_prefix,

@@ -47,6 +47,8 @@ class Settings:
       shutdown_timeout_seconds: How long the API waits for requests in flight on stop.
       send_concurrency: How many SQS sends the API runs at once (its thread pool).
       receive_linger_ms: How long a receive waits for more threads to free once one has.
+      receive_lookahead: Messages a process may hold beyond its threads, ready for the next thread
+        to free (0 holds none; each is hidden by the heartbeat and released on stop).
       stats_dir: If set, each worker process writes its SQS request counts there on exit.
       api_keys: Keys accepted as `Authorization: Bearer <key>`; several allow rotation.
       api_keys_file: A file of more keys, one per line (`#` starts a comment).
@@ -79,6 +81,7 @@ class Settings:
     shutdown_timeout_seconds: float = 30.0
     send_concurrency: int = 16
     receive_linger_ms: int = 2
+    receive_lookahead: int = 1
     stats_dir: Path | None = None
     api_keys: tuple[str, ...] = ()
     api_keys_file: Path | None = None
@@ -106,6 +109,7 @@ class Settings:
         _check_range("QM_RECEIVE_WAIT_SECONDS", self.receive_wait_seconds, 1, constants.MAX_WAIT_TIME_SECONDS)
         _check_range("QM_SEND_CONCURRENCY", self.send_concurrency, 1, 1024)
         _check_range("QM_RECEIVE_LINGER_MS", self.receive_linger_ms, 0, 1000)
+        _check_range("QM_RECEIVE_LOOKAHEAD", self.receive_lookahead, 0, constants.MAX_RECEIVE_MESSAGES)
         _check_range("QM_IDEMPOTENCY_WINDOW_SECONDS", self.idempotency_window_seconds, 0, 7 * 86400)
         _check_range("QM_SEND_LINGER_MS", self.send_linger_ms, 0, 1000)
         _check_range("QM_MAX_WAITING_SENDS", self.max_waiting_sends, 1, 1_000_000)

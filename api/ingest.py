@@ -80,8 +80,10 @@ def prepare(app: web.Application, document: Any, *, header_key: str | None = Non
             f"The message is {exc.size_bytes} bytes once encoded for SQS (base64 of its JSON); the limit is "
             f"{exc.limit_bytes} bytes, about {constants.MAX_ENCODED_JSON_BYTES} bytes of JSON."
         ) from None
-    canonical = json.dumps([message_type, payload, delay_seconds], sort_keys=True, separators=(",", ":"))
-    fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
+    fingerprint = ""
+    if key is not None:  # only a keyed message is ever compared with another
+        canonical = json.dumps([message_type, payload, delay_seconds], sort_keys=True, separators=(",", ":"))
+        fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
     return Prepared(message_type, message, entry, key, fingerprint)
 
 

@@ -14,21 +14,27 @@ from dramatiq.logging import get_logger
 from sqs.broker import QMBroker
 
 
+#: Messages held beyond the worker's threads, ready for the next thread to free.
+DEFAULT_LOOKAHEAD = 1
+
+
 class WorkerLifecycle(dramatiq.Middleware):
     """Sizes receives to the worker's threads and drains cleanly on shutdown.
 
     Parameters:
       stats_dir: If set, each worker process writes its SQS request counts there on exit.
+      lookahead: Messages held beyond the threads, so a freed thread need not wait for a receive.
     """
 
-    def __init__(self, *, stats_dir: Path | None = None) -> None:
+    def __init__(self, *, stats_dir: Path | None = None, lookahead: int = DEFAULT_LOOKAHEAD) -> None:
         self.logger: logging.Logger = get_logger(__name__, type(self))  # type: ignore[no-untyped-call]
         self.stats_dir = stats_dir
+        self.lookahead = lookahead
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         if isinstance(broker, QMBroker):
             broker.stopping = False
-            broker.capacity.set_total(worker.worker_threads)
+            broker.capacity.set_total(worker.worker_threads + self.lookahead)
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         if isinstance(broker, QMBroker):
