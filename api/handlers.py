@@ -19,10 +19,16 @@ logger = logging.getLogger(__name__)
 #: Media types accepted for a message body.
 JSON_TYPES = ("application/json",)
 
+#: Why /queues answers oldest_age_seconds as null: no SQS call that leaves messages alone tells it.
+OLDEST_AGE_NOTE = (
+    "null: SQS's GetQueueAttributes does not report the age of the oldest message (CloudWatch's "
+    "ApproximateAgeOfOldestMessage metric does), and receiving messages to find it would disturb them."
+)
+
 
 async def post_message(request: web.Request) -> web.Response:
     """Validate one envelope, send it to SQS, answer 202 once SQS has it."""
-    document = await _read_json(request, limit_bytes=MAX_MESSAGE_BODY_BYTES)
+    document = await read_json(request, limit_bytes=MAX_MESSAGE_BODY_BYTES)
     prepared = prepare(request.app, document, header_key=request.headers.get("Idempotency-Key"))
     answer, replayed = await submit(request.app, prepared)
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
@@ -31,7 +37,7 @@ async def post_message(request: web.Request) -> web.Response:
 
 async def post_batch(request: web.Request) -> web.Response:
     """Validate up to 100 envelopes one by one, send the valid ones; 202 if all went, else 207."""
-    document = await _read_json(request, limit_bytes=MAX_BATCH_BODY_BYTES)
+    document = await read_json(request, limit_bytes=MAX_BATCH_BODY_BYTES)
     errors = batch_violations(document)
     if errors:
         raise problems.Unprocessable("The batch is not valid.", errors=errors)
@@ -64,7 +70,7 @@ def _entry_failure(index: int, problem: problems.Problem) -> dict[str, Any]:
     return result
 
 
-async def _read_json(request: web.Request, *, limit_bytes: int) -> Any:
+async def read_json(request: web.Request, *, limit_bytes: int) -> Any:
     if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):
         raise problems.UnsupportedMediaType(
             f"The body must be application/json, not {request.content_type or 'unspecified'}."
@@ -151,12 +157,15 @@ async def list_queues(request: web.Request) -> web.Response:
                     "type": t,
                     "name": broker.sqs_queue_name(t),
                     **d["queue"],
+                    "oldest_age_seconds": None,
                     "dead_letter": {
                         "name": broker.sqs_queue_name(t) + constants.DEAD_LETTER_SUFFIX,
                         **d["dead_letter"],
+                        "oldest_age_seconds": None,
                     },
                 }
                 for t, d in zip(registry.types, depths, strict=True)
-            ]
+            ],
+            "notes": {"oldest_age_seconds": OLDEST_AGE_NOTE},
         }
     )

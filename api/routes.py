@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import handlers
+from api import deadletters, handlers
 
 
 def setup_routes(app: web.Application) -> None:
@@ -13,5 +13,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/schemas", handlers.list_schemas)
     app.router.add_get("/schemas/{type}", handlers.get_schema)
     app.router.add_get("/queues", handlers.list_queues)
+    app.router.add_get("/queues/{name}/dead-letters", deadletters.list_dead_letters)
+    app.router.add_post("/queues/{name}/redrive", deadletters.redrive)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)

@@ -13,7 +13,6 @@ from dramatiq.logging import get_logger
 
 from sqs.broker import QMBroker
 
-
 #: Messages held beyond the worker's threads, ready for the next thread to free.
 DEFAULT_LOOKAHEAD = 1
 

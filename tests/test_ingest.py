@@ -17,16 +17,16 @@ from aiohttp import ClientSession, ClientTimeout
 from api import keys
 from api.app import create_app
 from settings import Settings, SettingsError
-from tests.conftest import SQSServer, drain, queue_depth, wait_for
+from tests.conftest import SQSServer, drain, queue_depth
 
 pytestmark = pytest.mark.api
 
 LOG = {"type": "log", "payload": {"message": "hello"}}
 
 
-def queued_ids(sqs: Any, name: str) -> list[str]:
+def queued_ids(sqs: Any, name: str, *, timeout: float = 5.0) -> list[str]:
     """Message ids on a queue (left in flight), decoded from the bodies."""
-    return [json.loads(base64.b64decode(m["Body"]))["message_id"] for m in drain(sqs, name)]
+    return [json.loads(base64.b64decode(m["Body"]))["message_id"] for m in drain(sqs, name, timeout=timeout)]
 
 
 async def test_concurrent_posts_are_coalesced_into_batches_and_each_waits_for_its_own_entry(
@@ -238,6 +238,8 @@ async def test_sqs_stopped_mid_run_gives_503s_never_a_500_and_no_lost_202(
     assert 500 not in statuses
     assert 503 in statuses
     # And every message answered 202 is on the queue
-    on_queue = set(wait_for(lambda: queued_ids(sqs, settings.queue_name("log")), timeout=10, what="the messages"))
-    assert set(accepted) <= on_queue
+    # (moto's receives slow down as the queue grows: give the drain time)
+    on_queue = set(queued_ids(sqs, settings.queue_name("log"), timeout=60))
+    missing = set(accepted) - on_queue
+    assert not missing, (len(missing), len(accepted), len(on_queue), queue_depth(sqs, settings.queue_name("log")))
     assert queue_depth(sqs, settings.queue_name("log"))["delayed"] == 0

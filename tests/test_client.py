@@ -1,0 +1,176 @@
+"""The Python client and the `qm` CLI against a real `qm-api` process: local validation with the
+server's rules, sends, retries that honour Retry-After, and the command's exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from client import QMClient, Unavailable, ValidationFailed
+from settings import Settings
+from tests.conftest import ROOT, SQSServer, drain, queue_depth
+
+pytestmark = pytest.mark.api
+
+BAD_LOG = {"level": "loud"}
+
+
+def queued_ids(sqs: Any, name: str) -> list[str]:
+    import base64
+
+    return [json.loads(base64.b64decode(m["Body"]))["message_id"] for m in drain(sqs, name, timeout=2)]
+
+
+def qm(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as users do: a fresh Python process."""
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", "--url", url, *args],
+        cwd=ROOT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_local_validation_matches_the_server_and_needs_no_request(api_process: Any) -> None:
+    # Given a client that has fetched the log schema, and the server's own verdict on a bad payload
+    proc, url = api_process()
+    client = QMClient(url)
+    assert client.validate("log", {"message": "fine"}) == []
+    import urllib.request
+
+    request = urllib.request.Request(
+        url + "/messages",
+        data=json.dumps({"type": "log", "payload": BAD_LOG}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    server_errors = json.loads(refused.value.read())["errors"]
+    # When the API is gone and the client is asked to send the bad payload
+    proc.kill_all()
+    proc.wait(timeout=10)
+    with pytest.raises(ValidationFailed) as failed:
+        client.send("log", BAD_LOG)
+    # Then it was refused locally, with exactly the server's violations
+    assert [v.as_dict() for v in failed.value.violations] == server_errors
+    # And an unknown type is caught locally too, as the server words it
+    with pytest.raises(ValidationFailed) as unknown:
+        client.send("nope", {})
+    assert unknown.value.violations[0].path == "/type"
+
+
+def test_send_and_send_batch_put_messages_on_the_queue(api_process: Any, settings: Settings, sqs: Any) -> None:
+    _, url = api_process()
+    client = QMClient(url)
+    one = client.send("log", {"message": "one"}, delay_seconds=0, idempotency_key="k-1")
+    again = client.send("log", {"message": "one"}, idempotency_key="k-1")
+    batch = client.send_batch([{"type": "log", "payload": {"message": str(i)}} for i in range(3)])
+    assert again["id"] == one["id"]
+    assert [r["status"] for r in batch["results"]] == [202] * 3
+    expected = [one["id"], *(r["id"] for r in batch["results"])]
+    assert sorted(queued_ids(sqs, settings.queue_name("log"))) == sorted(expected)
+
+
+def test_an_invalid_entry_stops_the_whole_batch_before_sending(api_process: Any, settings: Settings, sqs: Any) -> None:
+    _, url = api_process()
+    client = QMClient(url)
+    with pytest.raises(ValidationFailed) as failed:
+        client.send_batch([{"type": "log", "payload": {"message": "ok"}}, {"type": "log", "payload": BAD_LOG}])
+    assert {v.path for v in failed.value.violations} == {"/messages/1/payload", "/messages/1/payload/level"}
+    assert queue_depth(sqs, settings.queue_name("log"))["visible"] == 0
+
+
+def test_a_503_is_retried_after_its_retry_after(
+    api_process: Any, settings: Settings, sqs: Any, sqs_server: SQSServer
+) -> None:
+    # Given an API that answers 503 within a second while SQS is stopped
+    _, url = api_process(env={"QM_SQS_TIMEOUT_SECONDS": "1", "QM_REQUEST_TIMEOUT_SECONDS": "1"})
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        time.sleep(seconds)
+
+    client = QMClient(url, max_attempts=10, max_retry_seconds=20, sleep=sleep)
+    client.types()  # the schemas come from the API alone, not SQS
+    client.validator("log")
+    result: dict[str, Any] = {}
+    sqs_server.pause()
+    try:
+        sender = threading.Thread(target=lambda: result.update(client.send("log", {"message": "patient"})))
+        sender.start()
+        # When SQS comes back after a couple of 503s
+        time.sleep(2.5)
+    finally:
+        sqs_server.resume()
+    sender.join(timeout=20)
+    # Then the client waited as Retry-After said (1 s) between attempts, and the message got through
+    assert result.get("id"), result
+    assert waits and all(w == 1.0 for w in waits), waits
+    assert result["id"] in queued_ids(sqs, settings.queue_name("log"))
+
+
+def test_retries_stop_at_the_attempt_limit(api_process: Any, sqs_server: SQSServer) -> None:
+    _, url = api_process(env={"QM_SQS_TIMEOUT_SECONDS": "1", "QM_REQUEST_TIMEOUT_SECONDS": "1"})
+    waits: list[float] = []
+    client = QMClient(url, max_attempts=2, sleep=waits.append)
+    client.validator("log")
+    sqs_server.pause()
+    try:
+        with pytest.raises(Unavailable) as gave_up:
+            client.send("log", {"message": "never"})
+    finally:
+        sqs_server.resume()
+    assert gave_up.value.status == 503
+    assert waits == [1.0]
+
+
+def test_the_cli_sends_lists_and_tends_dead_letters(
+    api_process: Any, settings: Settings, sqs: Any, tmp_path: Path
+) -> None:
+    _, url = api_process()
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"message": "from the cli"}))
+    bad.write_text(json.dumps(BAD_LOG))
+    lines = tmp_path / "batch.jsonl"
+    lines.write_text("\n".join(json.dumps({"type": "log", "payload": {"message": str(i)}}) for i in range(2)))
+
+    sent = qm(url, "send", "log", str(good), "--delay", "0")
+    assert sent.returncode == 0, sent.stderr
+    refused = qm(url, "send", "log", str(bad))
+    assert refused.returncode == 2
+    assert "/payload/level" in refused.stderr and "Nothing was sent" in refused.stderr
+    batch = qm(url, "send-batch", str(lines))
+    assert batch.returncode == 0, batch.stderr
+    ids = [json.loads(sent.stdout)["id"], *(r["id"] for r in json.loads(batch.stdout)["results"])]
+    assert sorted(queued_ids(sqs, settings.queue_name("log"))) == sorted(ids)
+
+    schemas = qm(url, "schemas")
+    assert {t["type"] for t in json.loads(schemas.stdout)["types"]} == {"log", "webhook"}
+    assert json.loads(qm(url, "schemas", "log").stdout)["type"] == "object"
+    listing = qm(url, "dlq", "list")
+    assert listing.returncode == 0 and "webhook" in listing.stdout
+    shown = qm(url, "dlq", "show", "log", "--limit", "5")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["messages"] == []
+    redriven = qm(url, "dlq", "redrive", "log", "--id", "nope")
+    assert json.loads(redriven.stdout)["not_found"] == ["nope"]
+    assert qm(url, "dlq", "show", "nope").returncode == 1
+    assert "exit codes" in qm(url, "--help").stdout
+
+
+def test_the_cli_says_when_the_api_cannot_be_reached(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    result = qm(f"http://127.0.0.1:{free_port()}", "--attempts", "2", "schemas")
+    assert result.returncode == 3
+    assert "unavailable" in result.stderr
+    assert "cannot reach" in result.stderr
