@@ -370,3 +370,11 @@ def drain(sqs: Any, name: str, *, timeout: float = 5.0) -> list[dict[str, Any]]:
             if int(visible["Attributes"]["ApproximateNumberOfMessages"]) == 0:
                 break
     return got
+
+
+@pytest.fixture
+async def api_client(aiohttp_client: Any, settings: Settings) -> Any:
+    """A test client on `create_app(settings)`, the same factory `qm-api` runs."""
+    from api.app import create_app
+
+    return await aiohttp_client(create_app(settings))
