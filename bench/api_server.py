@@ -1,7 +1,8 @@
 """`python -m bench.api_server ours|stock PORT PREFIX`: one API under test, in a process of its own.
 
 - ours: `api.app.create_app(Settings(...))`, the app `qm-api` serves.
-- stock: a minimal aiohttp app whose POST /messages checks the envelope's shape and calls a stock
+- stock: a minimal aiohttp app whose POST /messages validates the envelope and payload against the
+  same JSON Schemas as ours and calls a stock
   Dramatiq actor's `.send(payload)` on a stock `dramatiq_sqs.SQSBroker` through `asyncio.to_thread`.
 
 Both get GET /_bench/counts: the SQS requests this process has made, by action. Access logs are
@@ -54,6 +55,12 @@ def stock_app(prefix: str) -> tuple[web.Application, Any]:
     )
     broker.sqs.meta.client.meta.events.register("before-call.sqs", counter)
 
+    from api.schemas import envelope_violations
+    from schemas import SchemaRegistry
+    from settings import DEFAULT_SCHEMAS_DIR
+
+    registry = SchemaRegistry.load(DEFAULT_SCHEMAS_DIR)
+
     @dramatiq.actor(actor_name="log", queue_name="log", broker=broker)
     def log(payload: dict[str, Any]) -> None:
         pass
@@ -63,11 +70,12 @@ def stock_app(prefix: str) -> tuple[web.Application, Any]:
             document = await request.json()
         except ValueError:
             return web.json_response({"title": "not JSON"}, status=400)
-        if (
-            not isinstance(document, dict)
-            or document.get("type") != "log"
-            or not isinstance(document.get("payload"), dict)
-        ):
+        # The same contract work as ours (envelope and payload against their JSON Schemas), so the
+        # comparison is of the enqueue path, not of validating versus not validating.
+        errors = envelope_violations(document) or (
+            document["type"] in registry and registry.validate(document["type"], document["payload"])
+        )
+        if errors or document.get("type") != "log":
             return web.json_response({"title": "bad envelope"}, status=422)
         message = await asyncio.to_thread(log.send, document["payload"])
         return web.json_response({"id": message.message_id, "type": "log"}, status=202)

@@ -45,9 +45,9 @@ def json_pointer(parts: Iterable[Any]) -> str:
 
 def violations(validator: Draft202012Validator, document: Any, *, prefix: Iterable[Any] = ()) -> list[Violation]:
     """Every violation of `document`, the most relevant first, paths prefixed by `prefix`."""
-    errors = list(validator.iter_errors(document))
-    if not errors:
+    if validator.is_valid(document):  # the common case, and the cheaper walk
         return []
+    errors = list(validator.iter_errors(document))
     best = best_match(errors)
     ordered = [best, *sorted((e for e in errors if e is not best), key=relevance)]
     base = list(prefix)
