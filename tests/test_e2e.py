@@ -151,8 +151,8 @@ def test_sigterm_releases_held_messages_at_once_and_exits_cleanly(
     settings: Settings,
     sqs: Any,
 ) -> None:
-    # Given a worker busy on slow webhooks (2 s each) with more waiting
-    receiver.delays["/slower"] = 2.0
+    # Given a worker busy on slow webhooks (1.5 s each, inside the 2 s webhook timeout) with more waiting
+    receiver.delays["/slower"] = 1.5
     _, api = api_process()
     ids = [post_webhook(api, receiver.url("/slower"), {"n": i}) for i in range(12)]
     worker = worker_process(threads=2)
