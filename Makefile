@@ -34,6 +34,9 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/yamllint -c .yamllint.yaml compose.yaml .pre-commit-config.yaml
 
 format: install
 	$(BIN)/ruff format .
