@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
+import swagger_ui
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
@@ -18,6 +19,7 @@ from api import keys
 from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
 from api.middlewares import auth_middleware, problem_middleware
+from api.openapi import build_openapi
 from api.routes import setup_routes
 from api.schemas import MAX_BATCH_BODY_BYTES
 from api.sender import Sender
@@ -47,6 +49,9 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BATCH_BODY_BYTES)
     app[keys.SETTINGS] = settings
     app[keys.REGISTRY] = registry
+    app[keys.OPENAPI] = build_openapi(registry, settings)
+    # The interactive docs: Swagger UI's assets as installed by swagger-ui-py, served locally.
+    swagger_ui.api_doc(app, config=app[keys.OPENAPI], url_prefix="/docs", title="queue-manager API", host_inject=False)
     app.cleanup_ctx.append(_sqs_context)
     setup_routes(app)
     return app

@@ -116,6 +116,11 @@ async def get_schema(request: web.Request) -> web.Response:
     return web.json_response(registry.schema(message_type), content_type="application/schema+json")
 
 
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document, built at start-up from the message schemas."""
+    return web.json_response(request.app[keys.OPENAPI])
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 

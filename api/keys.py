@@ -14,6 +14,7 @@ from settings import Settings
 from sqs.broker import QMBroker
 
 SETTINGS = web.AppKey("qm.settings", Settings)
+OPENAPI = web.AppKey("qm.openapi", dict)
 REGISTRY = web.AppKey("qm.registry", SchemaRegistry)
 BROKER = web.AppKey("qm.broker", QMBroker)
 EXECUTOR = web.AppKey("qm.executor", ThreadPoolExecutor)

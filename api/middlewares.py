@@ -61,7 +61,10 @@ def _http_detail(request: web.Request, exc: web.HTTPException) -> str:
 
 
 #: Paths served without an API key, so that orchestrators can probe them.
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+
+#: Path prefixes served without an API key: the interactive docs and their assets.
+OPEN_PREFIXES = ("/docs",)
 
 
 def auth_middleware(api_keys: list[str]) -> Middleware:
@@ -70,7 +73,7 @@ def auth_middleware(api_keys: list[str]) -> Middleware:
 
     @web.middleware
     async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             return await handler(request)
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         supplied = token.strip().encode()

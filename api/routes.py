@@ -15,5 +15,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/queues", handlers.list_queues)
     app.router.add_get("/queues/{name}/dead-letters", deadletters.list_dead_letters)
     app.router.add_post("/queues/{name}/redrive", deadletters.redrive)
+    app.router.add_get("/openapi.json", handlers.openapi)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)

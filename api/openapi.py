@@ -1,0 +1,325 @@
+"""The OpenAPI 3.1 document, built from the message schemas (JSON Schema 2020-12 is native to 3.1)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from api.schemas import BATCH_SCHEMA, ENVELOPE_SCHEMA, MAX_BATCH_MESSAGES
+from schemas import SchemaRegistry
+from settings import Settings
+
+#: The version of the HTTP API this document describes.
+API_VERSION = "1.0.0"
+
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}}
+
+
+def _problem(description: str, *, retry_after: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/problem+json": {"schema": _PROBLEM}},
+    }
+    if retry_after:
+        response["headers"] = copy.deepcopy(_RETRY_AFTER)
+    return response
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any]:
+    """The whole API: every endpoint, every message type's payload, every error."""
+    payloads = {f"payload.{t}": copy.deepcopy(registry.schema(t)) for t in registry.types}
+    envelope_props = {k: v for k, v in ENVELOPE_SCHEMA["properties"].items() if k not in ("type", "payload")}
+    envelopes = [
+        {
+            "title": f"{t} message",
+            "type": "object",
+            "properties": {
+                "type": {"const": t},
+                "payload": {"$ref": f"#/components/schemas/payload.{t}"},
+                **copy.deepcopy(envelope_props),
+            },
+            "required": ["type", "payload"],
+            "additionalProperties": False,
+        }
+        for t in registry.types
+    ]
+    secured: list[dict[str, list[str]]] = [{"bearerAuth": []}] if settings.accepted_api_keys() else []
+    common = {
+        "401": _problem("No valid API key (only when API keys are configured)."),
+        "413": _problem("The body, or the message once base64-encoded for SQS, is over the limit."),
+        "415": _problem("The body is not application/json."),
+        "400": _problem("The body is not JSON."),
+    }
+    send_errors = {
+        **common,
+        "422": _problem("The envelope or payload breaks its schema, or an idempotency key was reused."),
+        "429": _problem("The queue is over QM_MAX_QUEUE_DEPTH.", retry_after=True),
+        "503": _problem("SQS cannot be reached, is too slow or throttles.", retry_after=True),
+    }
+    idempotency_header = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "A retry with the same key and message returns the first answer.",
+        "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+    }
+    type_parameter = {
+        "name": "type",
+        "in": "path",
+        "required": True,
+        "schema": {"enum": list(registry.types)},
+        "description": "A message type.",
+    }
+    name_parameter = {**type_parameter, "name": "name"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "queue-manager",
+            "version": API_VERSION,
+            "description": "Accepts messages over HTTP, validates them against their JSON Schemas, and answers 202 "
+            "only once Amazon SQS has them. Errors are RFC 9457 problem details.",
+        },
+        "servers": [{"url": "/"}],
+        "security": secured,
+        "paths": {
+            "/messages": {
+                "post": {
+                    "operationId": "postMessage",
+                    "summary": "Send one message",
+                    "parameters": [idempotency_header],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
+                    },
+                    "responses": {
+                        "202": {
+                            **_json("SQS has the message.", {"$ref": "#/components/schemas/Accepted"}),
+                            "headers": {
+                                "Idempotent-Replayed": {
+                                    "description": "`true` when this is the first answer to a retried key.",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        },
+                        **send_errors,
+                    },
+                }
+            },
+            "/messages/batch": {
+                "post": {
+                    "operationId": "postBatch",
+                    "summary": f"Send up to {MAX_BATCH_MESSAGES} messages, each validated on its own",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}},
+                    },
+                    "responses": {
+                        "202": _json("Every entry was sent.", {"$ref": "#/components/schemas/BatchResults"}),
+                        "207": _json("Some entries were not sent.", {"$ref": "#/components/schemas/BatchResults"}),
+                        **send_errors,
+                    },
+                }
+            },
+            "/schemas": {
+                "get": {
+                    "operationId": "listSchemas",
+                    "summary": "The message types and where their schemas are",
+                    "responses": {"200": _json("The types.", {"$ref": "#/components/schemas/SchemaList"}), **common},
+                }
+            },
+            "/schemas/{type}": {
+                "get": {
+                    "operationId": "getSchema",
+                    "summary": "The JSON Schema of one message type",
+                    "parameters": [type_parameter],
+                    "responses": {
+                        "200": {
+                            "description": "The schema; validate payloads with it before sending.",
+                            "content": {"application/schema+json": {"schema": {"type": "object"}}},
+                        },
+                        "404": _problem("No such message type."),
+                        **common,
+                    },
+                }
+            },
+            "/queues": {
+                "get": {
+                    "operationId": "listQueues",
+                    "summary": "Approximate depths of every queue and its dead-letter queue",
+                    "responses": {
+                        "200": _json("The depths.", {"$ref": "#/components/schemas/Queues"}),
+                        "503": _problem("SQS cannot be reached.", retry_after=True),
+                        **common,
+                    },
+                }
+            },
+            "/queues/{name}/dead-letters": {
+                "get": {
+                    "operationId": "peekDeadLetters",
+                    "summary": "Peek at dead letters without removing them",
+                    "parameters": [
+                        name_parameter,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json("The dead letters, left on the queue.", {"type": "object"}),
+                        "404": _problem("No such message type."),
+                        "422": _problem("A bad limit."),
+                        "503": _problem("SQS cannot be reached.", retry_after=True),
+                        **common,
+                    },
+                }
+            },
+            "/queues/{name}/redrive": {
+                "post": {
+                    "operationId": "redrive",
+                    "summary": "Move dead letters (all, or selected ids) back to their queue",
+                    "parameters": [name_parameter],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
+                                    "additionalProperties": False,
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json("What was moved.", {"type": "object"}),
+                        "404": _problem("No such message type."),
+                        "422": _problem("A bad body."),
+                        "503": _problem("SQS cannot be reached.", retry_after=True),
+                        **common,
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "The process is up",
+                    "security": [],
+                    "responses": {"200": _json("Up.", {"type": "object"})},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "ready",
+                    "summary": "SQS answers and every queue exists",
+                    "security": [],
+                    "responses": {
+                        "200": _json("Ready.", {"type": "object"}),
+                        "503": _problem("Not ready.", retry_after=True),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": _json("The OpenAPI document.", {"type": "object"})},
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API key."}},
+            "schemas": {
+                **payloads,
+                "Envelope": {"oneOf": envelopes},
+                "Batch": {
+                    "type": "object",
+                    "properties": {
+                        "messages": {
+                            **copy.deepcopy(BATCH_SCHEMA["properties"]["messages"]),
+                            "items": {"$ref": "#/components/schemas/Envelope"},
+                        }
+                    },
+                    "required": ["messages"],
+                    "additionalProperties": False,
+                },
+                "Accepted": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string", "description": "The message id (also the webhook's Idempotency-Key)."},
+                        "type": {"type": "string"},
+                        "queue": {"type": "string", "description": "The SQS queue it is on."},
+                    },
+                    "required": ["id", "type", "queue"],
+                },
+                "BatchResults": {
+                    "type": "object",
+                    "properties": {
+                        "results": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "index": {"type": "integer"},
+                                    "status": {"type": "integer"},
+                                    "id": {"type": "string"},
+                                    "type": {"type": "string"},
+                                    "queue": {"type": "string"},
+                                    "detail": {"type": "string"},
+                                    "errors": {"type": "array", "items": {"$ref": "#/components/schemas/Violation"}},
+                                    "retry_after": {"type": "integer"},
+                                },
+                                "required": ["index", "status"],
+                            },
+                        }
+                    },
+                    "required": ["results"],
+                },
+                "SchemaList": {
+                    "type": "object",
+                    "properties": {
+                        "types": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "type": {"type": "string"},
+                                    "schema": {"type": "string"},
+                                    "title": {"type": "string"},
+                                },
+                            },
+                        }
+                    },
+                },
+                "Queues": {"type": "object", "properties": {"queues": {"type": "array", "items": {"type": "object"}}}},
+                "Violation": {
+                    "type": "object",
+                    "properties": {
+                        "path": {"type": "string", "description": "A JSON pointer into the request body."},
+                        "keyword": {"type": "string", "description": "The JSON Schema keyword that failed."},
+                        "message": {"type": "string"},
+                    },
+                    "required": ["path", "keyword", "message"],
+                },
+                "Problem": {
+                    "type": "object",
+                    "description": "RFC 9457 problem details.",
+                    "properties": {
+                        "type": {"type": "string", "format": "uri"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "errors": {"type": "array", "items": {"$ref": "#/components/schemas/Violation"}},
+                    },
+                    "required": ["type", "title", "status", "detail"],
+                },
+            },
+        },
+    }
