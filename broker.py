@@ -14,6 +14,7 @@ from dramatiq.middleware import AgeLimit, CurrentMessage, ShutdownNotifications,
 from settings import Settings
 from sqs.broker import QMBroker
 from sqs.lifecycle import WorkerLifecycle
+from sqs.logcontext import StructuredLogs
 from sqs.retries import RetriesInPlace
 
 
@@ -30,6 +31,7 @@ def build_broker(settings: Settings) -> QMBroker:
             max_backoff=settings.max_backoff_ms,
         ),
         WorkerLifecycle(stats_dir=settings.stats_dir, lookahead=settings.receive_lookahead),
+        StructuredLogs(log_format=settings.log_format),
     ]
     return QMBroker(
         namespace=settings.queue_prefix,

@@ -58,6 +58,7 @@ class Settings:
       max_waiting_sends: Sends that may wait for SQS at once; more are answered 503.
       max_queue_depth: Answer 429 while a queue holds this many messages; 0 disables it.
       request_timeout_seconds: The longest a POST waits for SQS before answering 503.
+      log_format: `json`, `text`, or `auto` (text on a terminal, else one JSON object per line).
     """
 
     endpoint_url: str | None = None
@@ -91,6 +92,7 @@ class Settings:
     max_waiting_sends: int = 1000
     max_queue_depth: int = 0
     request_timeout_seconds: float = 20.0
+    log_format: str = "auto"
 
     def __post_init__(self) -> None:
         _check_range("QM_PORT", self.port, 0, 65535)
@@ -114,6 +116,8 @@ class Settings:
         _check_range("QM_SEND_LINGER_MS", self.send_linger_ms, 0, 1000)
         _check_range("QM_MAX_WAITING_SENDS", self.max_waiting_sends, 1, 1_000_000)
         _check_range("QM_MAX_QUEUE_DEPTH", self.max_queue_depth, 0, 1_000_000_000)
+        if self.log_format not in ("auto", "json", "text"):
+            raise SettingsError(f"QM_LOG_FORMAT must be auto, json or text, got {self.log_format!r}.")
         if not constants.QUEUE_NAME_PATTERN.fullmatch(self.queue_prefix):
             raise SettingsError(f"QM_QUEUE_PREFIX must be 1-40 letters, digits, '-' or '_', got {self.queue_prefix!r}.")
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import dramatiq
-from dramatiq.middleware import CurrentMessage
 
 from broker import settings
 
@@ -28,10 +26,8 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 )
 def log(payload: dict[str, Any]) -> None:
     """Write `message` at `level` with `fields`, as one JSON line."""
-    current = CurrentMessage.get_current_message()
-    record = {
-        "message_id": current.message_id if current else None,
-        "message": payload["message"],
-        "fields": payload.get("fields", {}),
-    }
-    logger.log(LEVELS[payload.get("level", "info")], "%s", json.dumps(record, sort_keys=True, default=str))
+    # One structured record: the message as its text, its fields as a field of their own (the
+    # message id, type and attempt are added by the StructuredLogs middleware).
+    logger.log(
+        LEVELS[payload.get("level", "info")], "%s", payload["message"], extra={"fields": payload.get("fields", {})}
+    )

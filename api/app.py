@@ -15,6 +15,7 @@ import swagger_ui
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+import logs
 from api import keys
 from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
@@ -90,9 +91,9 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
 
 def main() -> None:
     """Run the API from the environment's settings."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = Settings.from_env()
+        logs.configure(settings.log_format)
         app = create_app(settings)
     except (SettingsError, SchemaLoadError) as exc:
         print(f"qm-api: cannot start: {exc}", file=sys.stderr)

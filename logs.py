@@ -1,0 +1,67 @@
+"""Logging for both halves: one line per event, JSON when not on a terminal, with message context.
+
+Every record logged while a worker thread handles a message carries `message_id`, `type`,
+`attempt` and `queue`, so one message can be followed from the POST to its result.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import sys
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+#: The fields a message's log records carry.
+CONTEXT_FIELDS = ("message_id", "type", "attempt", "queue")
+
+#: The human format (dramatiq's, so both halves read alike on a terminal).
+TEXT_FORMAT = "[%(asctime)s] [PID %(process)d] [%(threadName)s] [%(name)s] [%(levelname)s] %(message)s"
+
+#: The message being handled by this thread, if any.
+message_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "qm_message_context", default=None
+)
+
+
+class MessageContextFilter(logging.Filter):
+    """Adds the current message's fields to every record that does not set them itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = message_context.get()
+        if context:
+            for key, value in context.items():
+                if not hasattr(record, key):
+                    setattr(record, key, value)
+        return True
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    """JSON for `json`, text for `text`; `auto` picks text when stderr is a terminal."""
+    if log_format == "auto":
+        log_format = "text" if os.isatty(2) else "json"
+    if log_format == "text":
+        return logging.Formatter(TEXT_FORMAT)
+    return JsonFormatter(
+        "%(asctime)s %(levelname)s %(name)s %(process)d %(threadName)s %(message)s",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "threadName": "thread",
+                       "process": "pid"},
+    )  # fmt: skip
+
+
+def configure(log_format: str, *, level: int = logging.INFO) -> None:
+    """Log to stderr in `log_format` (the API's set-up)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    handler.addFilter(MessageContextFilter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def reformat(log_format: str) -> None:
+    """Give the handlers already on the root logger our format and context (a worker process's set-up)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.setFormatter(formatter(log_format))
+        handler.addFilter(MessageContextFilter())

@@ -1,0 +1,64 @@
+"""Structured worker logs: each record says which message, type, attempt and queue it is about."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq.logging import get_logger
+
+import logs
+
+#: When the current thread started its message.
+_started: contextvars.ContextVar[float | None] = contextvars.ContextVar("qm_message_started", default=None)
+
+#: The log format when the settings say nothing: JSON unless stderr is a terminal.
+DEFAULT_LOG_FORMAT = "auto"
+
+
+class StructuredLogs(dramatiq.Middleware):
+    """Formats a worker process's logs and tags every record with the message being handled.
+
+    Parameters:
+      log_format: `json`, `text` or `auto` (text on a terminal, else JSON).
+    """
+
+    def __init__(self, *, log_format: str = DEFAULT_LOG_FORMAT) -> None:
+        self.logger: logging.Logger = get_logger(__name__, type(self))  # type: ignore[no-untyped-call]
+        self.log_format = log_format
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        logs.reformat(self.log_format)
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        logs.message_context.set(
+            {
+                "message_id": message.message_id,
+                "type": message.actor_name,
+                "attempt": int(getattr(message, "sqs_receive_count", 1)),
+                "queue": message.queue_name,
+            }
+        )
+        _started.set(time.monotonic())
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, *, result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:  # fmt: skip
+        elapsed_ms = (time.monotonic() - (_started.get() or time.monotonic())) * 1000
+        if exception is None:
+            self.logger.info("Processed message %r in %.1f ms.", message.message_id, elapsed_ms)
+        else:
+            self.logger.info(
+                "Attempt at message %r failed after %.1f ms: %s.", message.message_id, elapsed_ms,
+                type(exception).__name__,
+            )  # fmt: skip
+
+    def after_ack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        logs.message_context.set(None)
+
+    def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        logs.message_context.set(None)
