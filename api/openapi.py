@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from api.deadletters import REDRIVE_SCHEMA
 from api.schemas import BATCH_SCHEMA, ENVELOPE_SCHEMA, MAX_BATCH_MESSAGES
 from schemas import SchemaRegistry
 from settings import Settings
@@ -49,14 +50,22 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
         for t in registry.types
     ]
     secured: list[dict[str, list[str]]] = [{"bearerAuth": []}] if settings.accepted_api_keys() else []
-    common = {
-        "401": _problem("No valid API key (only when API keys are configured)."),
+    # Every operation may also answer 404 (no such path) or 405 (another method; with `Allow`), or a bare 500.
+    default = {
+        "default": _problem(
+            "Any other error, always problem+json: 404 for an unknown path, 405 for a method the path does not "
+            "allow (the `Allow` header lists those it does), 500 for a bug (logged, never detailed)."
+        )
+    }
+    common = {"401": _problem("No valid API key (only when API keys are configured)."), **default}
+    body_errors = {
+        "400": _problem("The body is not JSON (the detail gives line and column)."),
         "413": _problem("The body, or the message once base64-encoded for SQS, is over the limit."),
         "415": _problem("The body is not application/json."),
-        "400": _problem("The body is not JSON."),
     }
     send_errors = {
         **common,
+        **body_errors,
         "422": _problem("The envelope or payload breaks its schema, or an idempotency key was reused."),
         "429": _problem("The queue is over QM_MAX_QUEUE_DEPTH.", retry_after=True),
         "503": _problem("SQS cannot be reached, is too slow or throttles.", retry_after=True),
@@ -187,15 +196,7 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
                     "parameters": [name_parameter],
                     "requestBody": {
                         "required": False,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
-                                    "additionalProperties": False,
-                                }
-                            }
-                        },
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RedriveRequest"}}},
                     },
                     "responses": {
                         "200": _json("What was moved.", {"type": "object"}),
@@ -203,6 +204,7 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
                         "422": _problem("A bad body."),
                         "503": _problem("SQS cannot be reached.", retry_after=True),
                         **common,
+                        **body_errors,
                     },
                 }
             },
@@ -211,7 +213,7 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
                     "operationId": "health",
                     "summary": "The process is up",
                     "security": [],
-                    "responses": {"200": _json("Up.", {"type": "object"})},
+                    "responses": {"200": _json("Up.", {"type": "object"}), **default},
                 }
             },
             "/readyz": {
@@ -222,6 +224,7 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
                     "responses": {
                         "200": _json("Ready.", {"type": "object"}),
                         "503": _problem("Not ready.", retry_after=True),
+                        **default,
                     },
                 }
             },
@@ -230,7 +233,18 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
                     "operationId": "openapi",
                     "summary": "This document",
                     "security": [],
-                    "responses": {"200": _json("The OpenAPI document.", {"type": "object"})},
+                    "responses": {"200": _json("The OpenAPI document.", {"type": "object"}), **default},
+                }
+            },
+            "/docs": {
+                "get": {
+                    "operationId": "docs",
+                    "summary": "Swagger UI on this document (its assets are served from /docs/static/)",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}},
+                        **default,
+                    },
                 }
             },
         },
@@ -238,7 +252,15 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API key."}},
             "schemas": {
                 **payloads,
-                "Envelope": {"oneOf": envelopes},
+                **{f"message.{t}": envelope for t, envelope in zip(registry.types, envelopes, strict=True)},
+                "Envelope": {
+                    "description": "A message of one type: `type` selects which (each branch has a const on it).",
+                    "oneOf": [{"$ref": f"#/components/schemas/message.{t}"} for t in registry.types],
+                    "discriminator": {
+                        "propertyName": "type",
+                        "mapping": {t: f"#/components/schemas/message.{t}" for t in registry.types},
+                    },
+                },
                 "Batch": {
                     "type": "object",
                     "properties": {
@@ -249,6 +271,9 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
                     },
                     "required": ["messages"],
                     "additionalProperties": False,
+                },
+                "RedriveRequest": {
+                    k: v for k, v in copy.deepcopy(REDRIVE_SCHEMA).items() if k not in ("$schema", "$id")
                 },
                 "Accepted": {
                     "type": "object",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,9 +16,29 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from api import keys
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, ROOT
 
 pytestmark = pytest.mark.api
+
+#: Routes the document leaves out: the UI's assets, /docs with a trailing slash, and the copy of the
+#: document swagger-ui-py serves to the UI (the same object as /openapi.json).
+UNDOCUMENTED = {"/docs/", "/docs/swagger.json", "/docs/static"}
+
+#: The statuses README's API and error tables promise (405 and 404 on any path are the `default`).
+PROMISED = {"200", "202", "207", "400", "401", "404", "413", "415", "422", "429", "503", "default"}
+
+
+def _readme_examples() -> tuple[list[Any], list[Any]]:
+    """The request bodies of README's curl examples, and its problem+json examples."""
+    readme = (ROOT / "README.md").read_text()
+    bodies = [json.loads(b) for b in re.findall(r"-d '(\{.*?\})'", readme, flags=re.DOTALL)]
+    blocks = re.findall(r"```json\n(\{.*?\})\n```", readme, flags=re.DOTALL)
+    problems = [b for b in blocks if b.startswith('{"type": "urn:queue-manager:problem:')]  # not JSON lines of logs
+    return bodies, [json.loads(b) for b in problems]
+
+
+def _validator(document: dict[str, Any], name: str) -> Draft202012Validator:
+    return Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": document["components"]})
 
 
 async def test_the_document_is_valid_openapi_3_1(api_client: Any) -> None:
@@ -32,7 +55,7 @@ async def test_every_route_and_every_message_schema_is_in_the_document(api_clien
     routes = {
         (r.method.lower(), r.resource.canonical)
         for r in app.router.routes()
-        if r.method != "HEAD" and not r.resource.canonical.startswith("/docs")
+        if r.method != "HEAD" and r.resource.canonical not in UNDOCUMENTED
     }
     documented = {(method, path) for path, item in document["paths"].items() for method in item}
     assert routes == documented
@@ -42,9 +65,35 @@ async def test_every_route_and_every_message_schema_is_in_the_document(api_clien
 
 
 async def test_every_error_a_send_can_give_is_documented(api_client: Any) -> None:
-    operation = api_client.server.app[keys.OPENAPI]["paths"]["/messages"]["post"]
-    assert set(operation["responses"]) == {"202", "400", "401", "413", "415", "422", "429", "503"}
-    assert "Retry-After" in operation["responses"]["503"]["headers"]
+    document = api_client.server.app[keys.OPENAPI]
+    operation = document["paths"]["/messages"]["post"]
+    assert set(operation["responses"]) == {"202", "400", "401", "413", "415", "422", "429", "503", "default"}
+    assert operation["parameters"][0]["name"] == "Idempotency-Key"
+    operations = [op for item in document["paths"].values() for op in item.values()]
+    assert {status for op in operations for status in op["responses"]} == PROMISED
+    for op in operations:
+        assert "default" in op["responses"], op["operationId"]
+        for status in ("429", "503"):
+            if status in op["responses"]:
+                assert "Retry-After" in op["responses"][status]["headers"], (op["operationId"], status)
+    open_operations = {op["operationId"] for op in operations if op.get("security") == []}
+    assert open_operations == {"health", "ready", "openapi", "docs"}
+    assert document["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key.",
+    }
+
+
+async def test_readme_examples_validate_against_the_document(api_client: Any) -> None:
+    document = api_client.server.app[keys.OPENAPI]
+    bodies, problems = _readme_examples()
+    assert len(bodies) >= 2 and problems
+    envelope = _validator(document, "Envelope")
+    for body in bodies:
+        assert envelope.is_valid(body), list(envelope.iter_errors(body))
+    for problem in problems:
+        _validator(document, "Problem").validate(problem)
 
 
 @pytest.mark.parametrize(
@@ -58,8 +107,7 @@ async def test_every_error_a_send_can_give_is_documented(api_client: Any) -> Non
 )
 async def test_clients_can_validate_envelopes_with_the_document(api_client: Any, body: Any, valid: bool) -> None:
     document = api_client.server.app[keys.OPENAPI]
-    validator = Draft202012Validator({"$ref": "#/components/schemas/Envelope", "components": document["components"]})
-    assert validator.is_valid(body) is valid
+    assert _validator(document, "Envelope").is_valid(body) is valid
 
 
 async def test_docs_are_served_from_local_assets(api_client: Any) -> None:
@@ -75,6 +123,22 @@ async def test_docs_are_served_from_local_assets(api_client: Any) -> None:
         await (await api_client.get("/docs/swagger.json")).json()
         == await (await api_client.get("/openapi.json")).json()
     )
+
+
+async def test_with_api_keys_the_docs_stay_open_and_the_rest_needs_bearer_auth(
+    aiohttp_client: Any, settings: Any
+) -> None:
+    from api.app import create_app
+
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, api_keys=("k1",))))
+    document = await (await client.get("/openapi.json")).json()
+    assert document["security"] == [{"bearerAuth": []}]
+    for path in ("/docs", "/docs/static/swagger-ui-bundle.js", "/docs/swagger.json", "/healthz"):
+        assert (await client.get(path)).status == 200, path
+    refused = await client.get("/schemas")
+    assert refused.status == 401
+    assert refused.content_type == "application/problem+json"
+    assert (await client.get("/schemas", headers={"Authorization": "Bearer k1"})).status == 200
 
 
 def test_docs_render_the_operations_in_headless_chromium(api_process: Any, tmp_path: Path) -> None:
@@ -96,10 +160,11 @@ def test_docs_render_the_operations_in_headless_chromium(api_process: Any, tmp_p
     assert "OAS 3.1" in dom
     assert "Warning" not in dom
     assert dom.count('class="opblock ') >= 10, dom[:2000]
-    for path in ("/messages", "/messages/batch", "/schemas/{type}", "/queues/{name}/redrive"):
+    for path in ("/messages", "/messages/batch", "/schemas/{type}", "/queues/{name}/redrive", "/docs"):
         assert f'data-path="{path}"' in dom
+    assert "Send up to 100 messages, each validated on its own" in dom
     subprocess.run(
-        [*command, "--window-size=1280,1600", f"--screenshot={tmp_path / 'docs.png'}", url + "/docs"],
+        [*command, "--window-size=1280,2000", f"--screenshot={tmp_path / 'docs.png'}", url + "/docs"],
         capture_output=True, timeout=90,
     )  # fmt: skip
     assert (tmp_path / "docs.png").stat().st_size > 10_000
