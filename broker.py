@@ -15,6 +15,7 @@ from settings import Settings
 from sqs.broker import QMBroker
 from sqs.lifecycle import WorkerLifecycle
 from sqs.logcontext import StructuredLogs
+from sqs.metrics import WorkerMetrics
 from sqs.retries import RetriesInPlace
 
 
@@ -32,6 +33,7 @@ def build_broker(settings: Settings) -> QMBroker:
         ),
         WorkerLifecycle(stats_dir=settings.stats_dir, lookahead=settings.receive_lookahead),
         StructuredLogs(log_format=settings.log_format),
+        WorkerMetrics(port=settings.worker_metrics_port, host=settings.worker_metrics_host),
     ]
     return QMBroker(
         namespace=settings.queue_prefix,

@@ -59,6 +59,8 @@ class Settings:
       max_queue_depth: Answer 429 while a queue holds this many messages; 0 disables it.
       request_timeout_seconds: The longest a POST waits for SQS before answering 503.
       log_format: `json`, `text`, or `auto` (text on a terminal, else one JSON object per line).
+      worker_metrics_port: Where a worker master serves Prometheus /metrics for all its processes; 0 disables.
+      worker_metrics_host: The address that endpoint binds.
     """
 
     endpoint_url: str | None = None
@@ -93,6 +95,8 @@ class Settings:
     max_queue_depth: int = 0
     request_timeout_seconds: float = 20.0
     log_format: str = "auto"
+    worker_metrics_port: int = 9191
+    worker_metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         _check_range("QM_PORT", self.port, 0, 65535)
@@ -114,6 +118,7 @@ class Settings:
         _check_range("QM_RECEIVE_LOOKAHEAD", self.receive_lookahead, 0, constants.MAX_RECEIVE_MESSAGES)
         _check_range("QM_IDEMPOTENCY_WINDOW_SECONDS", self.idempotency_window_seconds, 0, 7 * 86400)
         _check_range("QM_SEND_LINGER_MS", self.send_linger_ms, 0, 1000)
+        _check_range("QM_WORKER_METRICS_PORT", self.worker_metrics_port, 0, 65535)
         _check_range("QM_MAX_WAITING_SENDS", self.max_waiting_sends, 1, 1_000_000)
         _check_range("QM_MAX_QUEUE_DEPTH", self.max_queue_depth, 0, 1_000_000_000)
         if self.log_format not in ("auto", "json", "text"):

@@ -19,6 +19,7 @@ import logs
 from api import keys
 from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
+from api.metrics import ApiMetrics
 from api.middlewares import auth_middleware, problem_middleware
 from api.openapi import build_openapi
 from api.routes import setup_routes
@@ -43,12 +44,15 @@ def create_app(settings: Settings) -> web.Application:
             f"QM_HOST={settings.host} is reachable from other machines and no API keys are set: set QM_API_KEYS "
             "or QM_API_KEYS_FILE, bind to 127.0.0.1, or set QM_ALLOW_UNAUTHENTICATED=true to serve openly."
         )
-    middlewares: list[Middleware] = [problem_middleware]
+    metrics = ApiMetrics()
+    # Metrics outermost, so they count the status the client finally got.
+    middlewares: list[Middleware] = [metrics.middleware(), problem_middleware]
     if api_keys:
         middlewares.append(auth_middleware(api_keys))
     # Each handler enforces its own, smaller body limit; this is the largest (a batch).
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BATCH_BODY_BYTES)
     app[keys.SETTINGS] = settings
+    app[keys.METRICS] = metrics
     app[keys.REGISTRY] = registry
     app[keys.OPENAPI] = build_openapi(registry, settings)
     # The interactive docs: Swagger UI's assets as installed by swagger-ui-py, served locally.
@@ -69,6 +73,8 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
     app[keys.SENDER] = Sender(
         broker, executor, linger_seconds=settings.send_linger_ms / 1000, max_waiting=settings.max_waiting_sends
     )
+    app[keys.METRICS].watch_broker(broker)
+    app[keys.SENDER].batch_listeners.append(app[keys.METRICS].batch_sizes.observe)
     app[keys.IDEMPOTENCY] = IdempotencyStore(window_seconds=settings.idempotency_window_seconds)
     app[keys.DEPTH_GUARD] = DepthGuard(broker, executor, max_depth=settings.max_queue_depth)
     loop = asyncio.get_running_loop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import sys
 from typing import Any
 
 from aiohttp import web
@@ -81,11 +83,14 @@ async def read_json(request: web.Request, *, limit_bytes: int) -> Any:
     )
     if request.content_length is not None and request.content_length > limit_bytes:
         raise too_large
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:  # a body without Content-Length, past client_max_size
+        raise too_large from None
     if len(raw) > limit_bytes:
         raise too_large
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except UnicodeDecodeError as exc:
         raise problems.BadRequest(f"The body is not UTF-8: {exc.reason} at byte {exc.start}.") from None
     except json.JSONDecodeError as exc:
@@ -94,6 +99,27 @@ async def read_json(request: web.Request, *, limit_bytes: int) -> Any:
         ) from None
     except RecursionError:
         raise problems.BadRequest("The body is not valid JSON: it nests too deeply.") from None
+    except NotJSONNumber as exc:
+        raise problems.BadRequest(f"The body is not valid JSON: {exc}.") from None
+    except ValueError:  # int() refuses integers longer than sys.get_int_max_str_digits()
+        raise problems.BadRequest(
+            f"The body is not valid JSON: an integer has more than {sys.get_int_max_str_digits()} digits."
+        ) from None
+
+
+class NotJSONNumber(ValueError):
+    """Raised for NaN, Infinity or a number past a double's range: Python reads them, JSON has none."""
+
+
+def _reject_constant(token: str) -> Any:
+    raise NotJSONNumber(f"{token} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotJSONNumber(f"the number {text} is out of range")
+    return value
 
 
 async def list_schemas(request: web.Request) -> web.Response:
@@ -119,6 +145,12 @@ async def get_schema(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 document, built at start-up from the message schemas."""
     return web.json_response(request.app[keys.OPENAPI])
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics: requests, latency, send batch sizes, SQS errors and requests by action."""
+    body = request.app[keys.METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
 async def healthz(request: web.Request) -> web.Response:

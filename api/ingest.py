@@ -152,11 +152,13 @@ async def _send(app: web.Application, prepared: Prepared) -> dict[str, Any]:
             result = await app[keys.SENDER].send(prepared.message_type, prepared.entry)
     except (SQSUnavailable, Overloaded, TimeoutError) as exc:
         reason = str(exc) or f"no answer within {settings.request_timeout_seconds} s"
+        app[keys.METRICS].sqs_errors.labels(type(exc).__name__).inc()
         logger.warning("Could not send message %r: %s.", message.message_id, reason)
         raise problems.ServiceUnavailable(
             f"SQS did not accept the message: {reason}", retry_after_seconds=RETRY_AFTER_SECONDS
         ) from None
     if not result.ok:
+        app[keys.METRICS].sqs_errors.labels(result.code or "unknown").inc()
         logger.warning("SQS refused message %r: %s %s.", message.message_id, result.code, result.detail)
         raise problems.ServiceUnavailable(
             f"SQS did not accept the message: {result.code}: {result.detail}", retry_after_seconds=RETRY_AFTER_SECONDS

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
+from api.metrics import ApiMetrics
 from api.sender import Sender
 from schemas import SchemaRegistry
 from settings import Settings
@@ -15,6 +16,7 @@ from sqs.broker import QMBroker
 
 SETTINGS = web.AppKey("qm.settings", Settings)
 OPENAPI = web.AppKey("qm.openapi", dict)
+METRICS = web.AppKey("qm.metrics", ApiMetrics)
 REGISTRY = web.AppKey("qm.registry", SchemaRegistry)
 BROKER = web.AppKey("qm.broker", QMBroker)
 EXECUTOR = web.AppKey("qm.executor", ThreadPoolExecutor)

@@ -61,7 +61,7 @@ def _http_detail(request: web.Request, exc: web.HTTPException) -> str:
 
 
 #: Paths served without an API key, so that orchestrators can probe them.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/metrics"})
 
 #: Path prefixes served without an API key: the interactive docs and their assets.
 OPEN_PREFIXES = ("/docs",)

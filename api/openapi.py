@@ -228,6 +228,20 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
                     },
                 }
             },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics: requests, latency, send batch sizes, SQS errors and requests",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "The Prometheus text exposition format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **default,
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",

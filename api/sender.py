@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -54,6 +55,8 @@ class Sender:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Batch sizes sent so far, by size.
         self.batch_sizes: dict[int, int] = {}
+        #: Called with the size of every batch sent, e.g. to export it as a metric.
+        self.batch_listeners: list[Callable[[int], None]] = []
 
     async def send(self, queue_name: str, entry: dict[str, Any]) -> SendResult:
         """Send one prepared entry; returns SQS's result for it. Raises SQSUnavailable or Overloaded."""
@@ -91,6 +94,8 @@ class Sender:
     async def _send_batch(self, queue_name: str, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         self.batch_sizes[len(batch)] = self.batch_sizes.get(len(batch), 0) + 1
+        for listener in self.batch_listeners:
+            listener(len(batch))
         try:
             for attempt in range(ENTRY_ATTEMPTS):
                 try:

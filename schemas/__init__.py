@@ -49,7 +49,7 @@ def violations(validator: Draft202012Validator, document: Any, *, prefix: Iterab
         return []
     errors = list(validator.iter_errors(document))
     best = best_match(errors)
-    ordered = [best, *sorted((e for e in errors if e is not best), key=relevance)]
+    ordered = [best, *sorted((e for e in errors if e is not best), key=relevance, reverse=True)]
     base = list(prefix)
     return [_violation(e, base) for e in ordered[:MAX_VIOLATIONS]]
 

@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import dramatiq
@@ -100,6 +101,8 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             config=config.merge(Config(read_timeout=receive_wait_seconds + RECEIVE_READ_MARGIN_SECONDS)),
         )
         self.sqs_requests: Counter[str] = Counter()
+        #: Called with the action of every SQS request, e.g. to export it as a metric.
+        self.request_listeners: list[Callable[[str], None]] = []
         self._count_lock = threading.Lock()
         for client in (self.client, self.receive_client):
             client.meta.events.register("before-call.sqs", self._count_call)
@@ -122,6 +125,8 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
     def _count_call(self, model: Any, **_: Any) -> None:
         with self._count_lock:
             self.sqs_requests[model.name] += 1
+        for listener in self.request_listeners:
+            listener(model.name)
 
     def request_counts(self) -> dict[str, int]:
         """SQS requests made so far, by action."""

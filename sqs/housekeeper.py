@@ -8,7 +8,7 @@ import math
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -82,6 +82,8 @@ class Housekeeper:
         self._running = False
         #: Ack batch sizes sent so far, by size.
         self.delete_batch_sizes: Counter[int] = Counter()
+        #: Called with the size of every DeleteMessageBatch, e.g. to export it as a metric.
+        self.delete_batch_listeners: list[Callable[[int], None]] = []
 
     # -- API used by the consumer ------------------------------------------------------------
 
@@ -223,6 +225,8 @@ class Housekeeper:
 
     def _send_deletes(self, queue_url: str, batch: list[_Entry]) -> list[_Entry]:
         self.delete_batch_sizes[len(batch)] += 1
+        for listener in self.delete_batch_listeners:
+            listener(len(batch))
         try:
             response = self.client.delete_message_batch(
                 QueueUrl=queue_url,

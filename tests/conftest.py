@@ -141,6 +141,7 @@ def settings(sqs_env: dict[str, str], sqs: Any) -> Iterator[Settings]:
         receive_wait_seconds=2,
         webhook_timeout_seconds=2,
         sqs_timeout_seconds=2,
+        worker_metrics_port=0,  # tests that want worker metrics pick a free port
     )
     for url in sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", []):
         # A test that broke the server must not also fail the teardown.

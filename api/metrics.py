@@ -1,0 +1,73 @@
+"""Prometheus metrics of the API: requests by route and status, latency, batch sizes, SQS trouble."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from sqs.broker import QMBroker
+
+#: Batch sizes are 1 to 10 entries.
+BATCH_BUCKETS = tuple(range(1, 11))
+
+
+class ApiMetrics:
+    """The API's metrics, in a registry of its own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "qm_api_requests", "HTTP requests answered.", ["route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "qm_api_request_seconds", "Time to answer a request.", ["route", "method"], registry=self.registry
+        )
+        self.batch_sizes = Histogram(
+            "qm_api_send_batch_size", "Messages per SendMessageBatch.", buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.sqs_errors = Counter(
+            "qm_api_sqs_errors", "Sends SQS did not accept, by reason.", ["reason"], registry=self.registry
+        )
+
+    def watch_broker(self, broker: QMBroker) -> None:
+        """Export the broker's count of SQS requests by action."""
+        self.registry.register(_SQSRequests(broker))
+
+    def middleware(self) -> Middleware:
+        @web.middleware
+        async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+            started = time.perf_counter()
+            route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            finally:
+                self.requests.labels(route, request.method, str(status)).inc()
+                self.latency.labels(route, request.method).observe(time.perf_counter() - started)
+
+        return measure
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _SQSRequests(Collector):
+    def __init__(self, broker: QMBroker) -> None:
+        self.broker = broker
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("qm_api_sqs_requests", "SQS requests made, by action.", labels=["action"])
+        for action, count in sorted(self.broker.request_counts().items()):
+            family.add_metric([action], count)
+        yield family

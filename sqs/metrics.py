@@ -1,0 +1,132 @@
+"""Prometheus metrics of the workers, summed over every process of a `dramatiq` master.
+
+Each worker process writes its samples to a directory shared by the master's children
+(prometheus-client's multiprocess mode); one fork of the master serves them all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from http.server import HTTPServer
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+from dramatiq.logging import get_logger
+
+from sqs.broker import QMBroker
+from sqs.consumer import RETRY_DELAY_OPTION
+
+#: Where the worker serves /metrics; port 0 disables it.
+DEFAULT_METRICS_HOST = "127.0.0.1"
+DEFAULT_METRICS_PORT = 9191
+
+#: The environment variables the metrics fork reads its address from.
+HOST_ENV = "QM_WORKER_METRICS_HOST"
+PORT_ENV = "QM_WORKER_METRICS_PORT"
+
+
+def samples_dir(master_pid: int) -> Path:
+    """The directory one master's processes share their samples in.
+
+    Named by the master's pid and start time, so a later master that reuses the pid (a container
+    restart keeps /tmp) never adds its counts to an old run's.
+    """
+    try:
+        started = Path(f"/proc/{master_pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        started = "0"
+    return Path(tempfile.gettempdir()) / f"qm-prometheus-{master_pid}-{started}"
+
+
+class WorkerMetrics(dramatiq.Middleware):
+    """Counts messages by actor and outcome, times them, and exports SQS requests by action.
+
+    Parameters:
+      port: Where the master's metrics fork serves /metrics; 0 disables metrics.
+      host: The address it binds (loopback by default).
+    """
+
+    def __init__(self, *, port: int = DEFAULT_METRICS_PORT, host: str = DEFAULT_METRICS_HOST) -> None:
+        self.logger: logging.Logger = get_logger(__name__, type(self))  # type: ignore[no-untyped-call]
+        self.port = port
+        self.host = host
+        self._metrics: dict[str, Any] = {}
+        self._started: dict[str, float] = {}
+
+    @property
+    def forks(self) -> list[Any]:
+        # The fork is started by the master and reads its address from the same environment.
+        return [serve_worker_metrics] if self.port else []
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        if not self.port:
+            return
+        directory = samples_dir(os.getppid())
+        directory.mkdir(parents=True, exist_ok=True)
+        # Must be set before prometheus_client is first imported in this process.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+        from prometheus_client import Counter, Histogram
+
+        m = self._metrics
+        m["messages"] = Counter("qm_worker_messages", "Messages handled.", ["actor", "outcome"])
+        m["processing"] = Histogram("qm_worker_processing_seconds", "Time an attempt ran.", ["actor"])
+        m["waiting"] = Histogram(
+            "qm_worker_queue_wait_seconds",
+            "Time from enqueue to the start of an attempt.",
+            ["actor"],
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 1800, 3600, 21600, 43200),
+        )
+        m["ack_batch"] = Histogram("qm_worker_ack_batch_size", "Acks per DeleteMessageBatch.", buckets=range(1, 11))
+        m["sqs"] = Counter("qm_worker_sqs_requests", "SQS requests made, by action.", ["action"])
+        if isinstance(broker, QMBroker):
+            broker.request_listeners.append(lambda action: m["sqs"].labels(action).inc())
+            broker.housekeeper.delete_batch_listeners.append(lambda size: m["ack_batch"].observe(size))
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        if not self._metrics:
+            return
+        self._started[message.message_id] = time.monotonic()
+        if int(getattr(message, "sqs_receive_count", 1)) == 1:  # a retry's wait is its backoff
+            waited = time.time() - message.message_timestamp / 1000
+            self._metrics["waiting"].labels(message.actor_name).observe(max(waited, 0.0))
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, *, result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:  # fmt: skip
+        if not self._metrics:
+            return
+        started = self._started.pop(message.message_id, None)
+        if started is not None:
+            self._metrics["processing"].labels(message.actor_name).observe(time.monotonic() - started)
+        outcome = "processed" if exception is None else "failed"
+        self._metrics["messages"].labels(message.actor_name, outcome).inc()
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        self._started.pop(message.message_id, None)
+
+    def before_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        # A nack is a retry in place or a dead letter; which one, the retry middleware has said by now
+        # (after-hooks run in reverse order, so after_process_message is too early to tell).
+        if self._metrics:
+            outcome = "retried" if RETRY_DELAY_OPTION in message.options else "dead_lettered"
+            self._metrics["messages"].labels(message.actor_name, outcome).inc()
+
+
+def serve_worker_metrics() -> None:
+    """Serve every worker process's samples on one /metrics (runs as a fork of the dramatiq master)."""
+    directory = samples_dir(os.getppid())
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    from prometheus_client import CollectorRegistry, MetricsHandler, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    handler = MetricsHandler.factory(registry)
+    address = (os.environ.get(HOST_ENV, DEFAULT_METRICS_HOST), int(os.environ.get(PORT_ENV, DEFAULT_METRICS_PORT)))
+    server = HTTPServer(address, handler)
+    server.serve_forever()

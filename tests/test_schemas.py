@@ -1,0 +1,265 @@
+"""The message contract: schemas fail fast naming the file, violations come best first as JSON
+pointers, every type has its actor, and webhook destinations are checked against the allow list."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from api.app import create_app
+from schemas import (
+    MAX_MESSAGE_CHARS,
+    MAX_VIOLATIONS,
+    SchemaLoadError,
+    SchemaRegistry,
+    Violation,
+    json_pointer,
+    violations,
+)
+from schemas.checks import check_webhook, destination_error
+from settings import DEFAULT_SCHEMAS_DIR, Settings
+from tests.conftest import VENV_BIN
+
+GOOD_SCHEMA = '{"type": "object", "required": ["message"]}'
+
+BROKEN_SCHEMAS = [
+    pytest.param(
+        "broken.json",
+        "{not json",
+        "not readable JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        id="not-json",
+    ),
+    pytest.param(
+        "broken.json",
+        '{"type": 12}',
+        "not a valid JSON Schema (draft 2020-12): 12 is not valid under any of the given schemas",
+        id="fails-check-schema",
+    ),
+    pytest.param(
+        "broken.json",
+        "[]",
+        "not a valid JSON Schema (draft 2020-12): [] is not of type 'object', 'boolean'",
+        id="an-array",
+    ),
+    pytest.param("broken.json", "true", "a message schema must be a JSON object.", id="a-boolean-schema"),
+    pytest.param(
+        "Bad-Name.json", GOOD_SCHEMA, "a message type name must match [a-z][a-z0-9_]{0,31}.", id="bad-type-name"
+    ),
+]
+
+
+@pytest.fixture
+def schemas_dir(tmp_path: Path) -> Path:
+    """A folder holding one good schema, to which a test adds a broken one."""
+    folder = tmp_path / "schemas"
+    folder.mkdir()
+    (folder / "good.json").write_text(GOOD_SCHEMA)
+    return folder
+
+
+# Loading
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), BROKEN_SCHEMAS)
+def test_a_broken_schema_stops_loading_with_an_error_naming_the_file(
+    schemas_dir: Path, name: str, content: str, reason: str
+) -> None:
+    # Given a folder with a good schema and a broken one
+    (schemas_dir / name).write_text(content)
+    # When it is loaded
+    with pytest.raises(SchemaLoadError) as raised:
+        SchemaRegistry.load(schemas_dir)
+    # Then the error names the broken file and what is wrong with it
+    assert str(raised.value) == f"{schemas_dir / name}: {reason}"
+
+
+def test_a_folder_without_schemas_stops_loading(tmp_path: Path) -> None:
+    with pytest.raises(SchemaLoadError) as raised:
+        SchemaRegistry.load(tmp_path)
+    assert str(raised.value) == f"No schema files (*.json) in {tmp_path}."
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), BROKEN_SCHEMAS[:2])
+def test_create_app_fails_on_a_broken_schema(schemas_dir: Path, name: str, content: str, reason: str) -> None:
+    # Given settings pointing at a folder with a broken schema
+    (schemas_dir / name).write_text(content)
+    settings = Settings(schemas_dir=schemas_dir)
+    # When the app is built
+    # Then it fails, naming the file, before anything is served or sent
+    with pytest.raises(SchemaLoadError) as raised:
+        create_app(settings)
+    assert str(raised.value) == f"{schemas_dir / name}: {reason}"
+
+
+def test_qm_api_refuses_to_start_on_a_broken_schema_naming_the_file(schemas_dir: Path) -> None:
+    # Given QM_SCHEMAS_DIR names a folder with a schema that is not JSON
+    (schemas_dir / "broken.json").write_text("{not json")
+    # When qm-api is started
+    env = {**os.environ, "QM_SCHEMAS_DIR": str(schemas_dir)}
+    finished = subprocess.run([str(VENV_BIN / "qm-api")], env=env, capture_output=True, text=True, timeout=60)
+    # Then it exits 2, saying why on stderr
+    assert finished.returncode == 2, finished.stderr
+    assert finished.stderr == (
+        f"qm-api: cannot start: {schemas_dir / 'broken.json'}: not readable JSON: "
+        "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)\n"
+    )
+
+
+def test_the_shipped_schemas_load_as_one_type_per_file() -> None:
+    registry = SchemaRegistry.load(DEFAULT_SCHEMAS_DIR)
+    assert registry.types == sorted(p.stem for p in DEFAULT_SCHEMAS_DIR.glob("*.json"))
+    assert registry.types == ["log", "webhook"]
+
+
+def test_every_shipped_message_type_has_an_actor_of_the_same_name_and_queue() -> None:
+    # Given the shipped schemas and the workers' actors (importing them builds a broker from the environment)
+    import actors
+
+    types = SchemaRegistry.load(DEFAULT_SCHEMAS_DIR).types
+    registered = actors.broker.actors
+    # Then each type has its actor, each actor its type, and each listens on the queue of its name
+    assert sorted(registered) == types
+    assert {name: actor.queue_name for name, actor in registered.items()} == {t: t for t in types}
+
+
+# Violations
+
+
+def test_violations_come_best_match_first_then_by_falling_relevance() -> None:
+    # Given a document that breaks its schema at the top, one level down and two levels down
+    validator = Draft202012Validator(
+        {
+            "type": "object",
+            "properties": {
+                "a": {"type": "object", "properties": {"b": {"type": "integer"}}},
+                "c": {"type": "string"},
+            },
+            "required": ["d"],
+        }
+    )
+    document = {"a": {"b": "x"}, "c": 1}
+    # When its violations are listed
+    found = violations(validator, document)
+    # Then the shallowest (jsonschema's best match) comes first, then the deeper ones, shallowest first
+    assert found == [
+        Violation("", "required", "'d' is a required property"),
+        Violation("/c", "type", "1 is not of type 'string'"),
+        Violation("/a/b", "type", "'x' is not of type 'integer'"),
+    ]
+
+
+def test_a_valid_document_has_no_violations() -> None:
+    assert violations(Draft202012Validator({"type": "object"}), {}) == []
+
+
+def test_violations_are_capped_keeping_the_most_relevant_and_long_messages_are_cut() -> None:
+    # Given a document with more violations than are reported, and one whose message is huge
+    validator = Draft202012Validator(
+        {"type": "object", "required": ["id"], "additionalProperties": {"type": "integer", "maxLength": 1}}
+    )
+    document = {f"k{i:02}": "x" for i in range(MAX_VIOLATIONS + 5)} | {"huge": "y" * 1000}
+    # When its violations are listed
+    found = violations(validator, document)
+    # Then there are at most MAX_VIOLATIONS, the top-level one first, and no message is over its limit
+    assert len(found) == MAX_VIOLATIONS
+    assert found[0] == Violation("", "required", "'id' is a required property")
+    assert max(len(v.message) for v in found) <= MAX_MESSAGE_CHARS
+    assert Violation("/huge", "type", f"'{'y' * (MAX_MESSAGE_CHARS - 2)}…") in found or len(document) > MAX_VIOLATIONS
+
+
+def test_violations_prefix_their_paths() -> None:
+    validator = Draft202012Validator({"type": "object", "properties": {"n": {"type": "integer"}}})
+    assert violations(validator, {"n": "1"}, prefix=["payload"]) == [
+        Violation("/payload/n", "type", "'1' is not of type 'integer'")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("parts", "pointer"),
+    [
+        ([], ""),
+        (["payload"], "/payload"),
+        (["payload", "a/b"], "/payload/a~1b"),
+        (["payload", "c~d"], "/payload/c~0d"),
+        (["~1"], "/~01"),
+        (["payload", "items", 0], "/payload/items/0"),
+        ([""], "/"),
+    ],
+)
+def test_json_pointers_escape_tilde_then_slash(parts: list[object], pointer: str) -> None:
+    assert json_pointer(parts) == pointer
+
+
+def test_violation_paths_are_escaped_json_pointers() -> None:
+    # Given property names holding "/" and "~" whose values break the schema
+    validator = Draft202012Validator({"type": "object", "additionalProperties": {"type": "integer"}})
+    # When the violations are listed
+    found = violations(validator, {"a/b": "x", "c~d": "y"})
+    # Then their paths escape both (RFC 6901)
+    assert sorted(v.path for v in found) == ["/a~1b", "/c~0d"]
+
+
+# Webhook destinations
+
+
+ALLOWED = ["127.0.0.1", "localhost", "api.test:8443", "secure.test:443"]
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        pytest.param("http://127.0.0.1/x", None, id="allowed-host"),
+        pytest.param("http://127.0.0.1:9000/x", None, id="allowed-host-any-port"),
+        pytest.param("https://LOCALHOST/x", None, id="host-case-ignored"),
+        pytest.param("http://api.test:8443/x", None, id="allowed-host-and-port"),
+        pytest.param("https://secure.test/x", None, id="default-port-matches-host-and-port"),
+        pytest.param(
+            "http://api.test:9000/x",
+            "host api.test:9000 is not in QM_WEBHOOK_ALLOWED_HOSTS (127.0.0.1, localhost, api.test:8443, secure.test:443)",
+            id="wrong-port",
+        ),
+        pytest.param(
+            "http://api.test/x",
+            "host api.test:80 is not in QM_WEBHOOK_ALLOWED_HOSTS (127.0.0.1, localhost, api.test:8443, secure.test:443)",
+            id="default-port-is-the-wrong-port",
+        ),
+        pytest.param(
+            "https://example.com/x",
+            "host example.com:443 is not in QM_WEBHOOK_ALLOWED_HOSTS (127.0.0.1, localhost, api.test:8443, secure.test:443)",
+            id="other-host",
+        ),
+        pytest.param(
+            "http://127.0.0.1.example.com/x",
+            "host 127.0.0.1.example.com:80 is not in QM_WEBHOOK_ALLOWED_HOSTS "
+            "(127.0.0.1, localhost, api.test:8443, secure.test:443)",
+            id="allowed-host-as-a-prefix",
+        ),
+        pytest.param("ftp://127.0.0.1/x", "the scheme must be http or https", id="scheme"),
+        pytest.param("127.0.0.1/x", "the scheme must be http or https", id="no-scheme"),
+        pytest.param("http:///x", "the URL names no host", id="no-host"),
+        pytest.param("http://u:p@127.0.0.1/x", "credentials in the URL are not allowed; use headers", id="credentials"),
+        pytest.param("http://u@127.0.0.1/x", "credentials in the URL are not allowed; use headers", id="user-only"),
+        pytest.param("http://127.0.0.1:99999/x", "not a valid URL: Port out of range 0-65535", id="port-out-of-range"),
+    ],
+)
+def test_webhook_destinations_are_checked_against_the_allow_list(url: str, error: str | None) -> None:
+    assert destination_error(url, ALLOWED) == error
+
+
+def test_an_empty_allow_list_allows_nothing_and_says_so() -> None:
+    assert destination_error("http://127.0.0.1/x", [" ", ""]) == (
+        "host 127.0.0.1:80 is not in QM_WEBHOOK_ALLOWED_HOSTS (empty)"
+    )
+
+
+def test_check_webhook_reports_on_the_url_and_leaves_other_shapes_to_the_schema() -> None:
+    assert check_webhook({"url": "https://example.com/", "body": {}}, ["localhost"]) == [
+        Violation("/payload/url", "allowedHosts", "host example.com:443 is not in QM_WEBHOOK_ALLOWED_HOSTS (localhost)")
+    ]
+    assert check_webhook({"url": "http://localhost/", "body": {}}, ["localhost"]) == []
+    assert check_webhook([], ["localhost"]) == []
+    assert check_webhook({"url": 5}, ["localhost"]) == []
