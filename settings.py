@@ -99,6 +99,8 @@ class Settings:
     worker_metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
+        # Host names compare case-insensitively; keys and everything else keep their case.
+        object.__setattr__(self, "webhook_allowed_hosts", tuple(h.lower() for h in self.webhook_allowed_hosts))
         _check_range("QM_PORT", self.port, 0, 65535)
         _check_range("QM_MAX_RETRIES", self.max_retries, 0, constants.MAX_RECEIVE_COUNT - 1)
         _check_range("QM_MIN_BACKOFF_MS", self.min_backoff_ms, 1, constants.MAX_VISIBILITY_TIMEOUT_MS)
@@ -175,8 +177,7 @@ def _parse(name: str, type_name: object, raw: str) -> object:
                 return False
             raise ValueError(value)
         if type_name == "tuple[str, ...]":
-            items = tuple(item.strip() for item in value.split(",") if item.strip())
-            return items if name == "QM_API_KEYS" else tuple(item.lower() for item in items)
+            return tuple(item.strip() for item in value.split(",") if item.strip())
         if type_name in ("Path", "Path | None"):
             return Path(value)
     except ValueError:

@@ -53,8 +53,6 @@ class Sender:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._in_flight: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        #: Batch sizes sent so far, by size.
-        self.batch_sizes: dict[int, int] = {}
         #: Called with the size of every batch sent, e.g. to export it as a metric.
         self.batch_listeners: list[Callable[[int], None]] = []
 
@@ -93,7 +91,6 @@ class Sender:
 
     async def _send_batch(self, queue_name: str, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
-        self.batch_sizes[len(batch)] = self.batch_sizes.get(len(batch), 0) + 1
         for listener in self.batch_listeners:
             listener(len(batch))
         try:

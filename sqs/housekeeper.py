@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -80,8 +80,6 @@ class Housekeeper:
         self._leases: dict[str, Lease] = {}
         self._thread: threading.Thread | None = None
         self._running = False
-        #: Ack batch sizes sent so far, by size.
-        self.delete_batch_sizes: Counter[int] = Counter()
         #: Called with the size of every DeleteMessageBatch, e.g. to export it as a metric.
         self.delete_batch_listeners: list[Callable[[int], None]] = []
 
@@ -224,7 +222,6 @@ class Housekeeper:
                     target[queue_url][:0] = retry
 
     def _send_deletes(self, queue_url: str, batch: list[_Entry]) -> list[_Entry]:
-        self.delete_batch_sizes[len(batch)] += 1
         for listener in self.delete_batch_listeners:
             listener(len(batch))
         try:
