@@ -8,9 +8,9 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY api ./api
 COPY actors ./actors
-COPY sqs ./sqs
+COPY queue_manager ./queue_manager
 COPY schemas ./schemas
-COPY broker.py settings.py ./
+COPY broker.py ./
 RUN python -m venv /venv && /venv/bin/pip install -c constraints.txt .
 
 FROM python:3.11-slim AS build-sqs

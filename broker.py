@@ -11,12 +11,12 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import AgeLimit, CurrentMessage, ShutdownNotifications, TimeLimit
 
-from settings import Settings
-from sqs.broker import QMBroker
-from sqs.lifecycle import WorkerLifecycle
-from sqs.logcontext import StructuredLogs
-from sqs.metrics import WorkerMetrics
-from sqs.retries import RetriesInPlace
+from queue_manager.settings import Settings
+from queue_manager.sqs.broker import QMBroker
+from queue_manager.sqs.middleware.lifecycle import WorkerLifecycle
+from queue_manager.sqs.middleware.logcontext import StructuredLogs
+from queue_manager.sqs.middleware.metrics import WorkerMetrics
+from queue_manager.sqs.middleware.retries import RetriesInPlace
 
 
 def build_broker(settings: Settings) -> QMBroker:

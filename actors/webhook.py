@@ -14,8 +14,8 @@ from dramatiq.errors import Retry
 from dramatiq.middleware import CurrentMessage
 
 from broker import settings
+from queue_manager.sqs.errors import PermanentFailure
 from schemas.checks import destination_error
-from sqs.errors import PermanentFailure
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ import swagger_ui
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-import logs
 from api import keys
 from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
@@ -26,8 +25,9 @@ from api.routes import setup_routes
 from api.schemas import MAX_BATCH_BODY_BYTES
 from api.sender import Sender
 from broker import build_broker
+from queue_manager import logs
+from queue_manager.settings import Settings, SettingsError
 from schemas import SchemaLoadError, SchemaRegistry
-from settings import Settings, SettingsError
 
 logger = logging.getLogger(__name__)
 

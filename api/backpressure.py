@@ -7,7 +7,7 @@ import logging
 import time
 from concurrent.futures import Executor
 
-from sqs.broker import QMBroker
+from queue_manager.sqs.broker import QMBroker
 
 logger = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from jsonschema import Draft202012Validator
 
 from api import keys, problems
 from api.handlers import read_json
+from queue_manager.sqs import constants, deadletters
+from queue_manager.sqs.admin import QueueMissing
+from queue_manager.sqs.errors import SQSUnavailable
 from schemas import Violation, violations
-from sqs import constants, deadletters
-from sqs.admin import QueueMissing
-from sqs.errors import SQSUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from api import keys, problems
 from api.ingest import Prepared, prepare, submit
 from api.schemas import MAX_BATCH_BODY_BYTES, MAX_MESSAGE_BODY_BYTES, batch_violations
-from sqs import constants
+from queue_manager.sqs import constants
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from api import keys, problems
 from api.idempotency import KeyReused
 from api.schemas import envelope_violations
 from api.sender import Overloaded
+from queue_manager.sqs import constants
+from queue_manager.sqs.errors import MessageTooLarge, SQSUnavailable
 from schemas import Violation
 from schemas.checks import PAYLOAD_CHECKS
-from sqs import constants
-from sqs.errors import MessageTooLarge, SQSUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
 from api.sender import Sender
+from queue_manager.settings import Settings
+from queue_manager.sqs.broker import QMBroker
 from schemas import SchemaRegistry
-from settings import Settings
-from sqs.broker import QMBroker
 
 SETTINGS = web.AppKey("qm.settings", Settings)
 OPENAPI = web.AppKey("qm.openapi", dict)

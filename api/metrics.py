@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from sqs.broker import QMBroker
+from queue_manager.sqs.broker import QMBroker
 
 #: Batch sizes are 1 to 10 entries.
 BATCH_BUCKETS = tuple(range(1, 11))

@@ -7,8 +7,8 @@ from typing import Any
 
 from api.deadletters import REDRIVE_SCHEMA
 from api.schemas import BATCH_SCHEMA, ENVELOPE_SCHEMA, MAX_BATCH_MESSAGES
+from queue_manager.settings import Settings
 from schemas import SchemaRegistry
-from settings import Settings
 
 #: The version of the HTTP API this document describes.
 API_VERSION = "1.0.0"

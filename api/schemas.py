@@ -6,8 +6,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from queue_manager.sqs import constants
 from schemas import TYPE_NAME_PATTERN, Violation, violations
-from sqs import constants
 
 #: The request body of POST /messages.
 ENVELOPE_SCHEMA: dict[str, Any] = {

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-from sqs import constants
-from sqs.broker import QMBroker, SendResult
-from sqs.errors import SQSUnavailable
+from queue_manager.sqs import constants
+from queue_manager.sqs.broker import QMBroker, SendResult
+from queue_manager.sqs.errors import SQSUnavailable
 
 logger = logging.getLogger(__name__)
 

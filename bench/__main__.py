@@ -56,8 +56,8 @@ def _make_queue(client: Any, impl: str, prefix: str, queue: str) -> str:
     """Create the queue (and its DLQ) the way each implementation would, so the preload has a target."""
     name = f"{prefix}_{queue}"
     if impl == "ours":
-        from settings import Settings
-        from sqs import admin
+        from queue_manager.settings import Settings
+        from queue_manager.sqs import admin
 
         defaults = Settings()
         return str(

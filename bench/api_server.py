@@ -25,7 +25,7 @@ from aiohttp import web
 def ours_app(prefix: str) -> tuple[web.Application, Any]:
     from api import keys
     from api.app import create_app
-    from settings import Settings
+    from queue_manager.settings import Settings
 
     settings = Settings(
         endpoint_url=os.environ["AWS_ENDPOINT_URL_SQS"],
@@ -56,8 +56,8 @@ def stock_app(prefix: str) -> tuple[web.Application, Any]:
     broker.sqs.meta.client.meta.events.register("before-call.sqs", counter)
 
     from api.schemas import envelope_violations
+    from queue_manager.settings import DEFAULT_SCHEMAS_DIR
     from schemas import SchemaRegistry
-    from settings import DEFAULT_SCHEMAS_DIR
 
     registry = SchemaRegistry.load(DEFAULT_SCHEMAS_DIR)
 

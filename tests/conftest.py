@@ -25,8 +25,8 @@ from typing import Any
 import boto3
 import pytest
 
-from settings import Settings
-from sqs.wait import endpoint_answers as _answers
+from queue_manager.settings import Settings
+from queue_manager.sqs.wait import endpoint_answers as _answers
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

@@ -16,8 +16,8 @@ import pytest
 from aiohttp import ClientSession
 
 from api.handlers import OLDEST_AGE_NOTE
-from settings import DEFAULT_SCHEMAS_DIR, Settings
-from sqs import constants
+from queue_manager.settings import DEFAULT_SCHEMAS_DIR, Settings
+from queue_manager.sqs import constants
 from tests.conftest import SQSServer, drain, queue_depth, wait_for
 
 pytestmark = pytest.mark.api

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from client import QMClient, Unavailable, ValidationFailed
-from settings import Settings
+from queue_manager.client import QMClient, Unavailable, ValidationFailed
+from queue_manager.settings import Settings
 from tests.conftest import ROOT, SQSServer, drain, queue_depth
 
 pytestmark = pytest.mark.api
@@ -31,7 +31,7 @@ def queued_ids(sqs: Any, name: str) -> list[str]:
 def qm(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the CLI as users do: a fresh Python process."""
     return subprocess.run(
-        [sys.executable, "-m", "client.cli", "--url", url, *args],
+        [sys.executable, "-m", "queue_manager.client.cli", "--url", url, *args],
         cwd=ROOT,
         input=stdin,
         capture_output=True,

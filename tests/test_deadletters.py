@@ -15,8 +15,8 @@ import pytest
 from api import keys
 from api.app import create_app
 from broker import build_broker
-from settings import Settings
-from sqs import deadletters
+from queue_manager.settings import Settings
+from queue_manager.sqs import deadletters
 from tests.conftest import drain, queue_depth, wait_for
 
 pytestmark = pytest.mark.api

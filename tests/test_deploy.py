@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from settings import Settings
+from queue_manager.settings import Settings
 from tests.conftest import ROOT, Proc, Receiver, wait_for
 
 #: SQS actions and the IAM action that authorises each (batches use the single-message permission).
@@ -44,7 +44,7 @@ def test_compose_runs_the_same_programs_as_supervisord() -> None:
     assert compose["services"]["api"]["stop_grace_period"] == f"{programs['api']['stopwaitsecs']}s"
     # Both wait for SQS before starting, and publish on loopback only
     for name in ("api", "worker"):
-        assert compose["services"][name]["command"][:3] == ["python", "-m", "sqs.wait"]
+        assert compose["services"][name]["command"][:3] == ["python", "-m", "queue_manager.sqs.wait"]
         assert compose["services"][name]["depends_on"]["sqs"]["condition"] == "service_healthy"
     for service in compose["services"].values():
         assert all(str(p).startswith("127.0.0.1:") for p in service.get("ports", []))

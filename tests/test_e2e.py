@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from settings import Settings
+from queue_manager.settings import Settings
 from tests.conftest import Proc, Receiver, drain, queue_depth, wait_for
 
 pytestmark = pytest.mark.e2e

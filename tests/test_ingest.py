@@ -16,7 +16,7 @@ from aiohttp import ClientSession, ClientTimeout
 
 from api import keys
 from api.app import create_app
-from settings import Settings, SettingsError
+from queue_manager.settings import Settings, SettingsError
 from tests.conftest import SQSServer, drain, queue_depth
 
 pytestmark = pytest.mark.api

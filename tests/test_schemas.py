@@ -11,6 +11,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from api.app import create_app
+from queue_manager.settings import DEFAULT_SCHEMAS_DIR, Settings
 from schemas import (
     MAX_MESSAGE_CHARS,
     MAX_VIOLATIONS,
@@ -21,7 +22,6 @@ from schemas import (
     violations,
 )
 from schemas.checks import check_webhook, destination_error
-from settings import DEFAULT_SCHEMAS_DIR, Settings
 from tests.conftest import VENV_BIN
 
 GOOD_SCHEMA = '{"type": "object", "required": ["message"]}'

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from settings import DEFAULT_SCHEMAS_DIR, Settings, SettingsError
+from queue_manager.settings import DEFAULT_SCHEMAS_DIR, Settings, SettingsError
 from tests.conftest import settings_env
 
 

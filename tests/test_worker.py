@@ -16,9 +16,9 @@ from dramatiq.errors import Retry
 from dramatiq.middleware import CurrentMessage
 
 from broker import build_broker
-from settings import Settings
-from sqs.broker import QMBroker
-from sqs.errors import PermanentFailure
+from queue_manager.settings import Settings
+from queue_manager.sqs.broker import QMBroker
+from queue_manager.sqs.errors import PermanentFailure
 from tests.conftest import drain, queue_depth, wait_for
 
 
@@ -98,7 +98,7 @@ def test_pending_acks_are_flushed_when_the_worker_stops(harness: Callable[..., H
     # When the worker stops at once
     h.stop()
     # Then nothing is left pending and the queue is empty: no duplicate waits for the next worker
-    assert h.broker.housekeeper.pending_deletes() == 0
+    assert h.broker.acks.pending_deletes() == 0
     assert queue_depth(sqs, h.queue("ok")) == {"visible": 0, "in_flight": 0, "delayed": 0}
 
 

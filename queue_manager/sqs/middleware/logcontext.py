@@ -10,7 +10,7 @@ from typing import Any
 import dramatiq
 from dramatiq.logging import get_logger
 
-import logs
+from queue_manager import logs
 
 #: When the current thread started its message.
 _started: contextvars.ContextVar[float | None] = contextvars.ContextVar("qm_message_started", default=None)

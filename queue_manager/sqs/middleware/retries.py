@@ -10,9 +10,9 @@ from dramatiq.common import compute_backoff
 from dramatiq.errors import Retry
 from dramatiq.logging import get_logger
 
-from sqs import constants
-from sqs.consumer import DEAD_LETTER_REASON_OPTION, RETRY_DELAY_OPTION
-from sqs.errors import PermanentFailure
+from queue_manager.sqs import constants
+from queue_manager.sqs.consumer import DEAD_LETTER_REASON_OPTION, RETRY_DELAY_OPTION
+from queue_manager.sqs.errors import PermanentFailure
 
 #: Retries after the first attempt, unless the actor says otherwise.
 DEFAULT_MAX_RETRIES = 5

@@ -1,4 +1,4 @@
-"""Wait until the SQS endpoint answers, then run a command: `python -m sqs.wait CMD ARGS...`.
+"""Wait until the SQS endpoint answers, then run a command: `python -m queue_manager.sqs.wait CMD ARGS...`.
 
 Used by supervisord so the API and the workers start after the local SQS server.
 """
@@ -28,7 +28,7 @@ def endpoint_answers(url: str) -> bool:
 
 def main(argv: list[str]) -> None:
     if not argv:
-        raise SystemExit("usage: python -m sqs.wait COMMAND [ARGS...]")
+        raise SystemExit("usage: python -m queue_manager.sqs.wait COMMAND [ARGS...]")
     url = os.environ.get("AWS_ENDPOINT_URL_SQS") or os.environ.get("AWS_ENDPOINT_URL")
     if url:
         deadline = time.monotonic() + WAIT_SECONDS

@@ -25,7 +25,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sqs import constants
+from queue_manager.sqs import constants
 
 logger = logging.getLogger(__name__)
 

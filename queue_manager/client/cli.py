@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from client.api import ApiError, QMClient, Unavailable, ValidationFailed
+from queue_manager.client.api import ApiError, QMClient, Unavailable, ValidationFailed
 
 #: Exit codes, also shown by --help.
 EXIT_OK = 0

@@ -16,11 +16,11 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from dramatiq_sqs import SQSBroker
 
-from sqs import admin, constants
-from sqs.capacity import Capacity
-from sqs.consumer import QMConsumer
-from sqs.errors import MessageDelayTooLong, MessageTooLarge, SQSUnavailable
-from sqs.housekeeper import Housekeeper
+from queue_manager.sqs import admin, constants
+from queue_manager.sqs.acks import Acks
+from queue_manager.sqs.capacity import Capacity
+from queue_manager.sqs.consumer import QMConsumer
+from queue_manager.sqs.errors import MessageDelayTooLong, MessageTooLarge, SQSUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         self.time_limit_ms = time_limit_ms
         self.create_queues = create_queues
         self.capacity = Capacity()
-        self.housekeeper = Housekeeper(
+        self.acks = Acks(
             self.client,
             visibility_timeout_seconds=visibility_timeout_seconds,
             flush_interval_seconds=ack_flush_interval_ms / 1000,
@@ -277,7 +277,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         self.stopping = True
 
     def close(self) -> None:
-        self.housekeeper.stop()
+        self.acks.stop()
 
 
 def _raise_unavailable(exc: BotoCoreError | ClientError) -> NoReturn:

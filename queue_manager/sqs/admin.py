@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sqs import constants
+from queue_manager.sqs import constants
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 import dramatiq
 from dramatiq.logging import get_logger
 
-from sqs.broker import QMBroker
+from queue_manager.sqs.broker import QMBroker
 
 #: Messages held beyond the worker's threads, ready for the next thread to free.
 DEFAULT_LOOKAHEAD = 1
@@ -42,7 +42,7 @@ class WorkerLifecycle(dramatiq.Middleware):
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         if not isinstance(broker, QMBroker):
             return
-        broker.housekeeper.stop()
+        broker.acks.stop()
         counts = broker.request_counts()
         self.logger.info("Worker stopped; SQS requests by action: %s.", json.dumps(counts, sort_keys=True))
         if self.stats_dir is not None:

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sqs import constants
-from sqs.housekeeper import Lease
+from queue_manager.sqs import constants
+from queue_manager.sqs.acks import Lease
 
 if TYPE_CHECKING:
-    from sqs.broker import QMBroker
+    from queue_manager.sqs.broker import QMBroker
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class SQSMessage(dramatiq.MessageProxy):
 
 
 class QMConsumer(dramatiq.Consumer):
-    """Consumes one queue for one process, sharing its threads and housekeeper with the others."""
+    """Consumes one queue for one process, sharing its threads and acks with the others."""
 
     def __init__(self, broker: QMBroker, queue_name: str, queue_url: str, dead_letter_url: str) -> None:
         self.broker = broker
@@ -110,7 +110,7 @@ class QMConsumer(dramatiq.Consumer):
             self.broker.capacity.take(len(received) - reserved)
         self.idle = not received
         if self.broker.stopping and received:
-            self.broker.housekeeper.release_now(self.queue_url, (m["ReceiptHandle"] for m in received))
+            self.broker.acks.release_now(self.queue_url, (m["ReceiptHandle"] for m in received))
             self.broker.capacity.release(len(received))
             return None
         for sqs_message in received:
@@ -149,7 +149,7 @@ class QMConsumer(dramatiq.Consumer):
             return
         actor = self.broker.actors.get(message.actor_name)
         time_limit_ms = (actor.options.get("time_limit") if actor else None) or self.broker.time_limit_ms
-        self.broker.housekeeper.track(
+        self.broker.acks.track(
             Lease(
                 queue_url=self.queue_url,
                 receipt_handle=receipt,
@@ -171,7 +171,7 @@ class QMConsumer(dramatiq.Consumer):
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
         assert isinstance(message, SQSMessage)
-        self.broker.housekeeper.delete(message.sqs_queue_url, message.sqs_receipt_handle)
+        self.broker.acks.delete(message.sqs_queue_url, message.sqs_receipt_handle)
         self.broker.capacity.release(1)
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
@@ -180,7 +180,7 @@ class QMConsumer(dramatiq.Consumer):
         delay_ms = message.options.pop(RETRY_DELAY_OPTION, None)
         if delay_ms is not None:
             seconds = max(0, min(int(delay_ms) // 1000, constants.MAX_VISIBILITY_TIMEOUT_SECONDS - 60))
-            self.broker.housekeeper.change_visibility(message.sqs_queue_url, message.sqs_receipt_handle, seconds)
+            self.broker.acks.change_visibility(message.sqs_queue_url, message.sqs_receipt_handle, seconds)
             return
         reason = message.options.pop(DEAD_LETTER_REASON_OPTION, None) or _describe(message)
         self._dead_letter(
@@ -191,7 +191,7 @@ class QMConsumer(dramatiq.Consumer):
         self, receipt: str, body: str, attributes: dict[str, Any], receive_count: int, reason: str
     ) -> None:
         """Copy a message to the dead-letter queue, then delete it; on failure it stays put."""
-        self.broker.housekeeper.untrack(receipt)
+        self.broker.acks.untrack(receipt)
         attrs = {k: v for k, v in attributes.items() if not k.startswith("qm-error")}
         attrs[constants.ATTR_ERROR] = {"DataType": "String", "StringValue": reason[:1000] or "unknown"}
         attrs[constants.ATTR_RECEIVE_COUNT] = {"DataType": "Number", "StringValue": str(receive_count)}
@@ -208,18 +208,18 @@ class QMConsumer(dramatiq.Consumer):
         logger.warning(
             "Dead-lettered a message from %r after %d receive(s): %s.", self.queue_name, receive_count, reason
         )
-        self.broker.housekeeper.delete(self.queue_url, receipt)
+        self.broker.acks.delete(self.queue_url, receipt)
 
     def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
         handles = [m.sqs_receipt_handle for m in messages if isinstance(m, SQSMessage)]
         if handles:
-            self.broker.housekeeper.release_now(self.queue_url, handles)
+            self.broker.acks.release_now(self.queue_url, handles)
             self.broker.capacity.release(len(handles))
 
     def close(self) -> None:
         buffered, self.buffer = list(self.buffer), deque()
         self.requeue(buffered)
-        self.broker.housekeeper.flush()
+        self.broker.acks.flush()
 
 
 def _describe(message: dramatiq.MessageProxy) -> str:

@@ -17,8 +17,8 @@ from typing import Any
 import dramatiq
 from dramatiq.logging import get_logger
 
-from sqs.broker import QMBroker
-from sqs.consumer import RETRY_DELAY_OPTION
+from queue_manager.sqs.broker import QMBroker
+from queue_manager.sqs.consumer import RETRY_DELAY_OPTION
 
 #: Where the worker serves /metrics; port 0 disables it.
 DEFAULT_METRICS_HOST = "127.0.0.1"
@@ -84,7 +84,7 @@ class WorkerMetrics(dramatiq.Middleware):
         m["sqs"] = Counter("qm_worker_sqs_requests", "SQS requests made, by action.", ["action"])
         if isinstance(broker, QMBroker):
             broker.request_listeners.append(lambda action: m["sqs"].labels(action).inc())
-            broker.housekeeper.delete_batch_listeners.append(lambda size: m["ack_batch"].observe(size))
+            broker.acks.delete_batch_listeners.append(lambda size: m["ack_batch"].observe(size))
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if not self._metrics:

@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sqs import constants
+from queue_manager.sqs import constants
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class _Entry:
     attempts: int = 0
 
 
-class Housekeeper:
+class Acks:
     """One thread per process that sends acks and visibility changes in batches.
 
     Deletes wait at most `flush_interval_seconds` (or until ten are pending) and are always
@@ -167,7 +167,7 @@ class Housekeeper:
             if self._thread is not None:
                 return
             self._running = True
-            self._thread = threading.Thread(target=self._run, name="qm-housekeeper", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="qm-acks", daemon=True)
             self._thread.start()
 
     def _run(self) -> None:

@@ -7,13 +7,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from sqs import constants
+from queue_manager.sqs import constants
 
 #: The prefix every queue-manager variable shares.
 ENV_PREFIX = "QM_"
 
 #: Where the shipped message schemas live.
-DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 
 class SettingsError(ValueError):
