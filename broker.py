@@ -2,17 +2,27 @@
 
 `dramatiq actors` imports `actors`, which imports `broker` from here: the broker built
 from the process environment. The API builds its own with `build_broker(settings)`.
+
+A message type is a schema in `schemas/` plus one function here::
+
+    from broker import PermanentFailure, Retry, message_type
+
+    @message_type("invoice")
+    def invoice(payload: dict[str, Any]) -> None: ...
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import dramatiq
+from dramatiq.errors import Retry
 from dramatiq.middleware import AgeLimit, CurrentMessage, ShutdownNotifications, TimeLimit
 
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker
+from queue_manager.sqs.errors import PermanentFailure
 from queue_manager.sqs.middleware.lifecycle import WorkerLifecycle
 from queue_manager.sqs.middleware.logcontext import StructuredLogs
 from queue_manager.sqs.middleware.metrics import WorkerMetrics
@@ -50,6 +60,36 @@ def build_broker(settings: Settings) -> QMBroker:
         receive_linger_ms=settings.receive_linger_ms,
         max_pool_connections=settings.send_concurrency + 16,
     )
+
+
+__all__ = ["PermanentFailure", "Retry", "build_broker", "message_type"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def message_type(name: str, **options: Any) -> Callable[[_F], dramatiq.Actor[Any, Any]]:
+    """Declare the actor of message type `name`: its queue, retries, backoff and time limit
+    default to the settings; `options` (any Dramatiq actor option) override them.
+
+    `PermanentFailure` dead-letters a message at once; `Retry(delay=ms)` retries it after `delay`.
+    """
+    settings: Settings = __getattr__("settings")
+    declared: dict[str, Any] = {
+        "actor_name": name,
+        "queue_name": name,
+        "max_retries": settings.max_retries,
+        "min_backoff": settings.min_backoff_ms,
+        "max_backoff": settings.max_backoff_ms,
+        "time_limit": settings.time_limit_ms,
+        "throws": (PermanentFailure,),
+        **options,
+    }
+
+    def decorate(fn: _F) -> dramatiq.Actor[Any, Any]:
+        make: Callable[[_F], dramatiq.Actor[Any, Any]] = dramatiq.actor(broker=__getattr__("broker"), **declared)
+        return make(fn)
+
+    return decorate
 
 
 _broker: QMBroker | None = None

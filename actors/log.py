@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import dramatiq
-
-from broker import settings
+from broker import message_type
 
 logger = logging.getLogger("queue_manager.log")
 
@@ -15,15 +13,7 @@ logger = logging.getLogger("queue_manager.log")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-@dramatiq.actor(
-    actor_name="log",
-    queue_name="log",
-    max_retries=settings.max_retries,
-    min_backoff=settings.min_backoff_ms,
-    max_backoff=settings.max_backoff_ms,
-    time_limit=settings.time_limit_ms,
-    throws=(),
-)
+@message_type("log", throws=())
 def log(payload: dict[str, Any]) -> None:
     """Write `message` at `level` with `fields`, as one JSON line."""
     # One structured record: the message as its text, its fields as a field of their own (the

@@ -8,13 +8,10 @@ import logging
 import time
 from typing import Any
 
-import dramatiq
 import urllib3
-from dramatiq.errors import Retry
 from dramatiq.middleware import CurrentMessage
 
-from broker import settings
-from queue_manager.sqs.errors import PermanentFailure
+from broker import PermanentFailure, Retry, message_type, settings
 from schemas.checks import destination_error
 
 logger = logging.getLogger(__name__)
@@ -28,15 +25,7 @@ MAX_RETRY_AFTER_SECONDS = 12 * 3600 - 60
 _http = urllib3.PoolManager(num_pools=16, maxsize=16, retries=False)
 
 
-@dramatiq.actor(
-    actor_name="webhook",
-    queue_name="webhook",
-    max_retries=settings.max_retries,
-    min_backoff=settings.min_backoff_ms,
-    max_backoff=settings.max_backoff_ms,
-    time_limit=settings.time_limit_ms,
-    throws=(PermanentFailure,),
-)
+@message_type("webhook")
 def webhook(payload: dict[str, Any]) -> None:
     """POST `body` to `url`; a 2xx is done, 5xx/408/429/timeouts retry, other answers dead-letter."""
     current = CurrentMessage.get_current_message()
