@@ -1,130 +1,234 @@
-"""Typed settings for queue-manager, parsed once from the environment."""
+"""Typed settings for queue-manager, parsed once from the environment.
+
+Each setting is declared once, as a field of `Settings` made by `setting()`: its default, what it
+means, its range and how its variable is parsed all sit beside it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from queue_manager.sqs import constants
 
 #: The prefix every queue-manager variable shares.
 ENV_PREFIX = "QM_"
 
-#: Where the shipped message schemas live.
+#: Where the shipped message schemas live (the top-level `schemas` package).
 DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+#: A bound of a range: a number, or a function of the other settings (e.g. max ≥ min).
+Bound = float | Callable[["Settings"], float] | None
 
 
 class SettingsError(ValueError):
     """Raised when an environment variable holds a value out of its range."""
 
 
+def _int(raw: str) -> int:
+    return int(raw)
+
+
+def _float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(raw)
+    return value
+
+
+def _bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _words(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    return tuple(host.lower() for host in _words(raw))
+
+
+def _path(raw: str) -> Path:
+    if not raw:
+        raise ValueError(raw)
+    return Path(raw)
+
+
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw) if raw else None
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+#: What each parser's value is called in an error message.
+_KINDS: dict[Callable[[str], Any], str] = {
+    _int: "an integer",
+    _float: "a finite number",
+    _bool: "a boolean (true/false, yes/no, on/off, 1/0)",
+    _path: "a path",
+}
+
+
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    parse: Callable[[str], Any],
+    low: Bound = None,
+    high: Bound = None,
+    choices: tuple[str, ...] = (),
+    env: str | None = None,
+) -> Any:
+    """Declare one setting: its default, its meaning, its parser and its range, in one place."""
+    metadata = {"doc": doc, "parse": parse, "low": low, "high": high, "choices": choices, "env": env}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Everything the API and the workers are configured by.
+    """Everything the API and the workers are configured by; `QM_<FIELD>` sets each field."""
 
-    Parameters:
-      endpoint_url: The SQS endpoint (`AWS_ENDPOINT_URL_SQS`); None means AWS itself.
-      region: The AWS region (`AWS_REGION`, then `AWS_DEFAULT_REGION`).
-      host: The address the API binds to.
-      port: The port the API listens on.
-      queue_prefix: Prepended to every queue name (`<prefix>_<type>`, `<prefix>_<type>_dlq`).
-      create_queues: Whether API and workers create missing queues at start.
-      max_retries: Retries after the first attempt before a message is dead-lettered.
-      min_backoff_ms: The first retry's backoff; it doubles with each attempt.
-      max_backoff_ms: The longest backoff, capped at the 12 h visibility limit.
-      visibility_timeout_seconds: How long a received message stays hidden before the
-        heartbeat extends it.
-      time_limit_ms: How long one attempt may run.
-      max_age_ms: Messages older than this are dead-lettered unprocessed; 0 disables it.
-      ack_flush_interval_ms: The longest an acknowledgement waits to join a batch.
-      receive_wait_seconds: The long-poll wait of each receive.
-      webhook_allowed_hosts: The hosts (or host:port) webhooks may be sent to.
-      webhook_timeout_seconds: Connect and read timeout of one webhook call.
-      sqs_timeout_seconds: Connect and read timeout of an API call to SQS.
-      schemas_dir: The folder holding one JSON Schema per message type.
-      shutdown_timeout_seconds: How long the API waits for requests in flight on stop.
-      send_concurrency: How many SQS sends the API runs at once (its thread pool).
-      receive_linger_ms: How long a receive waits for more threads to free once one has.
-      receive_lookahead: Messages a process may hold beyond its threads, ready for the next thread
-        to free (0 holds none; each is hidden by the heartbeat and released on stop).
-      stats_dir: If set, each worker process writes its SQS request counts there on exit.
-      api_keys: Keys accepted as `Authorization: Bearer <key>`; several allow rotation.
-      api_keys_file: A file of more keys, one per line (`#` starts a comment).
-      allow_unauthenticated: Serve without keys on a non-loopback address anyway.
-      idempotency_window_seconds: How long an Idempotency-Key replays its first result.
-      send_linger_ms: How long a send waits for others to join its SendMessageBatch.
-      max_waiting_sends: Sends that may wait for SQS at once; more are answered 503.
-      max_queue_depth: Answer 429 while a queue holds this many messages; 0 disables it.
-      request_timeout_seconds: The longest a POST waits for SQS before answering 503.
-      log_format: `json`, `text`, or `auto` (text on a terminal, else one JSON object per line).
-      worker_metrics_port: Where a worker master serves Prometheus /metrics for all its processes; 0 disables.
-      worker_metrics_host: The address that endpoint binds.
-    """
-
-    endpoint_url: str | None = None
-    region: str = "us-east-1"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    queue_prefix: str = "qm"
-    create_queues: bool = True
-    max_retries: int = 5
-    min_backoff_ms: int = 1_000
-    max_backoff_ms: int = 3_600_000
-    visibility_timeout_seconds: int = 30
-    time_limit_ms: int = 300_000
-    max_age_ms: int = 0
-    ack_flush_interval_ms: int = 250
-    receive_wait_seconds: int = constants.MAX_WAIT_TIME_SECONDS
-    webhook_allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
-    webhook_timeout_seconds: float = 10.0
-    sqs_timeout_seconds: float = 5.0
-    schemas_dir: Path = DEFAULT_SCHEMAS_DIR
-    shutdown_timeout_seconds: float = 30.0
-    send_concurrency: int = 16
-    receive_linger_ms: int = 2
-    receive_lookahead: int = 1
-    stats_dir: Path | None = None
-    api_keys: tuple[str, ...] = ()
-    api_keys_file: Path | None = None
-    allow_unauthenticated: bool = False
-    idempotency_window_seconds: int = 600
-    send_linger_ms: int = 2
-    max_waiting_sends: int = 1000
-    max_queue_depth: int = 0
-    request_timeout_seconds: float = 20.0
-    log_format: str = "auto"
-    worker_metrics_port: int = 9191
-    worker_metrics_host: str = "127.0.0.1"
+    endpoint_url: str | None = setting(
+        None, "The SQS endpoint; None means AWS itself.", parse=_str, env="AWS_ENDPOINT_URL_SQS"
+    )
+    region: str = setting("us-east-1", "The AWS region.", parse=_str, env="AWS_REGION")
+    host: str = setting("127.0.0.1", "The address the API binds to.", parse=_str)
+    port: int = setting(8000, "The port the API listens on.", parse=_int, low=0, high=65535)
+    queue_prefix: str = setting(
+        "qm", "Prepended to every queue name (`<prefix>_<type>`, `<prefix>_<type>_dlq`).", parse=_str
+    )
+    create_queues: bool = setting(True, "Whether API and workers create missing queues at start.", parse=_bool)
+    max_retries: int = setting(
+        5,
+        "Retries after the first attempt before a message is dead-lettered.",
+        parse=_int,
+        low=0,
+        high=constants.MAX_RECEIVE_COUNT - 1,
+    )
+    min_backoff_ms: int = setting(
+        1_000,
+        "The first retry's backoff; it doubles with each attempt.",
+        parse=_int,
+        low=1,
+        high=constants.MAX_VISIBILITY_TIMEOUT_MS,
+    )
+    max_backoff_ms: int = setting(
+        3_600_000,
+        "The longest backoff, capped at the 12 h visibility limit.",
+        parse=_int,
+        low=lambda s: s.min_backoff_ms,
+        high=constants.MAX_VISIBILITY_TIMEOUT_MS,
+    )
+    visibility_timeout_seconds: int = setting(
+        30,
+        "How long a received message stays hidden before the heartbeat extends it.",
+        parse=_int,
+        low=constants.MIN_HEARTBEAT_VISIBILITY_SECONDS,
+        high=constants.MAX_VISIBILITY_TIMEOUT_SECONDS,
+    )
+    time_limit_ms: int = setting(
+        300_000, "How long one attempt may run.", parse=_int, low=1, high=constants.MAX_VISIBILITY_TIMEOUT_MS
+    )
+    max_age_ms: int = setting(
+        0,
+        "Messages older than this are dead-lettered unprocessed; 0 disables it.",
+        parse=_int,
+        low=0,
+        high=constants.MAX_RETENTION_SECONDS * 1000,
+    )
+    ack_flush_interval_ms: int = setting(
+        250, "The longest an acknowledgement waits to join a batch.", parse=_int, low=1, high=1000
+    )
+    receive_wait_seconds: int = setting(
+        constants.MAX_WAIT_TIME_SECONDS,
+        "The long-poll wait of each receive.",
+        parse=_int,
+        low=1,
+        high=constants.MAX_WAIT_TIME_SECONDS,
+    )
+    webhook_allowed_hosts: tuple[str, ...] = setting(
+        ("127.0.0.1", "localhost"), "The hosts (or host:port) webhooks may be sent to.", parse=_hosts
+    )
+    webhook_timeout_seconds: float = setting(
+        10.0, "Connect and read timeout of one webhook call.", parse=_float, low=0.001, high=3600
+    )
+    sqs_timeout_seconds: float = setting(
+        5.0, "Connect and read timeout of an API call to SQS.", parse=_float, low=0.001, high=300
+    )
+    schemas_dir: Path = setting(
+        DEFAULT_SCHEMAS_DIR, "The folder holding one JSON Schema per message type.", parse=_path
+    )
+    shutdown_timeout_seconds: float = setting(
+        30.0, "How long the API waits for requests in flight on stop.", parse=_float, low=0, high=3600
+    )
+    send_concurrency: int = setting(
+        16, "How many SQS sends the API runs at once (its thread pool).", parse=_int, low=1, high=1024
+    )
+    receive_linger_ms: int = setting(
+        2, "How long a receive waits for more threads to free once one has.", parse=_int, low=0, high=1000
+    )
+    receive_lookahead: int = setting(
+        1,
+        "Messages a process may hold beyond its threads, ready for the next thread to free (0 holds none).",
+        parse=_int,
+        low=0,
+        high=constants.MAX_RECEIVE_MESSAGES,
+    )
+    stats_dir: Path | None = setting(
+        None, "If set, each process writes its SQS request counts there on exit.", parse=_optional_path
+    )
+    api_keys: tuple[str, ...] = setting(
+        (), "Keys accepted as `Authorization: Bearer <key>`; several allow rotation.", parse=_words
+    )
+    api_keys_file: Path | None = setting(
+        None, "A file of more keys, one per line (`#` starts a comment).", parse=_optional_path
+    )
+    allow_unauthenticated: bool = setting(False, "Serve without keys on a non-loopback address anyway.", parse=_bool)
+    idempotency_window_seconds: int = setting(
+        600, "How long an Idempotency-Key replays its first result.", parse=_int, low=0, high=7 * 86400
+    )
+    send_linger_ms: int = setting(
+        2, "How long a send waits for others to join its SendMessageBatch.", parse=_int, low=0, high=1000
+    )
+    max_waiting_sends: int = setting(
+        1000, "Sends that may wait for SQS at once; more are answered 503.", parse=_int, low=1, high=1_000_000
+    )
+    max_queue_depth: int = setting(
+        0, "Answer 429 while a queue holds this many messages; 0 disables it.", parse=_int, low=0, high=1_000_000_000
+    )
+    request_timeout_seconds: float = setting(
+        20.0, "The longest a POST waits for SQS before answering 503.", parse=_float, low=0.001, high=3600
+    )
+    log_format: str = setting(
+        "auto",
+        "`json`, `text`, or `auto` (text on a terminal, else one JSON object per line).",
+        parse=_str,
+        choices=("auto", "json", "text"),
+    )
+    worker_metrics_port: int = setting(
+        9191,
+        "Where a worker master serves Prometheus /metrics for all its processes; 0 disables.",
+        parse=_int,
+        low=0,
+        high=65535,
+    )
+    worker_metrics_host: str = setting("127.0.0.1", "The address the worker metrics endpoint binds.", parse=_str)
 
     def __post_init__(self) -> None:
         # Host names compare case-insensitively; keys and everything else keep their case.
         object.__setattr__(self, "webhook_allowed_hosts", tuple(h.lower() for h in self.webhook_allowed_hosts))
-        _check_range("QM_PORT", self.port, 0, 65535)
-        _check_range("QM_MAX_RETRIES", self.max_retries, 0, constants.MAX_RECEIVE_COUNT - 1)
-        _check_range("QM_MIN_BACKOFF_MS", self.min_backoff_ms, 1, constants.MAX_VISIBILITY_TIMEOUT_MS)
-        _check_range("QM_MAX_BACKOFF_MS", self.max_backoff_ms, self.min_backoff_ms, constants.MAX_VISIBILITY_TIMEOUT_MS)
-        _check_range(
-            "QM_VISIBILITY_TIMEOUT_SECONDS",
-            self.visibility_timeout_seconds,
-            constants.MIN_HEARTBEAT_VISIBILITY_SECONDS,
-            constants.MAX_VISIBILITY_TIMEOUT_SECONDS,
-        )
-        _check_range("QM_TIME_LIMIT_MS", self.time_limit_ms, 1, constants.MAX_VISIBILITY_TIMEOUT_MS)
-        _check_range("QM_MAX_AGE_MS", self.max_age_ms, 0, constants.MAX_RETENTION_SECONDS * 1000)
-        _check_range("QM_ACK_FLUSH_INTERVAL_MS", self.ack_flush_interval_ms, 1, 1000)
-        _check_range("QM_RECEIVE_WAIT_SECONDS", self.receive_wait_seconds, 1, constants.MAX_WAIT_TIME_SECONDS)
-        _check_range("QM_SEND_CONCURRENCY", self.send_concurrency, 1, 1024)
-        _check_range("QM_RECEIVE_LINGER_MS", self.receive_linger_ms, 0, 1000)
-        _check_range("QM_RECEIVE_LOOKAHEAD", self.receive_lookahead, 0, constants.MAX_RECEIVE_MESSAGES)
-        _check_range("QM_IDEMPOTENCY_WINDOW_SECONDS", self.idempotency_window_seconds, 0, 7 * 86400)
-        _check_range("QM_SEND_LINGER_MS", self.send_linger_ms, 0, 1000)
-        _check_range("QM_WORKER_METRICS_PORT", self.worker_metrics_port, 0, 65535)
-        _check_range("QM_MAX_WAITING_SENDS", self.max_waiting_sends, 1, 1_000_000)
-        _check_range("QM_MAX_QUEUE_DEPTH", self.max_queue_depth, 0, 1_000_000_000)
-        if self.log_format not in ("auto", "json", "text"):
-            raise SettingsError(f"QM_LOG_FORMAT must be auto, json or text, got {self.log_format!r}.")
+        for field in dataclasses.fields(self):
+            _check(self, field)
         if not constants.QUEUE_NAME_PATTERN.fullmatch(self.queue_prefix):
             raise SettingsError(f"QM_QUEUE_PREFIX must be 1-40 letters, digits, '-' or '_', got {self.queue_prefix!r}.")
 
@@ -133,18 +237,13 @@ class Settings:
         """Build the settings from an environment mapping (os.environ by default)."""
         env = os.environ if environ is None else environ
         kwargs: dict[str, object] = {}
-        endpoint = env.get("AWS_ENDPOINT_URL_SQS") or env.get("AWS_ENDPOINT_URL")
-        if endpoint:
-            kwargs["endpoint_url"] = endpoint
-        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-        if region:
-            kwargs["region"] = region
         for field in dataclasses.fields(cls):
-            name = ENV_PREFIX + field.name.upper()
-            raw = env.get(name)
-            if raw is None or field.name in ("endpoint_url", "region"):
-                continue
-            kwargs[field.name] = _parse(name, field.type, raw)
+            for name in variable_names(field):
+                raw = env.get(name)
+                if raw is None or (field.metadata["env"] and not raw):
+                    continue
+                kwargs[field.name] = _parse(name, field, raw)
+                break
         return cls(**kwargs)  # type: ignore[arg-type]
 
     def accepted_api_keys(self) -> list[str]:
@@ -163,28 +262,46 @@ class Settings:
         return f"{self.queue_prefix}_{message_type}"
 
 
-def _parse(name: str, type_name: object, raw: str) -> object:
-    value = raw.strip()
+#: AWS's own variables are read too, the specific one first.
+_FALLBACKS = {"AWS_ENDPOINT_URL_SQS": ("AWS_ENDPOINT_URL",), "AWS_REGION": ("AWS_DEFAULT_REGION",)}
+
+
+def variable_names(field: dataclasses.Field[Any]) -> tuple[str, ...]:
+    """The environment variables that set a field, the first that is set winning."""
+    own = field.metadata["env"]
+    if own:
+        return (own, *_FALLBACKS.get(own, ()))
+    return (ENV_PREFIX + field.name.upper(),)
+
+
+def _parse(name: str, field: dataclasses.Field[Any], raw: str) -> object:
+    parse = field.metadata["parse"]
     try:
-        if type_name == "int":
-            return int(value)
-        if type_name == "float":
-            return float(value)
-        if type_name == "bool":
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if type_name == "tuple[str, ...]":
-            return tuple(item.strip() for item in value.split(",") if item.strip())
-        if type_name in ("Path", "Path | None"):
-            return Path(value)
+        return parse(raw.strip())
     except ValueError:
-        raise SettingsError(f"{name} must be a {type_name}, got {raw!r}.") from None
-    return value
+        kind = _KINDS.get(parse, "a value of its kind")
+        raise SettingsError(f"{name} must be {kind}, got {raw!r}.") from None
 
 
-def _check_range(name: str, value: int, low: int, high: int) -> None:
-    if not low <= value <= high:
-        raise SettingsError(f"{name} must be between {low} and {high}, got {value}.")
+def _bound(settings: Settings, bound: Bound) -> float | None:
+    return bound(settings) if callable(bound) else bound
+
+
+def _check(settings: Settings, field: dataclasses.Field[Any]) -> None:
+    value = getattr(settings, field.name)
+    name = variable_names(field)[0]
+    choices = field.metadata["choices"]
+    if choices and value not in choices:
+        listed = ", ".join(choices[:-1]) + " or " + choices[-1]
+        raise SettingsError(f"{name} must be {listed}, got {value!r}.")
+    low, high = _bound(settings, field.metadata["low"]), _bound(settings, field.metadata["high"])
+    if low is None and high is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SettingsError(f"{name} must be between {low:g} and {high:g}, got {value}.")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise SettingsError(f"{name} must be between {_show(low)} and {_show(high)}, got {value}.")
+
+
+def _show(bound: float | None) -> str:
+    return "any" if bound is None else f"{bound:g}" if isinstance(bound, float) else str(bound)
