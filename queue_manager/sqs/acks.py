@@ -14,22 +14,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from queue_manager.sqs import constants
+from queue_manager.sqs.batches import call_batch, chunks
+from queue_manager.sqs.errors import Fault, describe
 
 logger = logging.getLogger(__name__)
 
 #: Failed batch entries are tried this many times before they are given up (and logged).
 MAX_ENTRY_ATTEMPTS = 5
-
-#: Entry errors that mean the receipt handle is gone: retrying cannot help.
-LOST_RECEIPT_CODES = frozenset(
-    {
-        "ReceiptHandleIsInvalid",
-        "InvalidParameterValue",
-        "AWS.SimpleQueueService.ReceiptHandleIsInvalid",
-        "MessageNotInflight",
-        "AWS.SimpleQueueService.MessageNotInflight",
-    }
-)
 
 #: The heartbeat extends a lease once less than this share of the visibility timeout is left.
 HEARTBEAT_THRESHOLD = 0.5
@@ -122,8 +113,8 @@ class Acks:
             for handle in handles:
                 self._leases.pop(handle, None)
         entries = [_Entry(handle, time.monotonic()) for handle in handles]
-        for start in range(0, len(entries), constants.MAX_BATCH_ENTRIES):
-            batch = entries[start : start + constants.MAX_BATCH_ENTRIES]
+        for chunk in chunks([0] * len(entries)):
+            batch = [entries[i] for i in chunk]
             failed = self._send_visibility(queue_url, batch)
             if failed:
                 logger.warning(
@@ -224,44 +215,36 @@ class Acks:
     def _send_deletes(self, queue_url: str, batch: list[_Entry]) -> list[_Entry]:
         for listener in self.delete_batch_listeners:
             listener(len(batch))
-        try:
-            response = self.client.delete_message_batch(
-                QueueUrl=queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": e.receipt_handle} for i, e in enumerate(batch)],
-            )
-        except (BotoCoreError, ClientError) as exc:
-            logger.warning("DeleteMessageBatch on %r failed (%s); it is tried again.", queue_url, exc)
-            return batch
-        return self._failed_entries("delete", queue_url, batch, response)
+        entries = [{"ReceiptHandle": e.receipt_handle} for e in batch]
+        return self._call("delete", self.client.delete_message_batch, queue_url, batch, entries)
 
     def _send_visibility(self, queue_url: str, batch: list[_Entry]) -> list[_Entry]:
-        try:
-            response = self.client.change_message_visibility_batch(
-                QueueUrl=queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": e.receipt_handle, "VisibilityTimeout": e.visibility_seconds}
-                    for i, e in enumerate(batch)
-                ],
-            )
-        except (BotoCoreError, ClientError) as exc:
-            logger.warning("ChangeMessageVisibilityBatch on %r failed (%s); it is tried again.", queue_url, exc)
-            return batch
-        return self._failed_entries("visibility change", queue_url, batch, response)
+        entries = [{"ReceiptHandle": e.receipt_handle, "VisibilityTimeout": e.visibility_seconds} for e in batch]
+        return self._call("visibility change", self.client.change_message_visibility_batch, queue_url, batch, entries)
 
-    def _failed_entries(self, kind: str, queue_url: str, batch: list[_Entry], response: dict[str, Any]) -> list[_Entry]:
+    def _call(
+        self,
+        kind: str,
+        method: Callable[..., dict[str, Any]],
+        queue_url: str,
+        batch: list[_Entry],
+        entries: list[dict[str, Any]],
+    ) -> list[_Entry]:
+        """Send one batch; the entries worth another try (a lost receipt is dropped: its new holder owns it)."""
+        try:
+            outcome = call_batch(method, queue_url, entries)
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("The %s batch on %r failed (%s); it is tried again.", kind, queue_url, describe(exc))
+            return batch
         retry = []
-        for failure in response.get("Failed", []):
-            entry = batch[int(failure["Id"])]
-            code = failure.get("Code", "")
-            sender_fault = failure.get("SenderFault") and code not in constants.RETRYABLE_ERROR_CODES
-            if code in LOST_RECEIPT_CODES or sender_fault:
-                # The receipt is gone (the message became visible and was received again):
-                # the other receiver now owns it, so nothing is lost by dropping ours.
-                logger.warning(
-                    "Dropped %s of a message on %r: %s (%s).", kind, queue_url, code, failure.get("Message", "")
-                )
+        for failure in outcome.failed:
+            if failure.fault in (Fault.TRANSIENT, Fault.UNKNOWN_OUTCOME):
+                # Deleting or hiding a message twice does no harm: an unknown outcome is retried too.
+                retry.append(batch[failure.index])
             else:
-                retry.append(entry)
+                logger.warning(
+                    "Dropped %s of a message on %r: %s (%s).", kind, queue_url, failure.code, failure.message
+                )
         return retry
 
     def _heartbeat(self) -> None:
@@ -281,8 +264,8 @@ class Acks:
                     continue
                 due[lease.queue_url].append((lease, math.ceil(new_until - now)))
         for queue_url, items in due.items():
-            for start in range(0, len(items), constants.MAX_BATCH_ENTRIES):
-                chunk = items[start : start + constants.MAX_BATCH_ENTRIES]
+            for indexes in chunks([0] * len(items)):
+                chunk = [items[i] for i in indexes]
                 entries = [_Entry(lease.receipt_handle, now, visibility_seconds=seconds) for lease, seconds in chunk]
                 failed = {e.receipt_handle for e in self._send_visibility(queue_url, entries)}
                 with self._cond:

@@ -10,6 +10,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from queue_manager.sqs import constants
+from queue_manager.sqs.errors import Fault, classify_exception
 
 logger = logging.getLogger(__name__)
 
@@ -108,5 +109,4 @@ def queue_depth(client: Any, url: str) -> QueueDepth:
 
 
 def _is_missing_queue(exc: ClientError) -> bool:
-    code = exc.response.get("Error", {}).get("Code", "")
-    return code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue")
+    return classify_exception(exc) is Fault.MISSING_QUEUE

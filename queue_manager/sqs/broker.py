@@ -20,7 +20,14 @@ from queue_manager.sqs import admin, constants
 from queue_manager.sqs.acks import Acks
 from queue_manager.sqs.capacity import Capacity
 from queue_manager.sqs.consumer import QMConsumer
-from queue_manager.sqs.errors import MessageDelayTooLong, MessageTooLarge, SQSUnavailable
+from queue_manager.sqs.errors import (
+    MessageDelayTooLong,
+    MessageTooLarge,
+    SQSUnavailable,
+    classify,
+    classify_exception,
+    describe,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -228,8 +235,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
                 sent = self.client.send_message(QueueUrl=urls.url, **entries[0])
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                if code in constants.RETRYABLE_ERROR_CODES or status >= 500:
+                if classify_exception(exc).retryable:
                     _raise_unavailable(exc)
                 detail = exc.response.get("Error", {}).get("Message", "")
                 return [SendResult(_message_id(entries[0]), False, code=code, detail=detail)]
@@ -254,7 +260,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
                 False,
                 code=code,
                 detail=failed.get("Message", ""),
-                retryable=not failed.get("SenderFault", False) or code in constants.RETRYABLE_ERROR_CODES,
+                retryable=classify(code, sender_fault=bool(failed.get("SenderFault", False))).retryable,
             )
         return [
             r if r is not None else SendResult(_message_id(entries[i]), False, code="NoResult", retryable=True)
@@ -283,10 +289,8 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
 def _raise_unavailable(exc: BotoCoreError | ClientError) -> NoReturn:
     """Raise SQSUnavailable for a failure on SQS's side; re-raise anything else."""
     if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if error.get("Code") in constants.RETRYABLE_ERROR_CODES or status >= 500:
-            raise SQSUnavailable(f"SQS answered {error.get('Code')}: {error.get('Message')}") from exc
+        if classify_exception(exc).retryable:
+            raise SQSUnavailable(describe(exc)) from exc
         raise exc
     raise SQSUnavailable(f"SQS cannot be reached: {exc}") from exc
 

@@ -54,18 +54,3 @@ ATTR_MESSAGE_ID = "qm-message-id"
 ATTR_ERROR = "qm-error"
 ATTR_RECEIVE_COUNT = "qm-receive-count"
 ATTR_SOURCE_QUEUE = "qm-source-queue"
-
-#: Error codes SQS answers that a later retry may get past.
-RETRYABLE_ERROR_CODES = frozenset(
-    {
-        "ServiceUnavailable",
-        "InternalError",
-        "InternalFailure",
-        "ThrottlingException",
-        "Throttling",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "KmsThrottled",
-        "AWS.SimpleQueueService.RequestThrottled",
-    }
-)

@@ -26,6 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from queue_manager.sqs import constants
+from queue_manager.sqs.batches import call_batch, chunks
 
 logger = logging.getLogger(__name__)
 
@@ -323,10 +324,9 @@ def _send_back(client: Any, source_url: str, messages: list[dict[str, Any]]) -> 
     """Send messages to the source queue in size-bounded batches; the indexes accepted and refused."""
     accepted: list[int] = []
     refused: list[int] = []
-    for chunk in _chunks_by_size(messages):
+    for chunk in chunks([_size(m) for m in messages]):
         entries = [
             {
-                "Id": str(index),
                 "MessageBody": messages[index].get("Body", ""),
                 "MessageAttributes": {
                     k: _attribute(v)
@@ -336,77 +336,56 @@ def _send_back(client: Any, source_url: str, messages: list[dict[str, Any]]) -> 
             }
             for index in chunk
         ]
-        response = client.send_message_batch(QueueUrl=source_url, Entries=entries)
-        ok = {int(e["Id"]) for e in response.get("Successful", [])}
-        for failure in response.get("Failed", []):
+        outcome = call_batch(client.send_message_batch, source_url, entries)
+        for failure in outcome.failed:
             logger.warning(
                 "SQS refused to redrive message %r: %s %s.",
-                messages[int(failure["Id"])]["MessageId"],
-                failure.get("Code"),
-                failure.get("Message"),
+                messages[chunk[failure.index]]["MessageId"],
+                failure.code,
+                failure.message,
             )
-        accepted.extend(i for i in chunk if i in ok)
-        refused.extend(i for i in chunk if i not in ok)
+        accepted.extend(index for i, index in enumerate(chunk) if i in outcome.succeeded)
+        refused.extend(index for i, index in enumerate(chunk) if i not in outcome.succeeded)
     return accepted, refused
 
 
-def _chunks_by_size(messages: list[dict[str, Any]]) -> list[list[int]]:
-    """Indexes grouped so a batch holds at most ten entries and 1 MiB of bodies and attributes."""
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    size = 0
-    for index, message in enumerate(messages):
-        entry_size = len(message.get("Body", "").encode()) + sum(
-            len(k) + len(str(v.get("StringValue", ""))) + len(str(v.get("DataType", "")))
-            for k, v in message.get("MessageAttributes", {}).items()
-        )
-        if current and (
-            len(current) >= constants.MAX_BATCH_ENTRIES or size + entry_size > constants.MAX_BATCH_SIZE_BYTES
-        ):
-            chunks.append(current)
-            current, size = [], 0
-        current.append(index)
-        size += entry_size
-    if current:
-        chunks.append(current)
-    return chunks
+def _size(message: dict[str, Any]) -> int:
+    """The bytes a received message counts for in a batch: its body and attributes."""
+    return len(message.get("Body", "").encode()) + sum(
+        len(k) + len(str(v.get("StringValue", ""))) + len(str(v.get("DataType", "")))
+        for k, v in message.get("MessageAttributes", {}).items()
+    )
 
 
 def _delete(client: Any, url: str, receipts: list[str]) -> None:
     """Delete received messages; a refused entry is tried once more, then logged (it would come back)."""
-    for start in range(0, len(receipts), constants.MAX_BATCH_ENTRIES):
-        chunk = receipts[start : start + constants.MAX_BATCH_ENTRIES]
+    for chunk_indexes in chunks([0] * len(receipts)):
+        chunk = [receipts[i] for i in chunk_indexes]
         for attempt in (1, 2):
-            response = client.delete_message_batch(
-                QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": r} for i, r in enumerate(chunk)]
-            )
-            failed = response.get("Failed", [])
-            if not failed:
+            outcome = call_batch(client.delete_message_batch, url, [{"ReceiptHandle": r} for r in chunk])
+            if not outcome.failed:
                 break
-            chunk = [chunk[int(f["Id"])] for f in failed]
+            chunk = [chunk[f.index] for f in outcome.failed]
             if attempt == 2:
                 logger.error(
                     "Could not delete %d redriven message(s) from %r (%s); they are on both queues.",
                     len(chunk),
                     url,
-                    failed[0].get("Code"),
+                    outcome.failed[0].code,
                 )
 
 
 def _release(client: Any, url: str, receipts: list[str]) -> None:
     """Make received messages visible again at once; on failure they return after their timeout."""
-    for start in range(0, len(receipts), constants.MAX_BATCH_ENTRIES):
-        chunk = receipts[start : start + constants.MAX_BATCH_ENTRIES]
+    for chunk_indexes in chunks([0] * len(receipts)):
+        entries = [{"ReceiptHandle": receipts[i], "VisibilityTimeout": 0} for i in chunk_indexes]
         try:
-            response = client.change_message_visibility_batch(
-                QueueUrl=url,
-                Entries=[{"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": 0} for i, r in enumerate(chunk)],
-            )
+            outcome = call_batch(client.change_message_visibility_batch, url, entries)
         except (BotoCoreError, ClientError) as exc:
-            logger.warning("Could not release %d message(s) on %r (%s); they return later.", len(chunk), url, exc)
+            logger.warning("Could not release %d message(s) on %r (%s); they return later.", len(entries), url, exc)
             continue
-        if response.get("Failed"):
-            logger.warning("Could not release %d message(s) on %r; they return later.", len(response["Failed"]), url)
+        if outcome.failed:
+            logger.warning("Could not release %d message(s) on %r; they return later.", len(outcome.failed), url)
 
 
 def _attribute(value: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import enum
+
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
+
 
 class PermanentFailure(Exception):
     """Raised by an actor when retrying cannot help: the message is dead-lettered at once."""
@@ -22,3 +26,87 @@ class MessageDelayTooLong(ValueError):
 
 class SQSUnavailable(RuntimeError):
     """Raised when SQS cannot be reached, times out or throttles: try again later."""
+
+
+class Fault(enum.Enum):
+    """What an SQS failure means for the caller: the one classification every SQS call uses."""
+
+    #: SQS or the network failed before the request could land: the same request may be sent again.
+    TRANSIENT = "transient"
+    #: The request may have landed (a read timeout, a dropped connection): resending may duplicate.
+    UNKNOWN_OUTCOME = "unknown_outcome"
+    #: The receipt handle is gone (the message was received again elsewhere): nothing to retry.
+    LOST_RECEIPT = "lost_receipt"
+    #: The queue does not exist.
+    MISSING_QUEUE = "missing_queue"
+    #: SQS refused the request itself (bad parameter, denied, too large): retrying cannot help.
+    REFUSED = "refused"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request may be sent again without risking a second copy."""
+        return self is Fault.TRANSIENT
+
+
+#: Error codes SQS answers that a later retry may get past.
+TRANSIENT_CODES = frozenset(
+    {
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "ThrottlingException",
+        "Throttling",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "KmsThrottled",
+        "AWS.SimpleQueueService.RequestThrottled",
+    }
+)
+
+#: Entry error codes that mean the receipt handle no longer names a message this caller holds.
+LOST_RECEIPT_CODES = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "InvalidParameterValue",
+        "AWS.SimpleQueueService.ReceiptHandleIsInvalid",
+        "MessageNotInflight",
+        "AWS.SimpleQueueService.MessageNotInflight",
+    }
+)
+
+#: Error codes of a queue that does not exist.
+MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"})
+
+
+def classify(code: str, *, status: int = 0, sender_fault: bool | None = None) -> Fault:
+    """Classify an error SQS answered, for a whole request or for one batch entry."""
+    if code in TRANSIENT_CODES or status >= 500:
+        return Fault.TRANSIENT
+    if code in MISSING_QUEUE_CODES:
+        return Fault.MISSING_QUEUE
+    if code in LOST_RECEIPT_CODES:
+        return Fault.LOST_RECEIPT
+    if sender_fault is False:
+        return Fault.TRANSIENT
+    return Fault.REFUSED
+
+
+def classify_exception(exc: BaseException) -> Fault:
+    """Classify an exception raised by a botocore call."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return classify(str(error.get("Code", "")), status=status)
+    if isinstance(exc, ReadTimeoutError | ConnectionClosedError):
+        return Fault.UNKNOWN_OUTCOME
+    if isinstance(exc, BotoCoreError):
+        return Fault.TRANSIENT
+    return Fault.REFUSED
+
+
+def describe(exc: BaseException) -> str:
+    """A short description of a botocore failure, without endpoints or credentials."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"SQS answered {error.get('Code')}: {error.get('Message')}"
+    return type(exc).__name__
