@@ -5,7 +5,11 @@ from __future__ import annotations
 import configparser
 import json
 import shlex
+import shutil
+import subprocess
+import sys
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -104,3 +108,66 @@ def test_the_iam_policy_allows_every_sqs_action_a_run_makes(
     allowed = {a for statement in policy["Statement"] for a in statement["Action"]}
     needed = {IAM_ACTION.get(action, f"sqs:{action}") for action in actions}
     assert needed <= allowed, needed - allowed
+
+
+def _copy_lines(stage: str) -> list[tuple[list[str], str]]:
+    """The (sources, destination) of each plain COPY in one stage of the Dockerfile."""
+    copies: list[tuple[list[str], str]] = []
+    current = None
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["FROM"]:
+            current = words[-1] if "AS" in words else None
+        elif current == stage and words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            copies.append((words[1:-1], words[-1]))
+    return copies
+
+
+def test_the_image_build_stage_copies_everything_the_wheel_and_the_programs_need(tmp_path: Path) -> None:
+    # Given only what the Dockerfile's build stage copies, placed where it places it
+    context = tmp_path / "src"
+    context.mkdir()
+    copies = _copy_lines("build")
+    assert copies, "the Dockerfile has no build stage with COPY lines"
+    for sources, destination in copies:
+        for source in sources:
+            target = context / destination if destination.rstrip("/") not in (".", "./") else context / source
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / source, target if not target.is_dir() else target / source)
+    # When the wheel is built there, as `pip install .` does in the image
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    wheel = next(tmp_path.glob("queue_manager-*.whl"))
+    unpacked = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(unpacked)
+    # Then the API, the workers' actors and the client import from the wheel alone, schemas included
+    probe = (
+        "import api.app, actors, broker, queue_manager.client.cli, queue_manager.sqs.wait, schemas;"
+        "from pathlib import Path;"
+        "assert Path(api.app.__file__).is_relative_to(Path.cwd()), api.app.__file__;"
+        "from queue_manager.settings import DEFAULT_SCHEMAS_DIR;"
+        "assert sorted(p.name for p in DEFAULT_SCHEMAS_DIR.glob('*.json')), DEFAULT_SCHEMAS_DIR;"
+        "print(sorted(p.name for p in DEFAULT_SCHEMAS_DIR.glob('*.json')))"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(unpacked),
+        "AWS_REGION": "us-east-1",
+        "QM_WORKER_METRICS_PORT": "0",
+    }
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], cwd=unpacked, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    shipped = sorted(p.name for p in (ROOT / "schemas").glob("*.json"))
+    assert ran.stdout.strip() == repr(shipped)
