@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +176,37 @@ def test_the_cli_says_when_the_api_cannot_be_reached(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "unavailable" in result.stderr
     assert "cannot reach" in result.stderr
+
+
+def test_the_client_imports_no_server_module() -> None:
+    # When the client and its CLI are imported in a fresh interpreter
+    probe = (
+        "import sys, queue_manager.client, queue_manager.client.cli;"
+        "server = ('api', 'actors', 'broker', 'dramatiq', 'dramatiq_sqs', 'boto3', 'botocore', 'aiohttp');"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in server"
+        " or m.startswith('queue_manager.sqs') or m == 'queue_manager.settings'))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    # Then nothing of the API, the workers or the SQS machinery was loaded
+    assert done.stdout.strip() == "[]"
+
+
+def test_envelope_rules_come_from_the_server_and_are_checked_locally(api_process: Any) -> None:
+    # Given a client that has talked to the API once, and the server's verdict on a bad envelope
+    proc, url = api_process()
+    client = QMClient(url)
+    assert client.validate("log", {"message": "fine"}) == []
+    bad = {"type": "log", "payload": {"message": "hi"}, "delay_seconds": 901, "colour": "red"}
+    request = urllib.request.Request(
+        url + "/messages", data=json.dumps(bad).encode(), headers={"Content-Type": "application/json"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    server_errors = json.loads(refused.value.read())["errors"]
+    proc.kill_all()
+    proc.wait(timeout=10)
+    # When the API is gone and the client checks the same envelope
+    local = client.envelope_violations(bad)
+    # Then it finds the same fields wrong, for the same reasons
+    assert {(v.path, v.keyword) for v in local} == {(e["path"], e["keyword"]) for e in server_errors}
+    assert client.max_batch_messages() == 100

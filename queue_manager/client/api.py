@@ -1,8 +1,11 @@
-"""QMClient: fetch the schemas, validate locally with the server's rules, send, and retry politely.
+"""QMClient: fetch the contract, validate locally with the server's rules, send, and retry politely.
 
-Only the standard library speaks HTTP (urllib); validation uses jsonschema like the server, and the
-same `{path, keyword, message}` violations, so a payload the client passes is one the server takes
-(apart from configuration-dependent checks such as the webhook host allow-list).
+The client imports no server module: the envelope's rules come from the API's own OpenAPI document
+and each payload's from `GET /schemas/{type}`, so a client of any version checks what the server it
+talks to checks. Only the standard library speaks HTTP (urllib); validation uses jsonschema and the
+same `{path, keyword, message}` violations as the server (the contract in `schemas`), so a message
+the client passes is one the server takes (apart from configuration-dependent checks such as the
+webhook host allow-list).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from api.schemas import MAX_BATCH_MESSAGES, envelope_violations
 from schemas import Violation, violations
 
 logger = logging.getLogger(__name__)
@@ -98,6 +100,8 @@ class QMClient:
         self.sleep = sleep
         self._types: list[str] | None = None
         self._validators: dict[str, Draft202012Validator] = {}
+        self._envelopes: dict[str, Draft202012Validator] = {}
+        self._openapi: dict[str, Any] | None = None
 
     # Schemas and local validation.
 
@@ -127,15 +131,43 @@ class QMClient:
             self._validators[message_type] = validator
         return validator
 
+    def openapi(self) -> dict[str, Any]:
+        """The API's OpenAPI document (fetched once): the envelope and batch rules come from it."""
+        if self._openapi is None:
+            self._openapi = self.request("GET", "/openapi.json")
+        return self._openapi
+
+    def max_batch_messages(self) -> int:
+        """The most envelopes one POST /messages/batch takes, as the API documents it."""
+        batch = self.openapi()["components"]["schemas"]["Batch"]
+        return int(batch["properties"]["messages"]["maxItems"])
+
+    def envelope_validator(self, message_type: str) -> Draft202012Validator:
+        """The validator of a type's envelope around its payload, from the API's OpenAPI document."""
+        validator = self._envelopes.get(message_type)
+        if validator is None:
+            components = json.loads(json.dumps(self.openapi()["components"]))
+            # The payload is checked on its own with its type's schema, so its paths match the server's.
+            components["schemas"][f"message.{message_type}"]["properties"]["payload"] = {}
+            root = {"$ref": f"#/components/schemas/message.{message_type}", "components": components}
+            validator = Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
+            self._envelopes[message_type] = validator
+        return validator
+
     def envelope_violations(self, envelope: Any, *, prefix: Sequence[Any] = ()) -> list[Violation]:
         """Every way an envelope breaks the server's rules, checked locally, the most relevant first."""
-        errors = envelope_violations(envelope)
-        if not errors:
+        errors: list[Violation]
+        if not isinstance(envelope, dict):
+            errors = [Violation("", "type", f"{envelope!r} is not of type 'object'")]
+        elif "type" not in envelope or "payload" not in envelope:
+            missing = "type" if "type" not in envelope else "payload"
+            errors = [Violation("", "required", f"{missing!r} is a required property")]
+        elif not isinstance(envelope["type"], str) or envelope["type"] not in self.types():
+            errors = [Violation("/type", "enum", f"{envelope['type']!r} is not one of {self.types()}")]
+        else:
             message_type = envelope["type"]
-            known = self.types()
-            if message_type not in known:
-                errors = [Violation("/type", "enum", f"{message_type!r} is not one of {known}")]
-            else:
+            errors = violations(self.envelope_validator(message_type), envelope)
+            if not errors:
                 errors = violations(self.validator(message_type), envelope["payload"], prefix=("payload",))
         if prefix:
             base = "".join("/" + str(p) for p in prefix)
@@ -189,8 +221,9 @@ class QMClient:
             if errors:
                 raise ValidationFailed("The batch is not valid; nothing was sent.", errors)
         results: list[dict[str, Any]] = []
-        for start in range(0, len(items), MAX_BATCH_MESSAGES):
-            chunk = items[start : start + MAX_BATCH_MESSAGES]
+        most = self.max_batch_messages()
+        for start in range(0, len(items), most):
+            chunk = items[start : start + most]
             answer = self.request("POST", "/messages/batch", {"messages": chunk})
             results.extend({**r, "index": r["index"] + start} for r in answer["results"])
         return {"results": results}
