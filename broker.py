@@ -42,7 +42,7 @@ def build_broker(settings: Settings) -> QMBroker:
             max_backoff=settings.max_backoff_ms,
         ),
         WorkerLifecycle(stats_dir=settings.stats_dir, lookahead=settings.receive_lookahead),
-        StructuredLogs(log_format=settings.log_format),
+        StructuredLogs(log_format=settings.log_format, log_level=settings.log_level),
         WorkerMetrics(port=settings.worker_metrics_port, host=settings.worker_metrics_host),
     ]
     return QMBroker(

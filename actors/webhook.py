@@ -45,7 +45,7 @@ def webhook(payload: dict[str, Any]) -> None:
         raise Retry(f"webhook to {url} failed: {type(exc).__name__}") from exc
     status = response.status
     if 200 <= status < 300:
-        logger.info("Webhook %r delivered to %s with %d.", message_id, url, status)
+        logger.debug("Webhook %r delivered to %s with %d.", message_id, url, status)
         return
     if status >= 500 or status in RETRYABLE_STATUSES:
         delay = retry_after_ms(response.headers.get("Retry-After"))

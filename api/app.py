@@ -99,12 +99,18 @@ def main() -> None:
     """Run the API from the environment's settings."""
     try:
         settings = Settings.from_env()
-        logs.configure(settings.log_format)
+        logs.configure(settings.log_format, level=settings.log_level)
         app = create_app(settings)
     except (SettingsError, SchemaLoadError) as exc:
         print(f"qm-api: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=settings.shutdown_timeout_seconds)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_timeout_seconds,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+    )
 
 
 if __name__ == "__main__":

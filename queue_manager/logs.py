@@ -51,17 +51,29 @@ def formatter(log_format: str) -> logging.Formatter:
     )  # fmt: skip
 
 
-def configure(log_format: str, *, level: int = logging.INFO) -> None:
+#: The loggers of queue-manager's own code, which QM_LOG_LEVEL sets (libraries stay at INFO).
+OWN_LOGGERS = ("api", "actors", "broker", "queue_manager", "queue_manager.log")
+
+
+def configure(log_format: str, *, level: str = "INFO") -> None:
     """Log to stderr in `log_format` (the API's set-up)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(log_format))
     handler.addFilter(MessageContextFilter())
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    set_level(level)
 
 
-def reformat(log_format: str) -> None:
+def reformat(log_format: str, *, level: str = "INFO") -> None:
     """Give the handlers already on the root logger our format and context (a worker process's set-up)."""
     root = logging.getLogger()
     for handler in root.handlers:
         handler.setFormatter(formatter(log_format))
         handler.addFilter(MessageContextFilter())
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """Set the level of queue-manager's own loggers; DEBUG adds one line per message."""
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(level)

@@ -21,9 +21,9 @@ def json_lines(output: str) -> list[dict[str, Any]]:
 def test_a_message_is_followed_from_the_post_to_its_result_in_json_logs(
     api_process: Callable[..., tuple[Proc, str]], worker_process: Callable[..., Proc], receiver: Receiver
 ) -> None:
-    # Given both halves logging JSON, and a receiver that fails the first attempt
-    api, url = api_process(env={"QM_LOG_FORMAT": "json"})
-    worker = worker_process(threads=2, env={"QM_LOG_FORMAT": "json"})
+    # Given both halves logging JSON at DEBUG, and a receiver that fails the first attempt
+    api, url = api_process(env={"QM_LOG_FORMAT": "json", "QM_LOG_LEVEL": "debug"})
+    worker = worker_process(threads=2, env={"QM_LOG_FORMAT": "json", "QM_LOG_LEVEL": "debug"})
     receiver.statuses["/once"] = [500, 200]
     # When a webhook is posted
     document = {"type": "webhook", "payload": {"url": receiver.url("/once"), "body": {}}}
@@ -44,7 +44,7 @@ def test_a_message_is_followed_from_the_post_to_its_result_in_json_logs(
     accepted = [r for r in json_lines(api.output()) if r.get("message_id") == message_id]
     assert accepted[0]["type"] == "webhook"
     assert accepted[0]["queue"].endswith("_webhook")
-    assert accepted[0]["level"] == "INFO"
+    assert accepted[0]["level"] == "DEBUG"
     # And the worker logged each attempt and the result, each record tagged with attempt and queue
     records = [r for r in json_lines(worker.output()) if r.get("message_id") == message_id]
     assert {(r["attempt"], r["type"], r["queue"]) for r in records} == {
@@ -59,3 +59,28 @@ def test_a_message_is_followed_from_the_post_to_its_result_in_json_logs(
     output = output[output.index("{") :]
     worker_lines = [line for line in output.splitlines() if "WorkerProcess" not in line and "MainProcess" not in line]
     assert all(line.startswith("{") for line in worker_lines if line.strip()), worker_lines[:5]
+
+
+def test_at_info_a_message_that_succeeds_writes_no_line_per_message_and_no_access_log(
+    api_process: Callable[..., tuple[Proc, str]], worker_process: Callable[..., Proc], receiver: Receiver
+) -> None:
+    # Given both halves at the default level, and a receiver that fails the first attempt of one message
+    api, url = api_process(env={"QM_LOG_FORMAT": "json"})
+    worker = worker_process(threads=2, env={"QM_LOG_FORMAT": "json"})
+    receiver.statuses["/flaky"] = [500, 200]
+    # When two webhooks are posted, the first of which fails once
+    ids = []
+    for path in ("/flaky", "/fine"):
+        document = {"type": "webhook", "payload": {"url": receiver.url(path), "body": {}}}
+        request = urllib.request.Request(
+            url + "/messages", data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            ids.append(json.loads(response.read())["id"])
+    wait_for(lambda: len(receiver.to("/flaky")) == 2 and receiver.to("/fine"), timeout=30, what="both delivered")
+    # Then the API wrote no line for either request, and the worker none for the message that just worked
+    assert not [r for r in json_lines(api.output()) if r.get("message_id") in ids or "POST /messages" in r["message"]]
+    records = [r for r in json_lines(worker.output()) if r.get("message_id") in ids]
+    assert {r["message_id"] for r in records} == {ids[0]}
+    # While the failed attempt is still told, as a retry
+    assert any(r["message"].startswith("Retrying message") for r in records)
