@@ -6,8 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
+import hypothesis
+import jsonschema_rs
 import pytest
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from api.app import create_app
@@ -278,3 +282,38 @@ def test_check_webhook_reports_on_the_url_and_leaves_other_shapes_to_the_schema(
     assert check_webhook({"url": "http://localhost/", "body": {}}, ["localhost"]) == []
     assert check_webhook([], ["localhost"]) == []
     assert check_webhook({"url": 5}, ["localhost"]) == []
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+#: Values that probe the edges of the shipped schemas: URLs, header names, levels, newlines, non-ASCII digits.
+_edges = st.sampled_from(
+    ["http://127.0.0.1/x", "https://h.test/\\n", "ftp://x", "http://x\\n", "X-Ok", "bad header", "info", "debug",
+     "warning\\n", "١٢٣", "", "a" * 300, "2026-12-02T10:00:00Z", "not-a-date"]
+)  # fmt: skip
+
+
+@st.composite
+def _payloads(draw: st.DrawFn) -> Any:
+    keys = st.sampled_from(["url", "body", "headers", "message", "level", "fields", "extra"])
+    leaf = _edges | _json_values
+    return draw(st.dictionaries(keys, leaf | st.dictionaries(_edges, leaf, max_size=3), max_size=5))
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(payload=_payloads())
+def test_the_compiled_validator_never_accepts_what_jsonschema_refuses(payload: Any) -> None:
+    registry = SchemaRegistry.load(DEFAULT_SCHEMAS_DIR)
+    for message_type in registry.types:
+        validator = Draft202012Validator(
+            registry.schema(message_type), format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
+        compiled = jsonschema_rs.validator_for(registry.schema(message_type), validate_formats=True)
+        if compiled.is_valid(payload):
+            assert validator.is_valid(payload), (message_type, payload)
+        # And whatever the path, the verdict is jsonschema's
+        assert (registry.validate(message_type, payload) == []) == validator.is_valid(payload)

@@ -88,6 +88,9 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             read_timeout=sqs_timeout_seconds,
             max_pool_connections=max_pool_connections,
             retries={"mode": "standard", "max_attempts": 3},
+            # Every request is built here and checked against SQS's limits first (build_entry);
+            # botocore's own check of each parameter costs more CPU than the rest of a send.
+            parameter_validation=False,
         )
         super().__init__(
             namespace=namespace,
