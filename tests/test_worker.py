@@ -331,3 +331,35 @@ def test_actor_sees_the_message_id_it_was_sent_with(harness: Callable[..., Harne
     h.start(threads=2)
     wait_for(lambda: len(seen) == 2, timeout=10, what="two messages")
     assert sorted(seen) == sorted(ids)
+
+
+def test_a_busy_queue_keeps_enough_receives_in_flight_to_fill_its_threads(harness: Callable[..., Harness]) -> None:
+    # Given 300 quick messages waiting, and SQS answering each receive 60 ms late (a distant region)
+    h = harness()
+    done: list[int] = []
+    actor = dramatiq.actor(lambda p: done.append(p), broker=h.broker, actor_name="busy", queue_name="busy")
+    h.send(actor, *range(300))
+    in_flight = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def slow_receive(**_: Any) -> None:
+        with lock:
+            in_flight["now"] += 1
+            in_flight["most"] = max(in_flight["most"], in_flight["now"])
+        time.sleep(0.06)
+
+    def answered(**_: Any) -> None:
+        with lock:
+            in_flight["now"] -= 1
+
+    events = h.broker.receive_client.meta.events
+    events.register("before-send.sqs.ReceiveMessage", slow_receive)
+    events.register("after-call.sqs.ReceiveMessage", answered)
+    # When one worker process with 30 threads drains the queue
+    h.start(threads=30)
+    wait_for(lambda: len(done) == 300, timeout=60, what="300 messages processed")
+    h.stop()
+    # Then it had several receives in flight at once (one per ten free threads), never one at a time
+    assert in_flight["most"] >= 3, in_flight
+    # And it still received no more than its threads could run: each receive asked for at most ten
+    assert sorted(done) == list(range(300))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import math
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -23,6 +25,15 @@ logger = logging.getLogger(__name__)
 
 #: How long a consumer with no free thread waits before it lets Dramatiq look around.
 CAPACITY_WAIT_SECONDS = 1.0
+
+#: How long Dramatiq's consumer thread waits for a received message before it looks around.
+HANDOUT_WAIT_SECONDS = 0.1
+
+#: The most receives one queue keeps in flight in one process.
+MAX_RECEIVERS = 8
+
+#: How long closing waits for a receive in flight beyond its long-poll wait.
+RECEIVE_JOIN_MARGIN_SECONDS = 5.0
 
 #: The longest pause after SQS failed to answer a receive.
 MAX_ERROR_BACKOFF_SECONDS = 10.0
@@ -60,7 +71,12 @@ class SQSMessage(dramatiq.MessageProxy):
 
 
 class QMConsumer(dramatiq.Consumer):
-    """Consumes one queue for one process, sharing its threads and acks with the others."""
+    """Consumes one queue for one process, sharing its threads and acks with the others.
+
+    Receives run on receiver threads of their own, so that a busy queue keeps as many receives in
+    flight as it takes to fill the free threads (one per ten), and Dramatiq's consumer thread only
+    hands out what they brought. An idle queue has one receiver long-polling for one message.
+    """
 
     def __init__(self, broker: QMBroker, queue_name: str, queue_url: str, dead_letter_url: str) -> None:
         self.broker = broker
@@ -70,17 +86,49 @@ class QMConsumer(dramatiq.Consumer):
         self.buffer: deque[SQSMessage] = deque()
         self.idle = True
         self.errors = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._receivers: list[threading.Thread] = []
 
     def __iter__(self) -> QMConsumer:
         return self
 
     def __next__(self) -> dramatiq.MessageProxy | None:
-        if self.buffer:
-            return self.buffer.popleft()
+        if not self._receivers:
+            self._start_receivers()
+        with self._cond:
+            if not self.buffer:
+                self._cond.wait(HANDOUT_WAIT_SECONDS)
+            return self.buffer.popleft() if self.buffer else None
+
+    def _start_receivers(self) -> None:
+        # One receiver per ten threads (a receive brings at most ten), at least one.
+        count = max(1, min(MAX_RECEIVERS, math.ceil(self.broker.capacity.total / constants.MAX_RECEIVE_MESSAGES)))
+        for index in range(count):
+            thread = threading.Thread(
+                target=self._receive_loop, args=(index,), name=f"qm-receive-{self.queue_name}-{index}", daemon=True
+            )
+            self._receivers.append(thread)
+            thread.start()
+
+    def _receive_loop(self, index: int) -> None:
+        while not self._closed:
+            try:
+                self._receive_once(index)
+            except Exception:  # a receiver must outlive any one failure
+                logger.exception("Receiving from %r failed unexpectedly; trying again.", self.queue_name)
+                time.sleep(1.0)
+
+    def _receive_once(self, index: int) -> None:
         if self.broker.stopping:
             time.sleep(0.1)
-            return None
+            return
         if self.idle:
+            if index:
+                # Only the first receiver polls an idle queue; the others wait until it is busy.
+                with self._cond:
+                    self._cond.wait(CAPACITY_WAIT_SECONDS)
+                return
             # An idle queue waits with no thread reserved, asking for one message, so a quiet
             # queue never holds threads another queue could use.
             reserved, most = 0, 1
@@ -91,7 +139,7 @@ class QMConsumer(dramatiq.Consumer):
                 linger_seconds=self.broker.receive_linger_seconds,
             )
             if not most:
-                return None
+                return
         try:
             received = self._receive(
                 most, wait_seconds=self.broker.receive_wait_seconds if self.idle else BUSY_WAIT_SECONDS
@@ -102,20 +150,23 @@ class QMConsumer(dramatiq.Consumer):
             pause = min(2.0 ** (self.errors - 1), MAX_ERROR_BACKOFF_SECONDS)
             logger.warning("Receiving from %r failed (%s); trying again in %.1f s.", self.queue_name, exc, pause)
             time.sleep(pause)
-            return None
+            return
         self.errors = 0
         if reserved > len(received):
             self.broker.capacity.release(reserved - len(received))
         elif len(received) > reserved:
             self.broker.capacity.take(len(received) - reserved)
-        self.idle = not received
-        if self.broker.stopping and received:
-            self.broker.acks.release_now(self.queue_url, (m["ReceiptHandle"] for m in received))
-            self.broker.capacity.release(len(received))
-            return None
-        for sqs_message in received:
-            self._accept(sqs_message)
-        return self.buffer.popleft() if self.buffer else None
+        if self.broker.stopping or self._closed:
+            if received:
+                self.broker.acks.release_now(self.queue_url, (m["ReceiptHandle"] for m in received))
+                self.broker.capacity.release(len(received))
+            return
+        accepted = [m for m in (self._accept(r) for r in received) if m is not None]
+        with self._cond:
+            self.buffer.extend(accepted)
+            was_idle, self.idle = self.idle, not received
+            if accepted or was_idle != self.idle:
+                self._cond.notify_all()
 
     def _receive(self, most: int, *, wait_seconds: int) -> list[dict[str, Any]]:
         response = self.broker.receive_client.receive_message(
@@ -129,7 +180,7 @@ class QMConsumer(dramatiq.Consumer):
         messages: list[dict[str, Any]] = response.get("Messages", [])
         return messages
 
-    def _accept(self, sqs_message: dict[str, Any]) -> None:
+    def _accept(self, sqs_message: dict[str, Any]) -> SQSMessage | None:
         now = time.monotonic()
         receipt = sqs_message["ReceiptHandle"]
         body = sqs_message.get("Body", "")
@@ -146,7 +197,7 @@ class QMConsumer(dramatiq.Consumer):
             )
             self.broker.capacity.release(1)
             self._dead_letter(receipt, body, attributes, receive_count, f"undecodable body: {exc}")
-            return
+            return None
         actor = self.broker.actors.get(message.actor_name)
         time_limit_ms = (actor.options.get("time_limit") if actor else None) or self.broker.time_limit_ms
         self.broker.acks.track(
@@ -158,15 +209,13 @@ class QMConsumer(dramatiq.Consumer):
                 hold_until=now + time_limit_ms / 1000 + self.broker.visibility_timeout_seconds,
             )
         )
-        self.buffer.append(
-            SQSMessage(
-                message,
-                queue_url=self.queue_url,
-                receipt_handle=receipt,
-                receive_count=receive_count,
-                body=body,
-                attributes=attributes,
-            )
+        return SQSMessage(
+            message,
+            queue_url=self.queue_url,
+            receipt_handle=receipt,
+            receive_count=receive_count,
+            body=body,
+            attributes=attributes,
         )
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
@@ -217,7 +266,14 @@ class QMConsumer(dramatiq.Consumer):
             self.broker.capacity.release(len(handles))
 
     def close(self) -> None:
-        buffered, self.buffer = list(self.buffer), deque()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._receivers:
+            # A receiver in an idle long poll is waited out, not cut off: what it brings is released.
+            thread.join(timeout=self.broker.receive_wait_seconds + RECEIVE_JOIN_MARGIN_SECONDS)
+        with self._cond:
+            buffered, self.buffer = list(self.buffer), deque()
         self.requeue(buffered)
         self.broker.acks.flush()
 
