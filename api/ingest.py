@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import re
+import uuid
 from typing import Any
 
 import dramatiq
@@ -18,7 +19,7 @@ from api.idempotency import KeyReused
 from api.schemas import envelope_violations
 from api.sender import Overloaded
 from queue_manager.sqs import constants
-from queue_manager.sqs.errors import MessageTooLarge, SQSUnavailable
+from queue_manager.sqs.errors import MessageTooLarge, SQSOutcomeUnknown, SQSUnavailable
 from schemas import Violation
 from schemas.checks import PAYLOAD_CHECKS
 
@@ -32,6 +33,9 @@ BACKLOG_RETRY_AFTER_SECONDS = 5
 
 #: An idempotency key: 1 to 255 visible ASCII characters.
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
+
+#: The namespace of message ids made from idempotency keys (uuid5).
+MESSAGE_ID_NAMESPACE = uuid.UUID("5f0c5a52-8c41-4b7e-9d0e-6a1f3f2b9c17")
 
 #: The message option that carries the idempotency key to the actor.
 IDEMPOTENCY_KEY_OPTION = "idempotency_key"
@@ -70,9 +74,12 @@ def prepare(app: web.Application, document: Any, *, header_key: str | None = Non
     key = _idempotency_key(header_key, document.get("idempotency_key"))
     delay_seconds = int(document.get("delay_seconds", 0))
     options = {IDEMPOTENCY_KEY_OPTION: key} if key else {}
+    # A keyed message's id is a function of its key: every copy SQS may ever hold carries the same id.
     message: dramatiq.Message[Any] = dramatiq.Message(
         queue_name=message_type, actor_name=message_type, args=(payload,), kwargs={}, options=options
     )
+    if key:
+        message = message.copy(message_id=keyed_message_id(app[keys.SETTINGS].queue_prefix, key))
     try:
         entry = app[keys.BROKER].build_entry(message, delay_seconds * 1000)
     except MessageTooLarge as exc:
@@ -85,6 +92,11 @@ def prepare(app: web.Application, document: Any, *, header_key: str | None = Non
         canonical = json.dumps([message_type, payload, delay_seconds], sort_keys=True, separators=(",", ":"))
         fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
     return Prepared(message_type, message, entry, key, fingerprint)
+
+
+def keyed_message_id(queue_prefix: str, key: str) -> str:
+    """The message id of a message sent with an idempotency key: the same for every attempt."""
+    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{queue_prefix}\x00{key}"))
 
 
 def _idempotency_key(header: str | None, field: Any) -> str | None:
@@ -130,7 +142,10 @@ async def submit(app: web.Application, prepared: Prepared) -> tuple[dict[str, An
         answer = await _send(app, prepared)
     except BaseException as exc:
         if key is not None:
-            store.forget(key, exc)
+            if isinstance(exc, problems.OutcomeUnknown):
+                store.unknown(key, exc)
+            else:
+                store.forget(key, exc)
         raise
     if key is not None:
         store.done(key, answer)
@@ -150,7 +165,21 @@ async def _send(app: web.Application, prepared: Prepared) -> dict[str, Any]:
     try:
         async with asyncio.timeout(settings.request_timeout_seconds):
             result = await app[keys.SENDER].send(prepared.message_type, prepared.entry)
-    except (SQSUnavailable, Overloaded, TimeoutError) as exc:
+    except (SQSOutcomeUnknown, TimeoutError) as exc:
+        # The send may yet land (it is in flight, or SQS took it and did not answer).
+        reason = str(exc) or f"no answer within {settings.request_timeout_seconds:g} s"
+        app[keys.METRICS].sqs_errors.labels(type(exc).__name__).inc()
+        logger.warning("The outcome of sending message %r is unknown: %s.", message.message_id, reason)
+        advice = (
+            "retry with the same Idempotency-Key: the retry carries the same message id"
+            if prepared.idempotency_key
+            else "send an Idempotency-Key with each message, so that a retry cannot make a second one"
+        )
+        raise problems.OutcomeUnknown(
+            f"The outcome is unknown: SQS may have the message ({reason}); {advice}.",
+            retry_after_seconds=RETRY_AFTER_SECONDS,
+        ) from None
+    except (SQSUnavailable, Overloaded) as exc:
         reason = str(exc) or f"no answer within {settings.request_timeout_seconds} s"
         app[keys.METRICS].sqs_errors.labels(type(exc).__name__).inc()
         logger.warning("Could not send message %r: %s.", message.message_id, reason)

@@ -10,6 +10,7 @@ Problem
 ├── Unprocessable         422  an unknown type, a payload that breaks its schema, a reused key
 ├── TooManyRequests       429  a queue is over QM_MAX_QUEUE_DEPTH
 └── ServiceUnavailable    503  SQS cannot be reached, is too slow, or throttles
+    └── OutcomeUnknown    503  SQS may have the message: retry with the same Idempotency-Key
 """
 
 from __future__ import annotations
@@ -96,6 +97,12 @@ class ServiceUnavailable(Problem):
 
     def __init__(self, detail: str, *, retry_after_seconds: int = 1) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
+
+
+class OutcomeUnknown(ServiceUnavailable):
+    """Answered when a send may have reached SQS without an answer: a keyed retry is safe."""
+
+    slug = "outcome-unknown"
 
 
 class InternalError(Problem):

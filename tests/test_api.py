@@ -584,9 +584,12 @@ async def test_while_sqs_is_unreachable_sends_readiness_and_depths_are_503_with_
         sqs_server.resume()
     # Then all three are 503 problems saying why, with Retry-After
     unavailable = {"type": "urn:queue-manager:problem:sqs-unavailable", "title": "Service Unavailable", "status": 503}
+    # (the send may have reached SQS before it froze: its outcome is unknown, and the answer says so)
     assert await problem(posted, 503) == {
         **unavailable,
-        "detail": f"SQS did not accept the message: SQS cannot be reached: {timed_out}",
+        "type": "urn:queue-manager:problem:outcome-unknown",
+        "detail": "The outcome is unknown: SQS may have the message (SQS did not answer within 2 s (ReadTimeoutError)); "
+        "send an Idempotency-Key with each message, so that a retry cannot make a second one.",
     }
     assert posted.headers["Retry-After"] == "1"
     assert await problem(ready, 503) == {**unavailable, "detail": f"Not ready: ReadTimeoutError: {timed_out}"}

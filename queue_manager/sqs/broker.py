@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -18,18 +19,26 @@ from dramatiq_sqs import SQSBroker
 
 from queue_manager.sqs import admin, constants
 from queue_manager.sqs.acks import Acks
+from queue_manager.sqs.batches import call_batch
 from queue_manager.sqs.capacity import Capacity
 from queue_manager.sqs.consumer import QMConsumer
 from queue_manager.sqs.errors import (
+    Fault,
     MessageDelayTooLong,
     MessageTooLarge,
+    SQSOutcomeUnknown,
     SQSUnavailable,
-    classify,
     classify_exception,
     describe,
 )
 
 logger = logging.getLogger(__name__)
+
+#: Attempts of one send after failures that kept it from SQS (refused connection, throttling, 5xx).
+SEND_ATTEMPTS = 3
+
+#: The pause before a send's second attempt; it doubles after each.
+SEND_RETRY_PAUSE_SECONDS = 0.05
 
 #: Seconds a receive may take beyond its long-poll wait before botocore gives up.
 RECEIVE_READ_MARGIN_SECONDS = 10
@@ -114,9 +123,18 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         #: Called with the action of every SQS request, e.g. to export it as a metric.
         self.request_listeners: list[Callable[[str], None]] = []
         self._count_lock = threading.Lock()
-        for client in (self.client, self.receive_client):
+        # Sends are never re-sent by botocore: after a read timeout SQS may have the message, and a
+        # blind re-send makes a copy. `_call_send` retries only what surely did not land.
+        self.send_client: Any = boto3.client(
+            "sqs",
+            endpoint_url=endpoint_url,
+            region_name=region_name,
+            config=config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1})),
+        )
+        for client in (self.client, self.receive_client, self.send_client):
             client.meta.events.register("before-call.sqs", self._count_call)
         self.visibility_timeout_seconds = visibility_timeout_seconds
+        self.sqs_timeout_seconds = sqs_timeout_seconds
         self.receive_wait_seconds = min(receive_wait_seconds, constants.MAX_WAIT_TIME_SECONDS)
         self.receive_linger_seconds = receive_linger_ms / 1000
         self.max_retries = max_retries
@@ -217,17 +235,15 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         urls = self.ensure_queue(message.queue_name)
         entry = self.build_entry(message, delay)
         self.emit_before("enqueue", message, delay)
-        try:
-            self.client.send_message(QueueUrl=urls.url, **entry)
-        except (BotoCoreError, ClientError) as exc:
-            _raise_unavailable(exc)
+        self._call_send(self.send_client.send_message, QueueUrl=urls.url, **entry)
         self.emit_after("enqueue", message, delay)
         return message
 
     def send_entries(self, queue_name: str, entries: list[dict[str, Any]]) -> list[SendResult]:
         """Send up to ten prepared entries (see `build_entry`) in one SendMessageBatch.
 
-        Returns one result per entry, in order; raises SQSUnavailable when the request fails.
+        Returns one result per entry, in order. Raises SQSOutcomeUnknown when the request may have
+        reached SQS (a read timeout), SQSUnavailable when it surely did not.
         """
         if not 0 < len(entries) <= constants.MAX_BATCH_ENTRIES:
             raise ValueError(f"A batch holds 1 to {constants.MAX_BATCH_ENTRIES} messages, not {len(entries)}.")
@@ -235,40 +251,52 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         if len(entries) == 1:
             # A batch of one is cheaper to build and parse as a plain SendMessage, same permission.
             try:
-                sent = self.client.send_message(QueueUrl=urls.url, **entries[0])
+                sent = self._call_send(self.send_client.send_message, QueueUrl=urls.url, **entries[0])
             except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if classify_exception(exc).retryable:
+                fault = classify_exception(exc)
+                if fault.retryable:
                     _raise_unavailable(exc)
-                detail = exc.response.get("Error", {}).get("Message", "")
-                return [SendResult(_message_id(entries[0]), False, code=code, detail=detail)]
-            except BotoCoreError as exc:
-                _raise_unavailable(exc)
+                error = exc.response.get("Error", {})
+                return [
+                    SendResult(
+                        _message_id(entries[0]), False, code=error.get("Code", ""), detail=error.get("Message", "")
+                    )
+                ]
             return [SendResult(_message_id(entries[0]), True, sqs_message_id=sent.get("MessageId"))]
-        try:
-            response = self.client.send_message_batch(
-                QueueUrl=urls.url, Entries=[{"Id": str(i), **entry} for i, entry in enumerate(entries)]
-            )
-        except (BotoCoreError, ClientError) as exc:
-            _raise_unavailable(exc)
-        results: list[SendResult | None] = [None] * len(entries)
-        for ok in response.get("Successful", []):
-            index = int(ok["Id"])
-            results[index] = SendResult(_message_id(entries[index]), True, sqs_message_id=ok.get("MessageId"))
-        for failed in response.get("Failed", []):
-            index = int(failed["Id"])
-            code = failed.get("Code", "")
-            results[index] = SendResult(
-                _message_id(entries[index]),
-                False,
-                code=code,
-                detail=failed.get("Message", ""),
-                retryable=classify(code, sender_fault=bool(failed.get("SenderFault", False))).retryable,
-            )
-        return [
-            r if r is not None else SendResult(_message_id(entries[i]), False, code="NoResult", retryable=True)
-            for i, r in enumerate(results)
+        outcome = self._call_send(call_batch, self.send_client.send_message_batch, urls.url, entries)
+        results = [
+            SendResult(_message_id(entries[i]), True, sqs_message_id=ok.get("MessageId"))
+            for i, ok in sorted(outcome.succeeded.items())
         ]
+        by_index: dict[int, SendResult] = dict(zip(sorted(outcome.succeeded), results, strict=True))
+        for failure in outcome.failed:
+            by_index[failure.index] = SendResult(
+                _message_id(entries[failure.index]),
+                False,
+                code=failure.code,
+                detail=failure.message,
+                # An entry SQS answered nothing for may be on the queue: its re-send carries the same id.
+                retryable=failure.fault in (Fault.TRANSIENT, Fault.UNKNOWN_OUTCOME),
+            )
+        return [by_index[i] for i in range(len(entries))]
+
+    def _call_send(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Make a send call, trying again only after failures that surely kept it from SQS."""
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                return method(*args, **kwargs)
+            except (BotoCoreError, ClientError) as exc:
+                fault = classify_exception(exc)
+                if fault is Fault.UNKNOWN_OUTCOME:
+                    raise SQSOutcomeUnknown(
+                        f"SQS did not answer within {self.sqs_timeout_seconds:g} s ({type(exc).__name__})"
+                    ) from exc
+                if not fault.retryable or attempt == SEND_ATTEMPTS - 1:
+                    if isinstance(exc, ClientError) and not fault.retryable:
+                        raise
+                    _raise_unavailable(exc)
+                time.sleep(SEND_RETRY_PAUSE_SECONDS * 2**attempt)
+        raise AssertionError("unreachable")
 
     def depths(self, queue_name: str) -> dict[str, dict[str, int]]:
         """Approximate counts of a queue and its dead-letter queue."""

@@ -28,6 +28,10 @@ class SQSUnavailable(RuntimeError):
     """Raised when SQS cannot be reached, times out or throttles: try again later."""
 
 
+class SQSOutcomeUnknown(SQSUnavailable):
+    """Raised when a send may have reached SQS but no answer came: a retry must carry the same id."""
+
+
 class Fault(enum.Enum):
     """What an SQS failure means for the caller: the one classification every SQS call uses."""
 
