@@ -66,7 +66,7 @@ async def _read_body(request: web.Request, *, limit_bytes: int) -> bytes:
                     raise too_large
     except TimeoutError:
         raise problems.RequestTimeout(
-            f"The request body did not arrive within {timeout_seconds} s, the limit (QM_BODY_TIMEOUT_SECONDS)."
+            f"The request body did not arrive within {timeout_seconds:g} s, the limit (QM_BODY_TIMEOUT_SECONDS)."
         ) from None
     except web.RequestPayloadError as exc:  # broken chunked framing, or a compressed body that does not inflate
         raise problems.BadHttpRequest(f"The request body is not valid HTTP/1.1: {exc}.") from None

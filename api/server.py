@@ -37,8 +37,10 @@ class ProblemRequestHandler(web.RequestHandler):
         """Answer a parser error (400) or an error no middleware caught (500) as problem+json."""
         if status >= 500:  # a bug outside the error middleware: the traceback goes to the log only
             self.log_exception("Error handling request from %s.", request.remote, exc_info=exc)
-        else:
-            logger.info("Refused a request from %s that is not valid HTTP: %s.", request.remote, exc or message)
+        else:  # the reason only: aiohttp's message may quote request bytes, an Authorization header among them
+            logger.info(
+                "Refused a request from %s that is not valid HTTP: %s.", request.remote, _parser_reason(exc, message)
+            )
         if request.writer.output_size > 0:  # as aiohttp does: a response already begun cannot be replaced
             raise ConnectionError("Response is sent already, cannot send another response with the error message")
         response = _problem(status, exc, message).response()
@@ -93,9 +95,7 @@ def run(
     within `shutdown_timeout` before anything else is cancelled (asyncio.run would cancel them all).
     """
     loop = asyncio.new_event_loop()
-    main = loop.create_task(
-        _serve(app, host=host, port=port, shutdown_timeout=shutdown_timeout, access_log=access_log)
-    )
+    main = loop.create_task(_serve(app, host=host, port=port, shutdown_timeout=shutdown_timeout, access_log=access_log))
     try:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(main)

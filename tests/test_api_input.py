@@ -14,6 +14,7 @@ import dataclasses
 import io
 import json
 import logging
+import signal
 import time
 from typing import Any
 
@@ -476,6 +477,31 @@ async def test_requests_aiohttp_cannot_parse_are_400_problems_saying_why(
         "detail": f"The request is not valid HTTP/1.1: {reason}.",
     }
     assert response.closed
+
+
+async def test_qm_api_on_sigterm_lets_a_send_in_flight_finish_then_exits_0(
+    api_process: Any, settings: Settings, sqs: Any, sqs_server: SQSServer
+) -> None:
+    # Given `qm-api` with a message waiting for SQS, which has stopped answering for a moment
+    api, url = api_process()
+    host, port = url.removeprefix("http://").split(":")
+    sqs_server.pause()
+    try:
+        posted = asyncio.create_task(
+            exchange(host, int(port), request("POST", "/messages", body=json.dumps(LOG).encode()))
+        )
+        await asyncio.sleep(0.5)
+        # When the API is told to stop, and SQS answers again a moment later
+        api.signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+    finally:
+        sqs_server.resume()
+    response = await posted
+    # Then that request is answered 202, SQS has its message, and the process exits cleanly
+    assert response.status == 202, response.body
+    assert await asyncio.to_thread(api.wait, 30) == 0, api.output()
+    (message,) = drain(sqs, settings.queue_name("log"))
+    assert json.loads(base64.b64decode(message["Body"]))["message_id"] == json.loads(response.body)["id"]
 
 
 # The queue names GET /queues lists
