@@ -15,7 +15,7 @@ import swagger_ui
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from api import keys
+from api import keys, server
 from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
@@ -46,12 +46,11 @@ def create_app(settings: Settings) -> web.Application:
         )
     metrics = ApiMetrics()
     # Metrics outermost, so they count the status the client finally got.
-    middlewares: list[Middleware] = [metrics.middleware(), problem_middleware]
-    if api_keys:
-        middlewares.append(auth_middleware(api_keys))
+    middlewares: list[Middleware] = [metrics.middleware(), problem_middleware, auth_middleware(api_keys)]
     # Each handler enforces its own, smaller body limit; this is the largest (a batch).
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BATCH_BODY_BYTES)
     app[keys.SETTINGS] = settings
+    app[keys.API_KEYS] = api_keys
     app[keys.METRICS] = metrics
     app[keys.REGISTRY] = registry
     app[keys.OPENAPI] = build_openapi(registry, settings)
@@ -104,7 +103,7 @@ def main() -> None:
     except (SettingsError, SchemaLoadError) as exc:
         print(f"qm-api: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    web.run_app(
+    server.run(
         app,
         host=settings.host,
         port=settings.port,

@@ -7,21 +7,20 @@ and log who did what.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
-from jsonschema import Draft202012Validator
 
 from api import keys, problems
-from api.handlers import read_json
+from api.bodies import read_json
+from api.middlewares import bearer_token, key_position
 from queue_manager.sqs import constants, deadletters
 from queue_manager.sqs.admin import QueueMissing
 from queue_manager.sqs.errors import SQSUnavailable
-from schemas import Violation, violations
+from schemas import Validator, Violation, same_dialect, violations
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ REDRIVE_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-_REDRIVE = Draft202012Validator(REDRIVE_SCHEMA)
+_REDRIVE = Validator(same_dialect(REDRIVE_SCHEMA))
 
 T = TypeVar("T")
 
@@ -69,6 +68,7 @@ class InvalidRequest(problems.Unprocessable):
 
 async def list_dead_letters(request: web.Request) -> web.Response:
     """Show up to `limit` dead letters of a type; every one stays on the dead-letter queue."""
+    who = caller(request)
     message_type = _known_type(request)
     limit = _limit(request)
     broker = request.app[keys.BROKER]
@@ -79,7 +79,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
     items = await _run(request, work, "read the dead-letter queue")
     queue = broker.sqs_queue_name(message_type) + constants.DEAD_LETTER_SUFFIX
-    _audit(request, "peek", queue, len(items))
+    _audit(who, "peek", queue, len(items))
     return web.json_response(
         {"type": message_type, "queue": queue, "count": len(items), "messages": [i.as_dict() for i in items]}
     )
@@ -87,6 +87,8 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
 async def redrive(request: web.Request) -> web.Response:
     """Move a type's dead letters (all, or the listed ids) back to its queue."""
+    # Everything that can refuse the request runs before the move: nothing may fail once messages moved.
+    who = caller(request)
     message_type = _known_type(request)
     document = await _read_body(request)
     errors = violations(_REDRIVE, document)
@@ -101,7 +103,7 @@ async def redrive(request: web.Request) -> web.Response:
 
     result = await _run(request, work, "redrive the dead-letter queue")
     _audit(
-        request,
+        who,
         "redrive",
         broker.sqs_queue_name(message_type) + constants.DEAD_LETTER_SUFFIX,
         result.moved,
@@ -111,11 +113,19 @@ async def redrive(request: web.Request) -> web.Response:
 
 
 def _known_type(request: web.Request) -> str:
+    """The message type a path names: by the type, or by its queue's or dead-letter queue's name (GET /queues)."""
     registry = request.app[keys.REGISTRY]
+    settings = request.app[keys.SETTINGS]
     name = request.match_info["name"]
-    if name not in registry:
-        raise problems.NotFound(f"No message type {name!r}; known: {', '.join(registry.types)}.")
-    return name
+    for message_type in registry.types:
+        queue = settings.queue_name(message_type)
+        if name in (message_type, queue, queue + constants.DEAD_LETTER_SUFFIX):
+            return message_type
+    queues = ", ".join(settings.queue_name(t) for t in registry.types)
+    raise problems.NotFound(
+        f"No message type or queue {name!r}; known: {', '.join(registry.types)} "
+        f"(queues {queues} and their {constants.DEAD_LETTER_SUFFIX})."
+    )
 
 
 def _limit(request: web.Request) -> int:
@@ -154,22 +164,16 @@ async def _run(request: web.Request, work: Callable[[], T], what: str) -> T:
 
 
 def caller(request: web.Request) -> str:
-    """Who sent the request: `key#<n>`, the position of its API key in the configured list, or anonymous."""
-    accepted = request.app[keys.SETTINGS].accepted_api_keys()
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    supplied = token.strip().encode()
-    if not accepted or scheme.lower() != "bearer" or not supplied:
-        return "anonymous"
-    position = -1
-    for index, key in enumerate(accepted):
-        # Compare with every key, as the auth middleware does, so timing says nothing.
-        if hmac.compare_digest(supplied, key.encode()) and position < 0:
-            position = index
-    return f"key#{position}" if position >= 0 else "anonymous"
+    """Who sent the request: `key#<n>`, the position of its API key in the configured list, or anonymous.
+
+    Raises 401 for a malformed Authorization header (the auth middleware has refused it already).
+    """
+    accepted = request.app[keys.API_KEYS]
+    position = key_position(bearer_token(request), accepted) if accepted else None
+    return "anonymous" if position is None else f"key#{position}"
 
 
-def _audit(request: web.Request, what: str, queue: str, count: int, **more: str) -> None:
-    who = caller(request)
+def _audit(who: str, what: str, queue: str, count: int, **more: str) -> None:
     details = "".join(f" {k}={v}" for k, v in more.items())
     audit_logger.info(
         "who=%s what=%s queue=%s count=%d%s.",

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
-import sys
 from typing import Any
 
 from aiohttp import web
 
 from api import keys, problems
+from api.bodies import read_json
 from api.ingest import Prepared, prepare, submit
 from api.schemas import MAX_BATCH_BODY_BYTES, MAX_MESSAGE_BODY_BYTES, batch_violations
 from queue_manager.sqs import constants
 
 logger = logging.getLogger(__name__)
-
-#: Media types accepted for a message body.
-JSON_TYPES = ("application/json",)
 
 #: Why /queues answers oldest_age_seconds as null: no SQS call that leaves messages alone tells it.
 OLDEST_AGE_NOTE = (
@@ -72,56 +67,6 @@ def _entry_failure(index: int, problem: problems.Problem) -> dict[str, Any]:
     return result
 
 
-async def read_json(request: web.Request, *, limit_bytes: int) -> Any:
-    if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):
-        raise problems.UnsupportedMediaType(
-            f"The body must be application/json, not {request.content_type or 'unspecified'}."
-        )
-    too_large = problems.PayloadTooLarge(
-        f"The request body is larger than {limit_bytes} bytes, the most {request.path} accepts "
-        "(a message must fit in SQS's 1 MiB once base64-encoded)."
-    )
-    if request.content_length is not None and request.content_length > limit_bytes:
-        raise too_large
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:  # a body without Content-Length, past client_max_size
-        raise too_large from None
-    if len(raw) > limit_bytes:
-        raise too_large
-    try:
-        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-    except UnicodeDecodeError as exc:
-        raise problems.BadRequest(f"The body is not UTF-8: {exc.reason} at byte {exc.start}.") from None
-    except json.JSONDecodeError as exc:
-        raise problems.BadRequest(
-            f"The body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
-        ) from None
-    except RecursionError:
-        raise problems.BadRequest("The body is not valid JSON: it nests too deeply.") from None
-    except NotJSONNumber as exc:
-        raise problems.BadRequest(f"The body is not valid JSON: {exc}.") from None
-    except ValueError:  # int() refuses integers longer than sys.get_int_max_str_digits()
-        raise problems.BadRequest(
-            f"The body is not valid JSON: an integer has more than {sys.get_int_max_str_digits()} digits."
-        ) from None
-
-
-class NotJSONNumber(ValueError):
-    """Raised for NaN, Infinity or a number past a double's range: Python reads them, JSON has none."""
-
-
-def _reject_constant(token: str) -> Any:
-    raise NotJSONNumber(f"{token} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise NotJSONNumber(f"the number {text} is out of range")
-    return value
-
-
 async def list_schemas(request: web.Request) -> web.Response:
     registry = request.app[keys.REGISTRY]
     return web.json_response(
@@ -162,15 +107,22 @@ async def readyz(request: web.Request) -> web.Response:
     broker = request.app[keys.BROKER]
     registry = request.app[keys.REGISTRY]
     loop = asyncio.get_running_loop()
+    checking: list[str] = []
     try:
-        await loop.run_in_executor(request.app[keys.EXECUTOR], _check_queues, broker, registry.types)
-    except Exception as exc:  # any failure means not ready; the reason goes to the client
-        raise problems.ServiceUnavailable(f"Not ready: {type(exc).__name__}: {exc}", retry_after_seconds=5) from None
+        await loop.run_in_executor(request.app[keys.EXECUTOR], _check_queues, broker, registry.types, checking)
+    except Exception as exc:  # any failure means not ready
+        # /readyz is open to anyone: the endpoint and the error stay in the log, the client learns which queue.
+        queue = broker.sqs_queue_name(checking[-1]) if checking else "?"
+        logger.warning("Not ready: the check of queue %r failed: %s: %s.", queue, type(exc).__name__, exc)
+        raise problems.ServiceUnavailable(
+            f"Not ready: the check of queue {queue!r} failed; the API's log says why.", retry_after_seconds=5
+        ) from None
     return web.json_response({"status": "ready", "queues": [broker.sqs_queue_name(t) for t in registry.types]})
 
 
-def _check_queues(broker: Any, types: list[str]) -> None:
+def _check_queues(broker: Any, types: list[str], checking: list[str]) -> None:
     for message_type in types:
+        checking.append(message_type)  # read back by the caller when this raises
         urls = broker.ensure_queue(message_type)
         for url in (urls.url, urls.dead_letter_url):
             broker.client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])

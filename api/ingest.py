@@ -67,8 +67,11 @@ def prepare(app: web.Application, document: Any, *, header_key: str | None = Non
     payload = document["payload"]
     errors = registry.validate(message_type, payload)
     check = PAYLOAD_CHECKS.get(message_type)
-    if not errors and check is not None:
-        errors = check(payload, app[keys.SETTINGS].webhook_allowed_hosts)
+    if check is not None:
+        # Checked with the schema, not after it, so one answer lists every violation; a field the
+        # schema refused already is not reported twice.
+        refused = {v.path for v in errors}
+        errors += [v for v in check(payload, app[keys.SETTINGS].webhook_allowed_hosts) if v.path not in refused]
     if errors:
         raise problems.Unprocessable(f"The payload is not a valid {message_type!r} message.", errors=errors)
     key = _idempotency_key(header_key, document.get("idempotency_key"))

@@ -68,24 +68,52 @@ OPEN_PREFIXES = ("/docs",)
 
 
 def auth_middleware(api_keys: list[str]) -> Middleware:
-    """Require `Authorization: Bearer <key>` with one of `api_keys`, compared in constant time."""
-    accepted = [key.encode() for key in api_keys]
+    """Require `Authorization: Bearer <key>` with one of `api_keys`, compared in constant time.
+
+    With no keys every request is served, except one whose Authorization header is malformed
+    (not printable ASCII): that is refused too, before anything is done for it.
+    """
 
     @web.middleware
     async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             return await handler(request)
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        supplied = token.strip().encode()
-        # Compare with every key, so the time taken says nothing about which one nearly matched.
-        matched = False
-        for key in accepted:
-            matched |= hmac.compare_digest(supplied, key)
-        if scheme.lower() != "bearer" or not supplied or not matched:
-            raise problems.Unauthorized(
-                "A valid API key is required: send `Authorization: Bearer <key>`.",
-                headers={"WWW-Authenticate": 'Bearer realm="queue-manager"'},
-            )
+        token = bearer_token(request)
+        if api_keys and key_position(token, api_keys) is None:
+            raise unauthorized()
         return await handler(request)
 
     return check_api_key
+
+
+def unauthorized() -> problems.Unauthorized:
+    """The 401 for a missing, wrong or malformed API key, with its challenge."""
+    return problems.Unauthorized(
+        "A valid API key is required: send `Authorization: Bearer <key>`.",
+        headers={"WWW-Authenticate": 'Bearer realm="queue-manager"'},
+    )
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of a request's `Authorization: Bearer` header, or None; raises 401 if the header is malformed."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    # aiohttp hands bytes that are not UTF-8 over as surrogate escapes: they are not ASCII either.
+    if not (header.isascii() and header.isprintable()):
+        raise unauthorized()
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def key_position(token: str | None, api_keys: list[str]) -> int | None:
+    """The position of `token` among `api_keys`, or None; every key is compared, so timing tells nothing."""
+    if token is None:
+        return None
+    supplied = token.encode()
+    position = None
+    for index, key in enumerate(api_keys):
+        if hmac.compare_digest(supplied, key.encode()) and position is None:
+            position = index
+    return position

@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from api.deadletters import REDRIVE_SCHEMA
-from api.schemas import BATCH_SCHEMA, ENVELOPE_SCHEMA, MAX_BATCH_MESSAGES
+from api.bodies import MAX_JSON_DEPTH
+from api.deadletters import MAX_REDRIVE_BODY_BYTES, REDRIVE_SCHEMA
+from api.schemas import BATCH_SCHEMA, ENVELOPE_SCHEMA, MAX_BATCH_BODY_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BODY_BYTES
 from queue_manager.settings import Settings
+from queue_manager.sqs import constants
 from schemas import SchemaRegistry
 
 #: The version of the HTTP API this document describes.
@@ -29,6 +31,35 @@ def _problem(description: str, *, retry_after: bool = False) -> dict[str, Any]:
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _request_body(schema_name: str, limit_bytes: int, *, required: bool = True) -> dict[str, Any]:
+    """A JSON request body and its size limit, in words and as `x-max-body-bytes` for tools."""
+    return {
+        "required": required,
+        "description": f"application/json in UTF-8, at most {limit_bytes:,} bytes and {MAX_JSON_DEPTH} levels deep.",
+        "x-max-body-bytes": limit_bytes,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}},
+    }
+
+
+def _body_errors(limit_bytes: int, *, encoded: bool) -> dict[str, Any]:
+    """The problems reading a JSON body of at most `limit_bytes` can give."""
+    too_large = f"The body is over {limit_bytes:,} bytes"
+    if encoded:
+        too_large += (
+            f", or a message once base64-encoded for SQS is over {constants.MAX_MESSAGE_SIZE_BYTES:,} bytes "
+            "(the detail names both sizes)"
+        )
+    return {
+        "400": _problem(
+            "The body is not JSON (the detail gives line and column), not UTF-8, holds a lone surrogate, or nests "
+            f"more than {MAX_JSON_DEPTH} levels deep; or the request is not valid HTTP/1.1."
+        ),
+        "408": _problem("The body did not arrive within QM_BODY_TIMEOUT_SECONDS; the connection is closed."),
+        "413": _problem(too_large + "."),
+        "415": _problem("The body is not application/json, or declares a charset other than UTF-8."),
+    }
 
 
 def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any]:
@@ -53,19 +84,19 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
     # Every operation may also answer 404 (no such path) or 405 (another method; with `Allow`), or a bare 500.
     default = {
         "default": _problem(
-            "Any other error, always problem+json: 404 for an unknown path, 405 for a method the path does not "
+            "Any other error, always problem+json: 400 for a request that is not valid HTTP/1.1 (a request line or "
+            "header over 8,190 bytes, too many headers), 404 for an unknown path, 405 for a method the path does not "
             "allow (the `Allow` header lists those it does), 500 for a bug (logged, never detailed)."
         )
     }
-    common = {"401": _problem("No valid API key (only when API keys are configured)."), **default}
-    body_errors = {
-        "400": _problem("The body is not JSON (the detail gives line and column)."),
-        "413": _problem("The body, or the message once base64-encoded for SQS, is over the limit."),
-        "415": _problem("The body is not application/json."),
+    common = {
+        "401": _problem(
+            "No valid API key (when API keys are configured), or an Authorization header that is not printable ASCII."
+        ),
+        **default,
     }
     send_errors = {
         **common,
-        **body_errors,
         "422": _problem("The envelope or payload breaks its schema, or an idempotency key was reused."),
         "429": _problem("The queue is over QM_MAX_QUEUE_DEPTH.", retry_after=True),
         "503": _problem("SQS cannot be reached, is too slow or throttles.", retry_after=True),
@@ -84,7 +115,15 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
         "schema": {"enum": list(registry.types)},
         "description": "A message type.",
     }
-    name_parameter = {**type_parameter, "name": "name"}
+    queue_names = [
+        settings.queue_name(t) + suffix for suffix in ("", constants.DEAD_LETTER_SUFFIX) for t in registry.types
+    ]
+    name_parameter = {
+        **type_parameter,
+        "name": "name",
+        "schema": {"enum": [*registry.types, *queue_names]},
+        "description": "A message type, or the name of its queue or dead-letter queue as GET /queues lists them.",
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -101,10 +140,7 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
                     "operationId": "postMessage",
                     "summary": "Send one message",
                     "parameters": [idempotency_header],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
-                    },
+                    "requestBody": _request_body("Envelope", MAX_MESSAGE_BODY_BYTES),
                     "responses": {
                         "202": {
                             **_json("SQS has the message.", {"$ref": "#/components/schemas/Accepted"}),
@@ -116,6 +152,7 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
                             },
                         },
                         **send_errors,
+                        **_body_errors(MAX_MESSAGE_BODY_BYTES, encoded=True),
                     },
                 }
             },
@@ -123,14 +160,20 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
                 "post": {
                     "operationId": "postBatch",
                     "summary": f"Send up to {MAX_BATCH_MESSAGES} messages, each validated on its own",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}},
-                    },
+                    "requestBody": _request_body("Batch", MAX_BATCH_BODY_BYTES),
                     "responses": {
                         "202": _json("Every entry was sent.", {"$ref": "#/components/schemas/BatchResults"}),
-                        "207": _json("Some entries were not sent.", {"$ref": "#/components/schemas/BatchResults"}),
+                        "207": _json(
+                            "Some entries were not sent: each result has the status a POST /messages of that entry "
+                            "would have had (422 for an entry that is not an Envelope, 413, 429, 503), and why.",
+                            {"$ref": "#/components/schemas/BatchResults"},
+                        ),
                         **send_errors,
+                        "422": _problem(
+                            f'The body is not {{"messages": [...]}} with 1 to {MAX_BATCH_MESSAGES} entries '
+                            "(an entry that breaks its schema is answered in its result instead)."
+                        ),
+                        **_body_errors(MAX_BATCH_BODY_BYTES, encoded=True),
                     },
                 }
             },
@@ -182,7 +225,7 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
                     ],
                     "responses": {
                         "200": _json("The dead letters, left on the queue.", {"type": "object"}),
-                        "404": _problem("No such message type."),
+                        "404": _problem("No such message type or queue."),
                         "422": _problem("A bad limit."),
                         "503": _problem("SQS cannot be reached.", retry_after=True),
                         **common,
@@ -194,17 +237,14 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
                     "operationId": "redrive",
                     "summary": "Move dead letters (all, or selected ids) back to their queue",
                     "parameters": [name_parameter],
-                    "requestBody": {
-                        "required": False,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RedriveRequest"}}},
-                    },
+                    "requestBody": _request_body("RedriveRequest", MAX_REDRIVE_BODY_BYTES, required=False),
                     "responses": {
                         "200": _json("What was moved.", {"type": "object"}),
-                        "404": _problem("No such message type."),
+                        "404": _problem("No such message type or queue."),
                         "422": _problem("A bad body."),
                         "503": _problem("SQS cannot be reached.", retry_after=True),
                         **common,
-                        **body_errors,
+                        **_body_errors(MAX_REDRIVE_BODY_BYTES, encoded=False),
                     },
                 }
             },

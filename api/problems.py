@@ -1,10 +1,12 @@
 """The errors the API answers with, rendered as RFC 9457 problem details.
 
 Problem
-├── BadRequest            400  the body is not JSON
+├── BadHttpRequest        400  aiohttp's parser refused the request line or headers
+├── BadRequest            400  the body is not JSON (or not UTF-8, or nests too deep)
 ├── Unauthorized          401  no valid API key
 ├── NotFound              404  no such route, type or queue
 ├── MethodNotAllowed      405
+├── RequestTimeout        408  the body did not arrive within QM_BODY_TIMEOUT_SECONDS
 ├── PayloadTooLarge       413  the body, or the message once encoded, is over the SQS limit
 ├── UnsupportedMediaType  415  not application/json
 ├── Unprocessable         422  an unknown type, a payload that breaks its schema, a reused key
@@ -32,6 +34,9 @@ class Problem(Exception):
     slug = "internal-error"
     title = "Internal Server Error"
 
+    #: Whether the connection is closed after the answer (the rest of the request cannot be trusted).
+    close_connection = False
+
     def __init__(
         self, detail: str, *, errors: list[Violation] | None = None, headers: dict[str, str] | None = None
     ) -> None:
@@ -52,9 +57,17 @@ class Problem(Exception):
         return body
 
     def response(self) -> web.Response:
-        return web.json_response(
+        response = web.json_response(
             self.body(), status=self.status, headers=self.headers, content_type=PROBLEM_CONTENT_TYPE
         )
+        if self.close_connection:
+            response.force_close()
+        return response
+
+
+class BadHttpRequest(Problem):
+    status, slug, title = 400, "bad-request", "Bad Request"
+    close_connection = True
 
 
 class BadRequest(Problem):
@@ -71,6 +84,11 @@ class NotFound(Problem):
 
 class MethodNotAllowed(Problem):
     status, slug, title = 405, "method-not-allowed", "Method Not Allowed"
+
+
+class RequestTimeout(Problem):
+    status, slug, title = 408, "request-timeout", "Request Timeout"
+    close_connection = True
 
 
 class PayloadTooLarge(Problem):

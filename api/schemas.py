@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 from queue_manager.sqs import constants
-from schemas import TYPE_NAME_PATTERN, Violation, violations
+from schemas import TYPE_NAME_PATTERN, Validator, Violation, same_dialect, violations
 
 #: The request body of POST /messages.
 ENVELOPE_SCHEMA: dict[str, Any] = {
@@ -44,8 +42,9 @@ MAX_BATCH_MESSAGES = 100
 #: The largest body of POST /messages: the largest JSON SQS can carry, plus room for the envelope.
 MAX_MESSAGE_BODY_BYTES = constants.MAX_ENCODED_JSON_BYTES + 4096
 
-#: The largest body of POST /messages/batch.
-MAX_BATCH_BODY_BYTES = 10 * 1024 * 1024
+#: The largest body of POST /messages/batch: 100 messages leave in at least ten SendMessageBatch
+#: calls, each carrying at most 1 MiB, so a batch may hold ten times what one message's body may.
+MAX_BATCH_BODY_BYTES = MAX_MESSAGE_BODY_BYTES * (MAX_BATCH_MESSAGES // constants.MAX_BATCH_ENTRIES)
 
 #: The request body of POST /messages/batch; each envelope is then checked on its own.
 BATCH_SCHEMA: dict[str, Any] = {
@@ -66,10 +65,10 @@ BATCH_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-_ENVELOPE = Draft202012Validator(ENVELOPE_SCHEMA)
+_ENVELOPE = Validator(same_dialect(ENVELOPE_SCHEMA))
 # The outer shape only: each envelope is validated on its own, so one bad entry fails alone.
-_BATCH = Draft202012Validator(
-    {**BATCH_SCHEMA, "properties": {"messages": {**BATCH_SCHEMA["properties"]["messages"], "items": {}}}}
+_BATCH = Validator(
+    same_dialect({**BATCH_SCHEMA, "properties": {"messages": {**BATCH_SCHEMA["properties"]["messages"], "items": {}}}})
 )
 
 

@@ -209,6 +209,9 @@ class Settings:
     request_timeout_seconds: float = setting(
         20.0, "The longest a POST waits for SQS before answering 503.", parse=_float, low=0.001, high=3600
     )
+    body_timeout_seconds: float = setting(
+        10.0, "The longest a request body may take to arrive before the answer is 408.", parse=_float, low=0.1, high=300
+    )
     log_format: str = setting(
         "auto",
         "`json`, `text`, or `auto` (text on a terminal, else one JSON object per line).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -11,12 +12,22 @@ from schemas import Violation
 #: Default ports by URL scheme, to match allow-list entries of the form host:port.
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
+#: Whitespace and control characters: urlsplit silently drops tab, CR and LF (as WHATWG parsers
+#: do), so a URL holding them would be checked as one URL and requested as another.
+_UNSAFE_URL_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f]")
+
 
 def destination_error(url: str, allowed_hosts: Iterable[str]) -> str | None:
     """Why a webhook may not be sent to `url`, or None if it may.
 
     An allow-list entry is a host (any port) or host:port (that port only).
     """
+    unsafe = _UNSAFE_URL_CHARACTER.search(url)
+    if unsafe is not None:
+        return (
+            f"the URL holds whitespace or a control character ({unsafe.group()!r}) at index {unsafe.start()}; "
+            "percent-encode it"
+        )
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()

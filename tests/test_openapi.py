@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from api import keys
+from schemas import Validator, same_dialect
 from tests.conftest import IN_CI, ROOT
 
 pytestmark = pytest.mark.api
@@ -25,7 +27,7 @@ pytestmark = pytest.mark.api
 UNDOCUMENTED = {"/docs/", "/docs/swagger.json", "/docs/static"}
 
 #: The statuses README's API and error tables promise (405 and 404 on any path are the `default`).
-PROMISED = {"200", "202", "207", "400", "401", "404", "413", "415", "422", "429", "503", "default"}
+PROMISED = {"200", "202", "207", "400", "401", "404", "408", "413", "415", "422", "429", "503", "default"}
 
 
 def _readme_examples() -> tuple[list[Any], list[Any]]:
@@ -39,6 +41,16 @@ def _readme_examples() -> tuple[list[Any], list[Any]]:
 
 def _validator(document: dict[str, Any], name: str) -> Draft202012Validator:
     return Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": document["components"]})
+
+
+def _ecma_validator(document: dict[str, Any], name: str) -> Any:
+    """A validator of one component that reads `pattern` as ECMA-262 does, as JSON Schema specifies.
+
+    The components' `$schema` (all Draft 2020-12) is dropped: it would switch jsonschema back to its
+    own class, whose `pattern` is Python's (`$` also matching before a final newline).
+    """
+    components = {k: same_dialect(v) for k, v in document["components"]["schemas"].items()}
+    return Validator({"$ref": f"#/components/schemas/{name}", "components": {"schemas": components}})
 
 
 async def test_the_document_is_valid_openapi_3_1(api_client: Any) -> None:
@@ -67,7 +79,7 @@ async def test_every_route_and_every_message_schema_is_in_the_document(api_clien
 async def test_every_error_a_send_can_give_is_documented(api_client: Any) -> None:
     document = api_client.server.app[keys.OPENAPI]
     operation = document["paths"]["/messages"]["post"]
-    assert set(operation["responses"]) == {"202", "400", "401", "413", "415", "422", "429", "503", "default"}
+    assert set(operation["responses"]) == {"202", "400", "401", "408", "413", "415", "422", "429", "503", "default"}
     assert operation["parameters"][0]["name"] == "Idempotency-Key"
     operations = [op for item in document["paths"].values() for op in item.values()]
     assert {status for op in operations for status in op["responses"]} == PROMISED
@@ -108,6 +120,97 @@ async def test_readme_examples_validate_against_the_document(api_client: Any) ->
 async def test_clients_can_validate_envelopes_with_the_document(api_client: Any, body: Any, valid: bool) -> None:
     document = api_client.server.app[keys.OPENAPI]
     assert _validator(document, "Envelope").is_valid(body) is valid
+
+
+#: Batch entries around every edge the envelope and payload schemas draw (all to allowed hosts:
+#: the allow list is configuration, which the document describes but cannot state).
+BATCH_ENTRIES: list[Any] = [
+    {"type": "log", "payload": {"message": "a"}},
+    {"type": "log", "payload": {"message": "a", "level": "error", "fields": {"n": [1, {"m": None}]}}},
+    {"type": "log", "payload": {"message": "a"}, "delay_seconds": 900},
+    {"type": "log", "payload": {"message": "a"}, "delay_seconds": 901},
+    {"type": "log", "payload": {"message": "a"}, "delay_seconds": 1.0},
+    {"type": "log", "payload": {"message": "a"}, "delay_seconds": "1"},
+    {"type": "log", "payload": {"message": "a"}, "idempotency_key": "entry-1"},
+    {"type": "log", "payload": {"message": "a"}, "idempotency_key": "entry-2\n"},
+    {"type": "log", "payload": {"message": "a"}, "idempotency_key": "has space"},
+    {"type": "log", "payload": {"message": ""}},
+    {"type": "log", "payload": {"message": "a", "colour": "red"}},
+    {"type": "log", "payload": {"message": "a"}, "extra": 1},
+    {"type": "log\n", "payload": {"message": "a"}},
+    {"type": "Log", "payload": {"message": "a"}},
+    {"type": "sms", "payload": {}},
+    {"type": "log"},
+    {"payload": {"message": "a"}},
+    {"type": "webhook", "payload": {"url": "http://127.0.0.1/x", "body": None}},
+    {"type": "webhook", "payload": {"url": "https://localhost:8443/x?y=1#z", "body": [1]}},
+    {"type": "webhook", "payload": {"url": "http://", "body": None}},
+    {"type": "webhook", "payload": {"url": "http://127.0.0.1/x\r\n", "body": None}},
+    {"type": "webhook", "payload": {"url": "http://127.0.0.1/a b", "body": None}},
+    {"type": "webhook", "payload": {"url": "ftp://127.0.0.1/x", "body": None}},
+    {"type": "webhook", "payload": {"url": "http://127.0.0.1/x"}},
+    {"type": "webhook", "payload": {"url": "http://127.0.0.1/x", "body": 1, "headers": {"X-A": "ok\tok"}}},
+    {"type": "webhook", "payload": {"url": "http://127.0.0.1/x", "body": 1, "headers": {"X-A": "1\r\n2"}}},
+    {"type": "webhook", "payload": {"url": "http://127.0.0.1/x", "body": 1, "headers": {"X-A": "\u0000"}}},
+    {"type": "webhook", "payload": {"url": "http://127.0.0.1/x", "body": 1, "headers": {"X-A\n": "1"}}},
+    {"type": "webhook", "payload": {"url": "http://127.0.0.1/x", "body": 1, "headers": {"X A": "1"}}},
+    {"type": "webhook", "payload": {"url": "http://127.0.0.1/x", "body": 1, "headers": {"X-A": 1}}},
+    5,
+    None,
+    [],
+    "log",
+]
+
+
+async def test_batch_entries_are_sent_exactly_when_the_document_says_they_are_envelopes(api_client: Any) -> None:
+    # Given the document's Envelope (what a batch's entries are documented to be)
+    document = await (await api_client.get("/openapi.json")).json()
+    envelope = _ecma_validator(document, "Envelope")
+    batch = {"messages": BATCH_ENTRIES}
+    assert _ecma_validator(document, "Batch").is_valid({"messages": [e for e in BATCH_ENTRIES if envelope.is_valid(e)]})
+    # When every entry is posted in one batch
+    response = await api_client.post("/messages/batch", json=batch)
+    # Then each entry was sent if and only if the document calls it an Envelope; the others are 422s
+    assert response.status == 207
+    results = (await response.json())["results"]
+    assert [r["index"] for r in results] == list(range(len(BATCH_ENTRIES)))
+    disagreements = [
+        (entry, result) for entry, result in zip(BATCH_ENTRIES, results, strict=True)
+        if (result["status"] == 202) != envelope.is_valid(entry) or result["status"] not in (202, 422)
+    ]  # fmt: skip
+    assert disagreements == []
+    assert sum(r["status"] == 202 for r in results) == 8
+
+
+@pytest.mark.parametrize(
+    ("path", "operation"),
+    [("/messages", "post"), ("/messages/batch", "post"), ("/queues/log/redrive", "post")],
+)
+async def test_each_body_limit_in_the_document_is_the_one_enforced_and_the_readme_states_it(
+    api_client: Any, path: str, operation: str
+) -> None:
+    # Given the body limit the document states for an operation
+    document = api_client.server.app[keys.OPENAPI]
+    documented = "/queues/{name}/redrive" if path.startswith("/queues/") else path
+    limit = document["paths"][documented][operation]["requestBody"]["x-max-body-bytes"]
+    headers = {"Content-Type": "application/json"}
+    # When a body of exactly that size, and one a byte over, are posted
+    at_limit = await api_client.post(path, data=io.BytesIO(b" " * limit), headers=headers)
+    over = await api_client.post(path, data=io.BytesIO(b" " * (limit + 1)), headers=headers)
+    # Then the first is read (and found not to be JSON), the second refused unread, naming the limit
+    assert at_limit.status == 400, await at_limit.text()
+    assert over.status == 413
+    assert f"larger than {limit} bytes" in (await over.json())["detail"]
+    assert f"{limit:,}" in document["paths"][documented][operation]["responses"]["413"]["description"]
+    # And the README names the same limit
+    assert f"{limit:,}" in (ROOT / "README.md").read_text()
+
+
+async def test_dead_letter_routes_document_the_queue_names_they_take(api_client: Any, settings: Any) -> None:
+    document = api_client.server.app[keys.OPENAPI]
+    names = [p for p in document["paths"]["/queues/{name}/redrive"]["post"]["parameters"] if p["name"] == "name"]
+    queues = [settings.queue_name(t) for t in ("log", "webhook")]
+    assert names[0]["schema"]["enum"] == ["log", "webhook", *queues, *(q + "_dlq" for q in queues)]
 
 
 async def test_docs_are_served_from_local_assets(api_client: Any) -> None:

@@ -21,8 +21,10 @@ from schemas import (
     MAX_VIOLATIONS,
     SchemaLoadError,
     SchemaRegistry,
+    Validator,
     Violation,
     json_pointer,
+    same_dialect,
     violations,
 )
 from schemas.checks import check_webhook, destination_error
@@ -79,6 +81,65 @@ def test_a_broken_schema_stops_loading_with_an_error_naming_the_file(
         SchemaRegistry.load(schemas_dir)
     # Then the error names the broken file and what is wrong with it
     assert str(raised.value) == f"{schemas_dir / name}: {reason}"
+
+
+UNRESOLVABLE = "cannot be resolved: it must point into the file itself or at the $id of another schema in the folder."
+
+
+@pytest.mark.parametrize(
+    ("content", "ref", "where"),
+    [
+        pytest.param('{"$ref": "#/$defs/missing"}', "#/$defs/missing", "/", id="pointer-to-nowhere"),
+        pytest.param(
+            '{"type": "object", "properties": {"a": {"$ref": "other.json"}}}', "other.json", "/properties/a", id="file"
+        ),
+        pytest.param(
+            '{"prefixItems": [true, {"$ref": "urn:nowhere"}]}', "urn:nowhere", "/prefixItems/1", id="urn-in-an-array"
+        ),
+        pytest.param(
+            '{"$defs": {"x": {"$id": "urn:x", "$ref": "#/$defs/y"}}, "properties": {"a": {"$ref": "urn:x"}}}',
+            "#/$defs/y",
+            "/$defs/x",
+            id="relative-to-a-nested-id",
+        ),
+        pytest.param(
+            '{"$ref": "https://example.com/schema.json"}', "https://example.com/schema.json", "/", id="remote"
+        ),
+    ],
+)
+def test_a_ref_that_resolves_to_nothing_stops_loading_naming_the_file_and_the_ref(
+    schemas_dir: Path, content: str, ref: str, where: str
+) -> None:
+    # Given a schema with a $ref that points at nothing in it or the folder (or at the network)
+    (schemas_dir / "broken.json").write_text(content)
+    # When the folder is loaded, or the app built from it
+    # Then it stops, naming the file, the ref and where it is; nothing is fetched
+    message = f"{schemas_dir / 'broken.json'}: $ref {ref!r} at {where} {UNRESOLVABLE}"
+    with pytest.raises(SchemaLoadError) as raised:
+        SchemaRegistry.load(schemas_dir)
+    assert str(raised.value) == message
+    with pytest.raises(SchemaLoadError) as raised:
+        create_app(Settings(schemas_dir=schemas_dir))
+    assert str(raised.value) == message
+
+
+def test_refs_within_a_file_and_to_another_schemas_id_resolve(schemas_dir: Path) -> None:
+    # Given a schema with an internal $defs ref, and one that refers to the first by its $id
+    (schemas_dir / "point.json").write_text(
+        '{"$id": "urn:test:point", "type": "object", "properties": {"x": {"$ref": "#/$defs/n"}},'
+        ' "required": ["x"], "$defs": {"n": {"type": "integer"}}}'
+    )
+    (schemas_dir / "line.json").write_text(
+        '{"type": "object", "properties": {"from": {"$ref": "urn:test:point"}, "enum": {"enum": [{"$ref": "x"}]}}}'
+    )
+    # When the folder is loaded
+    registry = SchemaRegistry.load(schemas_dir)
+    # Then both validate through their refs (a "$ref" inside enum is data, not a reference)
+    assert registry.validate("point", {"x": 1}) == []
+    assert registry.validate("point", {"x": "1"}) == [Violation("/payload/x", "type", "'1' is not of type 'integer'")]
+    assert registry.validate("line", {"from": {"x": "a"}}) == [
+        Violation("/payload/from/x", "type", "'a' is not of type 'integer'")
+    ]
 
 
 def test_a_folder_without_schemas_stops_loading(tmp_path: Path) -> None:
@@ -222,6 +283,87 @@ def test_violation_paths_are_escaped_json_pointers() -> None:
     assert sorted(v.path for v in found) == ["/a~1b", "/c~0d"]
 
 
+# Patterns
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "matches"),
+    [
+        ("^[a-z]+$", "abc", True),
+        ("^[a-z]+$", "abc\n", False),
+        ("^[a-z$]+$", "a$b", True),
+        ("^a\\$$", "a$", True),
+        ("^a\\$$", "a$\n", False),
+        ("^(x|y)$", "y\n", False),
+        ("b", "abc", True),
+    ],
+    ids=[
+        "plain",
+        "final-newline",
+        "dollar-in-a-class",
+        "escaped-dollar",
+        "escaped-dollar-final-newline",
+        "group",
+        "search",
+    ],
+)
+def test_patterns_follow_ecma_262_so_dollar_does_not_match_before_a_final_newline(
+    pattern: str, text: str, matches: bool
+) -> None:
+    assert Validator({"pattern": pattern}).is_valid(text) is matches
+
+
+def test_a_pattern_violation_names_the_value_and_the_pattern() -> None:
+    assert violations(Validator({"pattern": "^[a-z]+$"}), "ab\n") == [
+        Violation("", "pattern", "'ab\\n' does not match '^[a-z]+$'")
+    ]
+
+
+# The shipped webhook schema
+
+
+WEBHOOK = SchemaRegistry.load(DEFAULT_SCHEMAS_DIR)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://", "https://", "http:///x", "http://127.0.0.1/x\r\nHost: evil", "http://127.0.0.1/\tx", "http://127.0.0.1/x\n",
+     "http://127.0.0.1/a b", "http://127.0.0.1/\x00", "http://127.0.0.1\x7f/"],
+    ids=["no-host", "no-host-https", "empty-host", "crlf", "tab", "final-newline", "space", "nul", "del"],
+)  # fmt: skip
+def test_the_webhook_schema_refuses_urls_without_a_host_or_with_whitespace_or_controls(url: str) -> None:
+    assert [(v.path, v.keyword) for v in WEBHOOK.validate("webhook", {"url": url, "body": {}})] == [
+        ("/payload/url", "pattern")
+    ]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1/x", "https://example.com", "http://[::1]:8080/a?b=c#d", "http://h/%0D%0A"]
+)
+def test_the_webhook_schema_takes_urls_with_a_host(url: str) -> None:
+    assert WEBHOOK.validate("webhook", {"url": url, "body": {}}) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a\r\nX-Injected: 1", "a\n", "\r", "a\x00b", "\x1b[31m", "\x7f", "\u20ac"],
+    ids=["crlf", "final-lf", "cr", "nul", "escape", "del", "beyond-latin-1"],
+)
+def test_webhook_header_values_hold_only_field_value_characters(value: str) -> None:
+    found = WEBHOOK.validate("webhook", {"url": "http://h/", "body": {}, "headers": {"X-A": value}})
+    assert [(v.path, v.keyword) for v in found] == [("/payload/headers/X-A", "pattern")]
+
+
+def test_webhook_header_values_may_hold_spaces_tabs_and_latin_1() -> None:
+    headers = {"X-A": "a b\tc", "X-B": "caf\u00e9", "X-C": ""}
+    assert WEBHOOK.validate("webhook", {"url": "http://h/", "body": {}, "headers": headers}) == []
+
+
+def test_webhook_header_names_with_a_final_newline_are_refused() -> None:
+    found = WEBHOOK.validate("webhook", {"url": "http://h/", "body": {}, "headers": {"X-A\n": "1"}})
+    assert [(v.path, v.keyword) for v in found] == [("/payload/headers", "pattern")]
+
+
 # Webhook destinations
 
 
@@ -263,6 +405,27 @@ NOT_ALLOWED = "is not in QM_WEBHOOK_ALLOWED_HOSTS (127.0.0.1, localhost, api.tes
         pytest.param("http://u:p@127.0.0.1/x", "credentials in the URL are not allowed; use headers", id="credentials"),
         pytest.param("http://u@127.0.0.1/x", "credentials in the URL are not allowed; use headers", id="user-only"),
         pytest.param("http://127.0.0.1:99999/x", "not a valid URL: Port out of range 0-65535", id="port-out-of-range"),
+        pytest.param("http://", "the URL names no host", id="nothing-after-the-scheme"),
+        pytest.param(
+            "http://127.0.0.1/x\r\nHost: evil.test",
+            "the URL holds whitespace or a control character ('\\r') at index 18; percent-encode it",
+            id="crlf",
+        ),
+        pytest.param(
+            "http://evil.test\t.127.0.0.1/",
+            "the URL holds whitespace or a control character ('\\t') at index 16; percent-encode it",
+            id="tab-hiding-the-host",
+        ),
+        pytest.param(
+            "http://127.0.0.1/x\n",
+            "the URL holds whitespace or a control character ('\\n') at index 18; percent-encode it",
+            id="final-newline",
+        ),
+        pytest.param(
+            "http://127.0.0.1/a b",
+            "the URL holds whitespace or a control character (' ') at index 18; percent-encode it",
+            id="space",
+        ),
     ],
 )
 def test_webhook_destinations_are_checked_against_the_allow_list(url: str, error: str | None) -> None:
@@ -309,8 +472,9 @@ def _payloads(draw: st.DrawFn) -> Any:
 def test_the_compiled_validator_never_accepts_what_jsonschema_refuses(payload: Any) -> None:
     registry = SchemaRegistry.load(DEFAULT_SCHEMAS_DIR)
     for message_type in registry.types:
-        validator = Draft202012Validator(
-            registry.schema(message_type), format_checker=Draft202012Validator.FORMAT_CHECKER
+        # jsonschema with `pattern` read as ECMA-262 (schemas.Validator), as the API validates
+        validator = Validator(
+            same_dialect(registry.schema(message_type)), format_checker=Draft202012Validator.FORMAT_CHECKER
         )
         compiled = jsonschema_rs.validator_for(registry.schema(message_type), validate_formats=True)
         if compiled.is_valid(payload):
