@@ -666,7 +666,8 @@ async def test_while_sqs_is_unreachable_sends_readiness_and_depths_are_503_with_
         **unavailable,
         "type": "urn:queue-manager:problem:outcome-unknown",
         "detail": "The outcome is unknown: SQS may have the message "
-        "(SQS did not answer within 2 s (ReadTimeoutError)); send an Idempotency-Key with each message, so that a retry cannot make a second one.",
+        "(SQS did not answer within 2 s (ReadTimeoutError)); "
+        "send an Idempotency-Key with each message, so that a retry cannot make a second one.",
     }
     assert posted.headers["Retry-After"] == "1"
     # (/readyz is open to anyone: it names the queue whose check failed, not the endpoint or the error)
