@@ -15,7 +15,7 @@ import swagger_ui
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from api import keys, server
+from api import keys, processes, server
 from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
@@ -99,6 +99,11 @@ def main() -> None:
     try:
         settings = Settings.from_env()
         logs.configure(settings.log_format, level=settings.log_level)
+        if settings.api_processes > 1 and not processes.is_child():
+            SchemaRegistry.load(settings.schemas_dir)  # refuse to start here, once, not in every child
+            raise SystemExit(
+                processes.supervise(settings.api_processes, shutdown_timeout_seconds=settings.shutdown_timeout_seconds)
+            )
         app = create_app(settings)
     except (SettingsError, SchemaLoadError) as exc:
         print(f"qm-api: cannot start: {exc}", file=sys.stderr)
@@ -109,11 +114,9 @@ def main() -> None:
         port=settings.port,
         shutdown_timeout=settings.shutdown_timeout_seconds,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+        reuse_port=processes.is_child(),
     )
 
-
-if __name__ == "__main__":
-    main()
 
 
 def _is_loopback(host: str) -> bool:
@@ -123,3 +126,7 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+if __name__ == "__main__":  # `python -m api.app`: last, once every name above is defined
+    main()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 from queue_manager.sqs.broker import QMBroker
 
@@ -35,9 +33,13 @@ class ApiMetrics:
             "qm_api_sqs_errors", "Sends SQS did not accept, by reason.", ["reason"], registry=self.registry
         )
 
+        self.sqs_requests = Counter(
+            "qm_api_sqs_requests", "SQS requests made, by action.", ["action"], registry=self.registry
+        )
+
     def watch_broker(self, broker: QMBroker) -> None:
-        """Export the broker's count of SQS requests by action."""
-        self.registry.register(_SQSRequests(broker))
+        """Count the broker's SQS requests by action."""
+        broker.request_listeners.append(lambda action: self.sqs_requests.labels(action).inc())
 
     def middleware(self) -> Middleware:
         @web.middleware
@@ -59,15 +61,9 @@ class ApiMetrics:
         return measure
 
     def exposition(self) -> bytes:
+        """The metrics in Prometheus text; behind several API processes, summed over all of them."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            return generate_latest(combined)
         return generate_latest(self.registry)
-
-
-class _SQSRequests(Collector):
-    def __init__(self, broker: QMBroker) -> None:
-        self.broker = broker
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily("qm_api_sqs_requests", "SQS requests made, by action.", labels=["action"])
-        for action, count in sorted(self.broker.request_counts().items()):
-            family.add_metric([action], count)
-        yield family

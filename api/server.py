@@ -87,7 +87,13 @@ class ProblemAppRunner(web.AppRunner):
 
 
 def run(
-    app: web.Application, *, host: str, port: int, shutdown_timeout: float, access_log: logging.Logger | None
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout: float,
+    access_log: logging.Logger | None,
+    reuse_port: bool = False,
 ) -> None:
     """Serve `app` until SIGINT or SIGTERM, then stop as `web.run_app` does.
 
@@ -95,7 +101,11 @@ def run(
     within `shutdown_timeout` before anything else is cancelled (asyncio.run would cancel them all).
     """
     loop = asyncio.new_event_loop()
-    main = loop.create_task(_serve(app, host=host, port=port, shutdown_timeout=shutdown_timeout, access_log=access_log))
+    main = loop.create_task(
+        _serve(
+            app, host=host, port=port, shutdown_timeout=shutdown_timeout, access_log=access_log, reuse_port=reuse_port
+        )
+    )
     try:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(main)
@@ -117,12 +127,18 @@ def run(
 
 
 async def _serve(
-    app: web.Application, *, host: str, port: int, shutdown_timeout: float, access_log: logging.Logger | None
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    shutdown_timeout: float,
+    access_log: logging.Logger | None,
+    reuse_port: bool,
 ) -> None:
     runner = ProblemAppRunner(app, handle_signals=True, shutdown_timeout=shutdown_timeout, access_log=access_log)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         await site.start()
         print(f"======== Running on {site.name} ========\n(Press CTRL+C to quit)", flush=True)
         await asyncio.Event().wait()  # until a signal raises GracefulExit

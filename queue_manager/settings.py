@@ -171,6 +171,13 @@ class Settings:
     shutdown_timeout_seconds: float = setting(
         30.0, "How long the API waits for requests in flight on stop.", parse=_float, low=0, high=3600
     )
+    api_processes: int = setting(
+        1,
+        "API processes sharing the port (SO_REUSEPORT), to use every core; metrics are summed over them.",
+        parse=_int,
+        low=1,
+        high=256,
+    )
     send_concurrency: int = setting(
         16, "How many SQS sends the API runs at once (its thread pool).", parse=_int, low=1, high=1024
     )
