@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import api_load, e2e, overhead, workers
+from bench import api_load, e2e, overhead, profile, workers
 from bench.common import ROOT, DelayProxy, Processes, delay_proxy, delete_queues, ministack, scratch_dir, sqs_client
 from bench.report import Report
 
@@ -98,6 +98,7 @@ class Run:
         self.started = time.monotonic()
         self.client: Any = None
         self.server_pid = 0
+        self.profile_dir: Path | None = None
 
     def log(self, message: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f} s] {message}", file=sys.stderr, flush=True)
@@ -169,6 +170,7 @@ class Run:
                     server_pid=self.server_pid,
                     workdir=self.workdir,
                     drain_timeout=c["drain_timeout"],
+                    profile_dir=self.profile_dir,
                 )
             except Exception as exc:
                 self.failed(f"e2e {proxy.rtt_ms:g} ms {impl}", exc)
@@ -322,6 +324,9 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     parser.add_argument("--json", type=Path, default=ROOT / ".state" / "bench.json", help="where to write the JSON")
     parser.add_argument("--detail", action="store_true", help="also print SQS requests per message by action")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (process logs)")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="py-spy the APIs and workers of the end-to-end runs into DIR"
+    )
     numbers = {
         "rounds": (int, "rounds of each worker drain (median shown)"),
         "noop_messages": (int, "messages preloaded for the no-op drain"),
@@ -360,11 +365,19 @@ def main(argv: list[str] | None = None) -> int:
     workdir = scratch_dir()
     ok = False
     try:
-        report = Run(config, workdir).run(args.only_set)
+        run = Run(config, workdir)
+        if args.profile is not None:
+            profile.py_spy()  # fail now, not after minutes of work
+            run.profile_dir = args.profile
+        report = run.run(args.only_set)
         print(report.render())
         if args.detail:
             print()
             print(report.render_detail())
+        if args.profile is not None:
+            for path in sorted(args.profile.glob("*ms-*.txt")):
+                print()
+                print(profile.summarise(path))
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.as_dict(), indent=2, default=str))
         print(f"\nJSON: {args.json}", file=sys.stderr)

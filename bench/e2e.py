@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench import workers
+from bench import profile, workers
 from bench.api_load import SEND_ACTIONS, Load, load, start_api
 from bench.common import DelayProxy, Processes, diff, queue_count, tree_cpu_seconds, wait_for
 
@@ -143,6 +143,7 @@ def run(
     server_pid: int,
     workdir: Path,
     drain_timeout: float,
+    profile_dir: Path | None = None,
     warmup: int = 20,
 ) -> EndToEnd:
     """Start a worker and an API of `impl`, warm them up, then time `total` POSTs until the queue is empty."""
@@ -170,6 +171,11 @@ def run(
         api_before, worker_before = proxy.counts(api_tag), proxy.counts(worker.tag)
         cpu_before = [tree_cpu_seconds(pid) for pid in pids]
         error = None
+        samplers = []
+        if profile_dir is not None:
+            profile_dir.mkdir(parents=True, exist_ok=True)
+            for role, pid in (("api", api.pid), ("worker", worker.process.pid)):
+                samplers.append(profile.start(pid, profile_dir / f"{proxy.rtt_ms:g}ms-{impl}-{role}.txt"))
         with _DepthWatch(client, url) as watch:
             started_at = time.monotonic()
             burst = load(base + "/messages", clients, total, time_limit)
@@ -180,6 +186,8 @@ def run(
             empty_at = time.monotonic()
             if left:
                 error = f"{left} messages left {drain_timeout:.0f} s after the last answer;"
+        for sampler in samplers:
+            profile.stop(sampler)
         cpu_after = [tree_cpu_seconds(pid) for pid in pids]
         result = EndToEnd(
             impl,
