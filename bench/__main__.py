@@ -119,7 +119,7 @@ class Run:
         name = f"{self.run_id}_probe"
         self.client.create_queue(QueueName=name)
         n = self.config["proxy_requests"]
-        targets = [("direct", endpoint + "/", None)]
+        targets: list[tuple[str, str, int | None]] = [("direct", endpoint + "/", None)]
         targets += [(f"proxy {rtt:g} ms", p.endpoint("probe") + "/", p.pid) for rtt, p in proxies.items()]
         for concurrency, total in ((1, max(50, n // 20)), (64, n)):
             for label, url, pid in targets:

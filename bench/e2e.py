@@ -188,7 +188,9 @@ def run(
                 error = f"{left} messages left {drain_timeout:.0f} s after the last answer;"
         for sampler in samplers:
             profile.stop(sampler)
-        cpu_after = [tree_cpu_seconds(pid) for pid in pids]
+        api_cpu, worker_cpu, server_cpu, proxy_cpu = (
+            tree_cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True)
+        )
         result = EndToEnd(
             impl,
             proxy.rtt_ms,
@@ -199,9 +201,12 @@ def run(
             started_at,
             load_done_at,
             empty_at,
-            diff(proxy.counts(api_tag), api_before),
-            diff(proxy.counts(worker.tag), worker_before),
-            *(a - b for a, b in zip(cpu_after, cpu_before, strict=True)),
+            api_requests=diff(proxy.counts(api_tag), api_before),
+            worker_requests=diff(proxy.counts(worker.tag), worker_before),
+            api_cpu_seconds=api_cpu,
+            worker_cpu_seconds=worker_cpu,
+            server_cpu_seconds=server_cpu,
+            proxy_cpu_seconds=proxy_cpu,
             peak_backlog=max(watch.peak, left),
             error=error,
         )

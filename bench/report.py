@@ -85,6 +85,13 @@ class Report:
 
         return value
 
+    def _api_round_trips(self, clients: int) -> Callable[[float, str], float | None]:
+        def value(rtt: float, impl: str) -> float | None:
+            r = self.api.get((rtt, impl, clients))
+            return self._round_trips(rtt, r.percentile(50)) if r is not None else None
+
+        return value
+
     def _e2e(self, read: Callable[[EndToEnd], float]) -> Callable[[float, str], float | None]:
         def value(rtt: float, impl: str) -> float | None:
             r = self.e2e.get((rtt, impl))
@@ -112,7 +119,7 @@ class Report:
             return None
         if not run.exited_at:
             return float("nan")
-        queues = self.config["idle_queues"]
+        queues: int = self.config["idle_queues"]
         return run.requests.get("ReceiveMessage", 0) / queues / (run.exited_at - run.ready_at) * 3600
 
     def _idle_cpu(self, rtt: float, impl: str) -> float | None:
@@ -142,9 +149,7 @@ class Report:
                 Row(
                     s,
                     "p50 round trips (p50 / RTT)",
-                    lambda rtt, impl, n=clients: (
-                        self._round_trips(rtt, r.percentile(50)) if (r := self.api.get((rtt, impl, n))) else None
-                    ),
+                    self._api_round_trips(clients),
                     Target("<= 3", operator.le, 3.0) if clients == 64 else None,
                 ),
                 Row(s, "p99 ms", self._api(clients, lambda r: r.percentile(99))),

@@ -122,7 +122,7 @@ class WorkerRun:
         by_thread: dict[str, list[tuple[float, float]]] = {}
         for start, end, thread in self._spans():
             by_thread.setdefault(thread, []).append((start, end))
-        gaps = []
+        gaps: list[float] = []
         for spans in by_thread.values():
             spans.sort()
             gaps.extend((b[0] - a[1]) * 1000 for a, b in itertools.pairwise(spans))
