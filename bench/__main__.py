@@ -1,11 +1,13 @@
-"""`python -m bench [--quick]`: our worker and API against stock Dramatiq + dramatiq-sqs, same server, same run.
+"""`python -m bench`: our API and worker against stock Dramatiq + dramatiq-sqs, same server, same run.
 
-See bench/README.md for what each figure means.
+Every SQS call of the processes under test goes through a delaying proxy (`bench/proxy.py`), once
+per round-trip time in --sqs-rtt-ms, and the proxy counts the calls. See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import shutil
@@ -16,33 +18,43 @@ import uuid
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import api_load, workers
-from bench.common import Processes, delete_queues, ministack, scratch_dir, sqs_client
+from bench import api_load, e2e, overhead, profile, workers
+from bench.common import ROOT, DelayProxy, Processes, delay_proxy, delete_queues, ministack, scratch_dir, sqs_client
 from bench.report import Report
 
-FULL = {
-    "rounds": 3,
+SCENARIOS = ("proxy", "api", "e2e", "idle", "workers")
+
+FULL: dict[str, Any] = {
+    "rtts": [0.0, 15.0],
+    "rounds": 1,
     "noop_messages": 2000,
     "noop_processes": 2,
-    "sleep_messages": 600,
+    "sleep_messages": 400,
     "threads": 10,
     "drain_timeout": 60.0,
     "idle_seconds": 30.0,
     "idle_queues": 2,
-    "api_levels": [1, 16, 64],
+    "api_levels": [16, 64],
     "api_requests": 3000,
     "api_seconds": 8.0,
+    "e2e_clients": 64,
+    "e2e_messages": 3000,
+    "e2e_seconds": 10.0,
+    "e2e_processes": 2,
+    "proxy_requests": 2000,
 }
 
-QUICK = {
+QUICK: dict[str, Any] = {
     **FULL,
-    "rounds": 1,
-    "noop_messages": 2000,
-    "sleep_messages": 400,
+    "noop_messages": 1000,
+    "sleep_messages": 200,
     "drain_timeout": 30.0,
     "idle_seconds": 0.0,
     "api_requests": 1000,
-    "api_seconds": 4.0,
+    "api_seconds": 3.0,
+    "e2e_messages": 1000,
+    "e2e_seconds": 5.0,
+    "proxy_requests": 500,
 }
 
 IMPLS = ("ours", "stock")
@@ -73,158 +85,306 @@ def _make_queue(client: Any, impl: str, prefix: str, queue: str) -> str:
     return str(client.create_queue(QueueName=name, Attributes=retention)["QueueUrl"])
 
 
-def _log(message: str, started: float) -> None:
-    print(f"[{time.monotonic() - started:6.1f} s] {message}", file=sys.stderr, flush=True)
+class Run:
+    """The state of one `python -m bench`: processes, the server, the proxies, and the report."""
 
+    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.report = Report(config)
+        self.procs = Processes(workdir)
+        self.reaper = workers.Reaper()
+        self.run_id = "qmb" + uuid.uuid4().hex[:8]
+        self.started = time.monotonic()
+        self.client: Any = None
+        self.server_pid = 0
+        self.profile_dir: Path | None = None
 
-def run(config: dict[str, Any], *, workdir: Path, only: set[str]) -> Report:
-    report = Report(config)
-    procs = Processes(workdir)
-    reaper = workers.Reaper()
-    run_id = "qmb" + uuid.uuid4().hex[:8]
-    started = time.monotonic()
-    try:
-        with ministack(procs) as (endpoint, server_pid):
-            _log(f"ministack at {endpoint}; queues prefixed {run_id}", started)
-            client = sqs_client(endpoint)
+    def log(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    def failed(self, what: str, exc: Exception) -> None:
+        text = str(exc).strip()
+        lines = text.splitlines()
+        short = f"{type(exc).__name__}: {lines[0] if lines else ''}" + (f" ... {lines[-1]}" if len(lines) > 1 else "")
+        self.report.notes.append(f"{what} FAILED: {short[:400]}")
+        self.log(f"{what} FAILED:\n{text[-3000:]}")
+
+    def prefix(self, impl: str, scenario: str, rtt_index: int, round_no: int = 0) -> str:
+        return f"{self.run_id}{impl[0]}{scenario}{rtt_index}{round_no}"
+
+    # -- scenarios ------------------------------------------------------------------------------
+
+    def proxy_check(self, endpoint: str, proxies: dict[float, DelayProxy]) -> None:
+        name = f"{self.run_id}_probe"
+        self.client.create_queue(QueueName=name)
+        n = self.config["proxy_requests"]
+        targets: list[tuple[str, str, int | None]] = [("direct", endpoint + "/", None)]
+        targets += [(f"proxy {rtt:g} ms", p.endpoint("probe") + "/", p.pid) for rtt, p in proxies.items()]
+        for concurrency, total in ((1, max(50, n // 20)), (64, n)):
+            for label, url, pid in targets:
+                result = overhead.probe(url, name, concurrency=concurrency, total=total, proxy_pid=pid)
+                self.report.overhead.append((label, result))
+                self.log(f"proxy check {label:13} x{concurrency:<2}: {result.rate:,.0f}/s")
+
+    def api(self, rtt_index: int, proxy: DelayProxy, order: tuple[str, ...]) -> None:
+        c = self.config
+        for impl in order:
             try:
-                if "workers" in only:
-                    for round_no in range(config["rounds"]):
-                        order = IMPLS if round_no % 2 == 0 else IMPLS[::-1]
-                        for scenario, messages, processes in (
-                            ("noop", config["noop_messages"], config["noop_processes"]),
-                            ("sleep", config["sleep_messages"], 1),
-                        ):
-                            for impl in order:
-                                prefix = f"{run_id}{impl[0]}{round_no}"
-                                try:
-                                    url = _make_queue(client, impl, prefix, scenario)
-                                    result = workers.drain(
-                                        procs,
-                                        reaper,
-                                        client,
-                                        endpoint,
-                                        impl,
-                                        prefix,
-                                        url,
-                                        scenario=scenario,
-                                        queue=scenario,
-                                        messages=messages,
-                                        processes=processes,
-                                        threads=config["threads"],
-                                        workdir=workdir,
-                                        timeout=config["drain_timeout"],
-                                        server_pid=server_pid,
-                                        marks=scenario == "sleep",
-                                    )
-                                except Exception as exc:  # one broken run must not hide the others
-                                    _failed(report, f"round {round_no + 1} {scenario} {impl}", exc, started)
-                                    continue
-                                report.drains.setdefault((scenario, impl), []).append(result)
-                                _log(
-                                    f"round {round_no + 1} {scenario:5} {impl:5}: {result.remaining_at_ready} msgs in "
-                                    f"{result.drain_seconds:.2f} s = {result.rate:,.0f}/s",
-                                    started,
-                                )
-                if "idle" in only and config["idle_seconds"] > 0:
-                    queues = ["noop", "sleep"][: config["idle_queues"]]
-                    idle_runs = {}
-                    for impl in IMPLS:
-                        try:
-                            idle_runs[impl] = workers.idle(
-                                procs, reaper, endpoint, impl, f"{run_id}{impl[0]}i", queues=queues, workdir=workdir
-                            )
-                        except Exception as exc:
-                            _failed(report, f"idle {impl}", exc, started)
-                    _log(f"idle workers up; waiting {config['idle_seconds']:.0f} s", started)
-                    time.sleep(config["idle_seconds"])
-                    for impl, idle_run in idle_runs.items():
-                        workers.stop_idle(idle_run, reaper)
-                        report.idle[impl] = idle_run
-                if "api" in only:
-                    for impl in IMPLS:
-                        try:
-                            results = api_load.run_api(
-                                procs,
-                                endpoint,
-                                impl,
-                                f"{run_id}{impl[0]}a",
-                                levels=config["api_levels"],
-                                total=config["api_requests"],
-                                time_limit=config["api_seconds"],
-                                server_pid=server_pid,
-                            )
-                        except Exception as exc:
-                            _failed(report, f"api {impl}", exc, started)
-                            continue
-                        for result in results:
-                            report.api[(impl, result.clients)] = result
-                            _log(
-                                f"api {impl:5} {result.clients:3} clients: {result.accepted} accepted, "
-                                f"{result.rate:,.0f}/s, p99 {result.percentile(99):.1f} ms",
-                                started,
-                            )
-                _log("waiting for SIGTERMed workers to exit", started)
-                reaper.join()
-                for runs in report.drains.values():
-                    for r in runs:
+                results = api_load.run_api(
+                    self.procs,
+                    proxy,
+                    impl,
+                    self.prefix(impl, "a", rtt_index),
+                    levels=c["api_levels"],
+                    total=c["api_requests"],
+                    time_limit=c["api_seconds"],
+                    server_pid=self.server_pid,
+                )
+            except Exception as exc:
+                self.failed(f"api {proxy.rtt_ms:g} ms {impl}", exc)
+                continue
+            for r in results:
+                self.report.api[(proxy.rtt_ms, impl, r.clients)] = r
+                self.log(
+                    f"{proxy.rtt_ms:g} ms api {impl:5} {r.clients:3} clients: {r.accepted} accepted, {r.rate:,.0f}/s, "
+                    f"p50 {r.percentile(50):.1f} ms, {r.sends_per_message:.3f} sends/msg"
+                )
+
+    def e2e(self, rtt_index: int, proxy: DelayProxy, order: tuple[str, ...]) -> None:
+        c = self.config
+        for impl in order:
+            try:
+                result = e2e.run(
+                    self.procs,
+                    self.reaper,
+                    self.client,
+                    proxy,
+                    impl,
+                    self.prefix(impl, "e", rtt_index),
+                    clients=c["e2e_clients"],
+                    total=c["e2e_messages"],
+                    time_limit=c["e2e_seconds"],
+                    processes=c["e2e_processes"],
+                    threads=c["threads"],
+                    server_pid=self.server_pid,
+                    workdir=self.workdir,
+                    drain_timeout=c["drain_timeout"],
+                    profile_dir=self.profile_dir,
+                )
+            except Exception as exc:
+                self.failed(f"e2e {proxy.rtt_ms:g} ms {impl}", exc)
+                continue
+            self.report.e2e[(proxy.rtt_ms, impl)] = result
+            if result.error:
+                self.report.notes.append(f"e2e {proxy.rtt_ms:g} ms {impl}: {result.error}")
+            self.log(
+                f"{proxy.rtt_ms:g} ms e2e {impl:5}: {result.accepted} msgs, {result.rate:,.0f}/s, "
+                f"lag {result.lag_seconds:.2f} s, {result.requests_per_message:.3f} SQS requests/msg"
+            )
+
+    def drains(self, rtt_index: int, proxy: DelayProxy) -> None:
+        c = self.config
+        for round_no in range(c["rounds"]):
+            order = IMPLS if (round_no + rtt_index) % 2 == 0 else IMPLS[::-1]
+            for scenario, messages, processes in (
+                ("noop", c["noop_messages"], c["noop_processes"]),
+                ("sleep", c["sleep_messages"], 1),
+            ):
+                for impl in order:
+                    prefix = self.prefix(impl, "w", rtt_index, round_no)
+                    try:
+                        url = _make_queue(self.client, impl, prefix, scenario)
+                        result = workers.drain(
+                            self.procs,
+                            self.reaper,
+                            self.client,
+                            proxy,
+                            impl,
+                            prefix,
+                            url,
+                            scenario=scenario,
+                            queue=scenario,
+                            messages=messages,
+                            processes=processes,
+                            threads=c["threads"],
+                            workdir=self.workdir,
+                            timeout=c["drain_timeout"],
+                            server_pid=self.server_pid,
+                            marks=scenario == "sleep",
+                        )
+                    except Exception as exc:  # one broken run must not hide the others
+                        self.failed(f"{proxy.rtt_ms:g} ms round {round_no + 1} {scenario} {impl}", exc)
+                        continue
+                    self.report.drains.setdefault((proxy.rtt_ms, scenario, impl), []).append(result)
+                    self.log(
+                        f"{proxy.rtt_ms:g} ms drain {scenario:5} {impl:5}: {result.remaining_at_ready} msgs in "
+                        f"{result.drain_seconds:.2f} s = {result.rate:,.0f}/s"
+                    )
+
+    def idle(self, proxies: dict[float, DelayProxy]) -> None:
+        c = self.config
+        queues = ["noop", "sleep"][: c["idle_queues"]]
+        started = {}
+        for rtt_index, (rtt, proxy) in enumerate(proxies.items()):
+            for impl in IMPLS:
+                try:
+                    started[(rtt, impl)] = workers.idle(
+                        self.procs,
+                        proxy,
+                        impl,
+                        self.prefix(impl, "i", rtt_index),
+                        queues=queues,
+                        workdir=self.workdir,
+                    )
+                except Exception as exc:
+                    self.failed(f"idle {rtt:g} ms {impl}", exc)
+        self.log(f"{len(started)} idle workers up; waiting {c['idle_seconds']:.0f} s")
+        time.sleep(c["idle_seconds"])
+        for key, idle_run in started.items():
+            workers.stop_idle(idle_run, self.reaper)
+            self.report.idle[key] = idle_run
+
+    # -- the whole run --------------------------------------------------------------------------
+
+    def run(self, only: set[str]) -> Report:
+        c = self.config
+        try:
+            with ministack(self.procs) as (endpoint, server_pid), contextlib.ExitStack() as stack:
+                self.server_pid = server_pid
+                self.client = sqs_client(endpoint)
+                proxies = {rtt: stack.enter_context(delay_proxy(self.procs, endpoint, rtt)) for rtt in c["rtts"]}
+                self.log(
+                    f"ministack at {endpoint}; proxies at {', '.join(f'{r:g} ms' for r in proxies)}; "
+                    f"queues prefixed {self.run_id}"
+                )
+                try:
+                    if "proxy" in only:
+                        self.proxy_check(endpoint, proxies)
+                    for rtt_index, proxy in enumerate(proxies.values()):
+                        order = IMPLS if rtt_index % 2 == 0 else IMPLS[::-1]
+                        if "api" in only:
+                            self.api(rtt_index, proxy, order)
+                        if "e2e" in only:
+                            self.e2e(rtt_index, proxy, order)
+                        if "workers" in only:
+                            self.drains(rtt_index, proxy)
+                    if "idle" in only and c["idle_seconds"] > 0:
+                        self.idle(proxies)
+                    self.log("waiting for SIGTERMed workers to exit")
+                    self.reaper.join()
+                    for runs in self.report.drains.values():
+                        for r in runs:
+                            workers.collect(r)
+                    for r in self.report.idle.values():
                         workers.collect(r)
-                for r in report.idle.values():
-                    workers.collect(r)
-            finally:
-                deleted = delete_queues(client, run_id)
-                _log(f"deleted {deleted} queues", started)
-    finally:
-        procs.kill_all()
-    _notes(report)
-    _log("done", started)
-    return report
+                    self.report.proxies = {rtt: p.stats() for rtt, p in proxies.items()}
+                    for rtt, stats in self.report.proxies.items():
+                        if stats.get("errors"):
+                            self.report.notes.append(f"the {rtt:g} ms proxy saw errors: {stats['errors']}")
+                finally:
+                    self.log(f"deleted {delete_queues(self.client, self.run_id)} queues")
+        finally:
+            self.procs.kill_all()
+        self._notes()
+        self.log("done")
+        return self.report
+
+    def _notes(self) -> None:
+        slow = [
+            (key, r.shutdown_seconds)
+            for key, runs in self.report.drains.items()
+            for r in runs
+            if not math.isnan(r.shutdown_seconds) and r.shutdown_seconds > 5
+        ]
+        if slow:
+            (rtt, scenario, impl), worst = max(slow, key=lambda x: x[1])
+            self.report.notes.append(
+                f"{len(slow)} worker run(s) took over 5 s from SIGTERM to exit (worst: {rtt:g} ms {scenario} {impl}, "
+                f"{worst:.1f} s): a graceful stop waits for the receive in flight (ours long-polls 20 s when idle)."
+            )
+        errors = [f"{k}: {r.error.strip()}" for k, runs in self.report.drains.items() for r in runs if r.error]
+        errors += [f"idle {k}: {r.error.strip()}" for k, r in self.report.idle.items() if r.error]
+        self.report.notes.extend(errors)
 
 
-def _failed(report: Report, what: str, exc: Exception, started: float) -> None:
-    text = str(exc).strip()
-    lines = text.splitlines()
-    short = f"{type(exc).__name__}: {lines[0] if lines else ''}" + (f" ... {lines[-1]}" if len(lines) > 1 else "")
-    report.notes.append(f"{what} FAILED: {short[:400]}")
-    _log(f"{what} FAILED:\n{text[-3000:]}", started)
+def _floats(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
 
 
-def _notes(report: Report) -> None:
-    slow = [
-        (s, i, r.shutdown_seconds)
-        for (s, i), runs in report.drains.items()
-        for r in runs
-        if not math.isnan(r.shutdown_seconds) and r.shutdown_seconds > 5
-    ]
-    if slow:
-        worst = max(slow, key=lambda x: x[2])
-        report.notes.append(
-            f"{len(slow)} worker run(s) took over 5 s from SIGTERM to exit (worst: {worst[0]} {worst[1]}, "
-            f"{worst[2]:.1f} s): a graceful stop waits for the receive in flight (ours long-polls 20 s when idle)."
-        )
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer messages and requests, no idle test")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated: {', '.join(SCENARIOS)}")
+    parser.add_argument("--sqs-rtt-ms", type=_floats, help="round-trip times to run at, ms (default 0,15)")
+    parser.add_argument("--json", type=Path, default=ROOT / ".state" / "bench.json", help="where to write the JSON")
+    parser.add_argument("--detail", action="store_true", help="also print SQS requests per message by action")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (process logs)")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="py-spy the APIs and workers of the end-to-end runs into DIR"
+    )
+    numbers = {
+        "rounds": (int, "rounds of each worker drain (median shown)"),
+        "noop_messages": (int, "messages preloaded for the no-op drain"),
+        "sleep_messages": (int, "messages preloaded for the 50 ms drain"),
+        "idle_seconds": (float, "how long the idle workers idle (0 skips)"),
+        "api_requests": (int, "requests per API concurrency level"),
+        "api_seconds": (float, "time cap per API concurrency level"),
+        "e2e_clients": (int, "concurrent clients in the end-to-end run"),
+        "e2e_messages": (int, "messages in the end-to-end run"),
+        "e2e_seconds": (float, "time cap of the end-to-end load"),
+        "e2e_processes": (int, "worker processes in the end-to-end run"),
+        "proxy_requests": (int, "calls per proxy check at 64 concurrent"),
+    }
+    for name, (kind, text) in numbers.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{text} (default {FULL[name]})")
+    parser.add_argument("--api-levels", type=_ints, help="API client counts (default 16,64)")
+    args = parser.parse_args(argv)
+    config = dict(QUICK if args.quick else FULL)
+    for name in [*numbers, "api_levels"]:
+        if getattr(args, name) is not None:
+            config[name] = getattr(args, name)
+    if args.sqs_rtt_ms is not None:
+        config["rtts"] = args.sqs_rtt_ms
+    if any(r < 0 for r in config["rtts"]):
+        parser.error("--sqs-rtt-ms takes round-trip times of 0 or more")
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    if only - set(SCENARIOS):
+        parser.error(f"--only takes {', '.join(SCENARIOS)}, not {', '.join(sorted(only - set(SCENARIOS)))}")
+    args.only_set = only
+    return args, config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a ~1 minute run: one round, fewer messages, no idle test")
-    parser.add_argument("--only", default="workers,idle,api", help="comma-separated: workers, idle, api")
-    parser.add_argument("--json", type=Path, help="also write the raw figures to this file")
-    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, stats files)")
-    args = parser.parse_args(argv)
-    config = dict(QUICK if args.quick else FULL)
-    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    args, config = parse(argv)
     signal.signal(signal.SIGTERM, _terminate)
     workdir = scratch_dir()
     ok = False
     try:
-        report = run(config, workdir=workdir, only=only)
+        run = Run(config, workdir)
+        if args.profile is not None:
+            profile.py_spy()  # fail now, not after minutes of work
+            run.profile_dir = args.profile
+        report = run.run(args.only_set)
         print(report.render())
-        if args.json:
-            args.json.write_text(json.dumps(report.as_dict(), indent=2, default=str))
+        if args.detail:
+            print()
+            print(report.render_detail())
+        if args.profile is not None:
+            for path in sorted(args.profile.glob("*ms-*.txt")):
+                print()
+                print(profile.summarise(path))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.as_dict(), indent=2, default=str))
+        print(f"\nJSON: {args.json}", file=sys.stderr)
         ok = True
     finally:
         if args.keep or not ok:
-            print(f"logs and stats files: {workdir}", file=sys.stderr)
+            print(f"logs: {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return 0

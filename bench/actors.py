@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
 
 #: How long the sleep actor takes.
 SLEEP_SECONDS = 0.05
@@ -14,6 +15,10 @@ _marks_fd: int | None = None
 
 def noop() -> None:
     """Does nothing: what is left is the cost of the broker and Dramatiq."""
+
+
+def log(payload: dict[str, Any]) -> None:
+    """Takes what the APIs send (`log` messages) and does nothing with it, for the end-to-end run."""
 
 
 def sleep() -> None:

@@ -7,16 +7,18 @@ import dataclasses
 import json
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
+from subprocess import Popen
 
 import aiohttp
 
 from bench.common import (
+    DelayProxy,
     Processes,
     answers,
     child_env,
+    diff,
     free_port,
     host_busy_percent,
     host_cpu_ticks,
@@ -28,53 +30,92 @@ from bench.common import (
 BODY = json.dumps({"type": "log", "payload": {"message": "bench"}}).encode()
 HEADERS = {"Content-Type": "application/json"}
 
+#: The SQS actions that carry messages.
+SEND_ACTIONS = ("SendMessage", "SendMessageBatch")
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank percentile, NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
 
 @dataclasses.dataclass
-class LoadResult:
-    impl: str
-    clients: int
-    sent: int
+class Load:
+    """What one burst of clients got back."""
+
+    issued: int
     accepted: int
     seconds: float
     latencies_ms: list[float]
     statuses: Counter[int]
-    requests: Counter[str]
-    errors: Counter[str] = dataclasses.field(default_factory=Counter)
-    api_cpu_seconds: float = 0.0
-    server_cpu_seconds: float = 0.0
-    host_busy_percent: float = float("nan")
-    loadgen_cpu_seconds: float = 0.0
-
-    @property
-    def api_cpu_ms_per_message(self) -> float:
-        return self.api_cpu_seconds * 1000 / self.accepted if self.accepted else 0.0
-
-    @property
-    def loadgen_cpu_ms_per_message(self) -> float:
-        return self.loadgen_cpu_seconds * 1000 / self.accepted if self.accepted else 0.0
-
-    @property
-    def server_cpu_ms_per_message(self) -> float:
-        return self.server_cpu_seconds * 1000 / self.accepted if self.accepted else 0.0
+    errors: Counter[str]
 
     @property
     def rate(self) -> float:
         return self.accepted / self.seconds if self.seconds > 0 else 0.0
 
+
+@dataclasses.dataclass
+class LoadResult:
+    impl: str
+    rtt_ms: float
+    clients: int
+    load: Load
+    requests: Counter[str]
+    api_cpu_seconds: float = 0.0
+    server_cpu_seconds: float = 0.0
+    proxy_cpu_seconds: float = 0.0
+    loadgen_cpu_seconds: float = 0.0
+    host_busy_percent: float = float("nan")
+
+    @property
+    def accepted(self) -> int:
+        return self.load.accepted
+
+    @property
+    def rate(self) -> float:
+        return self.load.rate
+
+    def per_message(self, seconds: float) -> float:
+        return seconds * 1000 / self.accepted if self.accepted else float("nan")
+
     def percentile(self, p: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        index = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))
-        return ordered[index]
+        return percentile(self.load.latencies_ms, p)
 
-    def requests_per_message(self) -> dict[str, float]:
-        return {a: n / self.accepted for a, n in self.requests.items()} if self.accepted else {}
+    @property
+    def sends_per_message(self) -> float:
+        sends = sum(self.requests.get(a, 0) for a in SEND_ACTIONS)
+        return sends / self.accepted if self.accepted else float("nan")
+
+    @property
+    def requests_per_message(self) -> float:
+        return sum(self.requests.values()) / self.accepted if self.accepted else float("nan")
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "impl": self.impl,
+            "rtt_ms": self.rtt_ms,
+            "clients": self.clients,
+            "accepted": self.accepted,
+            "seconds": self.load.seconds,
+            "rate": self.rate,
+            "p50_ms": self.percentile(50),
+            "p99_ms": self.percentile(99),
+            "requests": dict(self.requests),
+            "statuses": {str(k): v for k, v in self.load.statuses.items()},
+            "errors": dict(self.load.errors),
+            "api_cpu_ms_per_msg": self.per_message(self.api_cpu_seconds),
+            "sqs_server_cpu_ms_per_msg": self.per_message(self.server_cpu_seconds),
+            "proxy_cpu_ms_per_msg": self.per_message(self.proxy_cpu_seconds),
+            "loadgen_cpu_ms_per_msg": self.per_message(self.loadgen_cpu_seconds),
+            "host_busy_percent": self.host_busy_percent,
+        }
 
 
-async def _load(
-    url: str, clients: int, total: int, time_limit: float
-) -> tuple[int, int, float, list[float], Counter[int], Counter[str]]:
+async def _load(url: str, clients: int, total: int, time_limit: float) -> Load:
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     errors: Counter[str] = Counter()
@@ -105,17 +146,33 @@ async def _load(
 
         await asyncio.gather(*(client() for _ in range(clients)))
         seconds = time.perf_counter() - start
-    return issued, accepted, seconds, latencies, statuses, errors
+    return Load(issued, accepted, seconds, latencies, statuses, errors)
 
 
-def _counts(base: str) -> Counter[str]:
-    with urllib.request.urlopen(base + "/_bench/counts", timeout=5) as response:
-        return Counter(json.loads(response.read()))
+def load(url: str, clients: int, total: int, time_limit: float) -> Load:
+    """`clients` concurrent clients POST until `total` requests are issued or `time_limit` passes."""
+    return asyncio.run(_load(url, clients, total, time_limit))
+
+
+def start_api(procs: Processes, proxy: DelayProxy, impl: str, prefix: str, tag: str) -> tuple[Popen[bytes], str]:
+    """Start one API whose SQS calls go through `proxy` under `tag`; returns it and its base URL once it answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.api_server", impl, str(port), prefix]
+    process, log_path = procs.start(command, env=child_env(proxy.endpoint(tag)), log_name=tag)
+    base = f"http://127.0.0.1:{port}"
+    wait_for(
+        lambda: "READY" in Path(log_path).read_text(errors="replace") or process.poll() is not None,
+        timeout=60,
+        what=f"the {impl} API",
+    )
+    if process.poll() is not None or not answers(base + "/messages"):
+        raise RuntimeError(f"The {impl} API did not start:\n{Path(log_path).read_text(errors='replace')[-3000:]}")
+    return process, base
 
 
 def run_api(
     procs: Processes,
-    endpoint: str,
+    proxy: DelayProxy,
     impl: str,
     prefix: str,
     *,
@@ -126,35 +183,26 @@ def run_api(
     warmup: int = 20,
 ) -> list[LoadResult]:
     """Start one API, warm it up, then run each concurrency level in turn; stop it."""
-    port = free_port()
-    command = [sys.executable, "-m", "bench.api_server", impl, str(port), prefix]
-    process, log_path = procs.start(command, env=child_env(endpoint), log_name=f"api-{impl}")
-    base = f"http://127.0.0.1:{port}"
+    tag = f"api-{prefix}"
+    process, base = start_api(procs, proxy, impl, prefix, tag)
     results = []
     try:
-        wait_for(
-            lambda: "READY" in Path(log_path).read_text(errors="replace") or process.poll() is not None,
-            timeout=60,
-            what=f"the {impl} API",
-        )
-        if process.poll() is not None or not answers(base + "/_bench/counts"):
-            raise RuntimeError(f"The {impl} API did not start:\n{Path(log_path).read_text(errors='replace')[-3000:]}")
         url = base + "/messages"
-        asyncio.run(_load(url, 1, warmup, 10.0))
+        load(url, 1, warmup, 10.0)
         for clients in levels:
-            before = _counts(base)
-            cpu_before = tree_cpu_seconds(process.pid), tree_cpu_seconds(server_pid)
+            before = proxy.counts(tag)
+            pids = (process.pid, server_pid, proxy.pid)
+            cpu_before = [tree_cpu_seconds(pid) for pid in pids]
             host_before = host_cpu_ticks()
             loadgen_before = time.process_time()
-            issued, accepted, seconds, latencies, statuses, errors = asyncio.run(_load(url, clients, total, time_limit))
+            burst = load(url, clients, total, time_limit)
             loadgen_after = time.process_time()
             host_after = host_cpu_ticks()
-            cpu_after = tree_cpu_seconds(process.pid), tree_cpu_seconds(server_pid)
-            after = _counts(base)
-            requests = Counter({k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)})
-            result = LoadResult(impl, clients, issued, accepted, seconds, latencies, statuses, requests, errors)
-            result.api_cpu_seconds = cpu_after[0] - cpu_before[0]
-            result.server_cpu_seconds = cpu_after[1] - cpu_before[1]
+            cpu_after = [tree_cpu_seconds(pid) for pid in pids]
+            result = LoadResult(impl, proxy.rtt_ms, clients, burst, diff(proxy.counts(tag), before))
+            result.api_cpu_seconds, result.server_cpu_seconds, result.proxy_cpu_seconds = (
+                a - b for a, b in zip(cpu_after, cpu_before, strict=True)
+            )
             result.host_busy_percent = host_busy_percent(host_before, host_after)
             result.loadgen_cpu_seconds = loadgen_after - loadgen_before
             results.append(result)

@@ -5,8 +5,9 @@
   same JSON Schemas as ours and calls a stock
   Dramatiq actor's `.send(payload)` on a stock `dramatiq_sqs.SQSBroker` through `asyncio.to_thread`.
 
-Both get GET /_bench/counts: the SQS requests this process has made, by action. Access logs are
-off and logging is at WARNING in both, so neither pays for per-request log lines.
+The stock API's `asyncio.to_thread` uses the loop's default executor (min(32, cores + 4) threads:
+6 on 2 cores), as a stock app would. SQS requests are counted by the bench's proxy, not here.
+Access logs are off and logging is at WARNING in both, so neither pays for per-request log lines.
 The process prints READY once it listens and stops cleanly on SIGTERM.
 """
 
@@ -22,8 +23,7 @@ from typing import Any
 from aiohttp import web
 
 
-def ours_app(prefix: str) -> tuple[web.Application, Any]:
-    from api import keys
+def ours_app(prefix: str) -> web.Application:
     from api.app import create_app
     from queue_manager.settings import Settings
 
@@ -32,28 +32,19 @@ def ours_app(prefix: str) -> tuple[web.Application, Any]:
         region=os.environ.get("AWS_REGION", "us-east-1"),
         queue_prefix=prefix,
     )
-    app = create_app(settings)
-
-    def counts() -> dict[str, int]:
-        return dict(app[keys.BROKER].request_counts())
-
-    return app, counts
+    return create_app(settings)
 
 
-def stock_app(prefix: str) -> tuple[web.Application, Any]:
+def stock_app(prefix: str) -> web.Application:
     import dramatiq
     from dramatiq_sqs import SQSBroker
 
-    from bench.counting import RequestCounter
-
-    counter = RequestCounter()
     broker = SQSBroker(
         namespace=prefix,
         dead_letter=True,
         endpoint_url=os.environ["AWS_ENDPOINT_URL_SQS"],
         region_name=os.environ.get("AWS_REGION", "us-east-1"),
     )
-    broker.sqs.meta.client.meta.events.register("before-call.sqs", counter)
 
     from api.schemas import envelope_violations
     from queue_manager.settings import DEFAULT_SCHEMAS_DIR
@@ -82,16 +73,11 @@ def stock_app(prefix: str) -> tuple[web.Application, Any]:
 
     app = web.Application()
     app.router.add_post("/messages", post_message)
-    return app, counter.snapshot
+    return app
 
 
 async def serve(impl: str, port: int, prefix: str) -> None:
-    app, counts = ours_app(prefix) if impl == "ours" else stock_app(prefix)
-
-    async def get_counts(request: web.Request) -> web.Response:
-        return web.json_response(counts())
-
-    app.router.add_get("/_bench/counts", get_counts)
+    app = ours_app(prefix) if impl == "ours" else stock_app(prefix)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -140,6 +142,63 @@ def ministack(processes: Processes) -> Iterator[tuple[str, int]]:
         yield url, process.pid
     finally:
         Processes.stop(process, timeout=10)
+
+
+class DelayProxy:
+    """A running `bench.proxy` in front of the SQS server: its endpoint for a tag, and its counts."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, rtt_ms: float) -> None:
+        self.process = process
+        self.port = port
+        self.rtt_ms = rtt_ms
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def endpoint(self, tag: str) -> str:
+        """The endpoint URL that counts a client's requests under `tag`."""
+        return f"http://127.0.0.1:{self.port}/t/{tag}"
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+            return json.loads(response.read())
+
+    def counts(self, tag: str) -> Counter[str]:
+        """Requests so far under `tag`, by action."""
+        return Counter(self._get("/_proxy/counts").get(tag, {}))
+
+    def all_counts(self) -> dict[str, Counter[str]]:
+        return {tag: Counter(c) for tag, c in self._get("/_proxy/counts").items()}
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._get("/_proxy/stats"))
+
+
+@contextlib.contextmanager
+def delay_proxy(processes: Processes, upstream: str, rtt_ms: float) -> Iterator[DelayProxy]:
+    """A `bench.proxy` on a free loopback port delaying every SQS call by `rtt_ms`; stopped afterwards."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.proxy", "--upstream", upstream, "--port", str(port)]
+    command += ["--sqs-rtt-ms", f"{rtt_ms:g}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    process, log = processes.start(command, env=env, log_name=f"proxy-{rtt_ms:g}ms")
+    try:
+        wait_for(
+            lambda: "READY" in log.read_text(errors="replace") or process.poll() is not None,
+            timeout=30,
+            what=f"the {rtt_ms:g} ms proxy",
+        )
+        if process.poll() is not None:
+            raise SystemExit(f"the proxy exited at start:\n{log.read_text(errors='replace')[-2000:]}")
+        yield DelayProxy(process, port, rtt_ms)
+    finally:
+        Processes.stop(process, timeout=5)
+
+
+def diff(after: Counter[str], before: Counter[str]) -> Counter[str]:
+    """Requests by action between two count readings."""
+    return Counter({k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0)})
 
 
 def sqs_client(endpoint: str, *, pool: int = 16) -> Any:

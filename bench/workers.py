@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import signal
 import subprocess
 import threading
@@ -15,8 +14,10 @@ from typing import Any
 
 from bench.common import (
     VENV_BIN,
+    DelayProxy,
     Processes,
     child_env,
+    free_port,
     host_busy_percent,
     host_cpu_ticks,
     preload,
@@ -30,8 +31,8 @@ READY_LINE = "Worker process is ready for action."
 #: Implementations: the dramatiq module the workers import.
 MODULES = {"ours": "bench.worker_ours", "stock": "bench.worker_stock"}
 
-#: Actor names by queue (the same in both modules).
-ACTORS = {"noop": "bench_noop", "sleep": "bench_sleep"}
+#: Actor names by queue (the same in both modules); `log` is the queue the APIs send to.
+ACTORS = {"noop": "bench_noop", "sleep": "bench_sleep", "log": "log"}
 
 
 @dataclasses.dataclass
@@ -45,7 +46,8 @@ class WorkerRun:
     messages: int
     process: subprocess.Popen[bytes]
     log_path: Path
-    stats_dir: Path
+    proxy: DelayProxy
+    tag: str
     marks_path: Path | None = None
     ready_at: float = 0.0
     remaining_at_ready: int = 0
@@ -59,8 +61,8 @@ class WorkerRun:
     term_at: float = 0.0
     exited_at: float = 0.0
     exit_code: int | None = None
+    #: SQS requests by action over the workers' whole life, as the proxy counted them.
     requests: Counter[str] = dataclasses.field(default_factory=Counter)
-    stats_files: int = 0
     error: str | None = None
 
     # -- derived figures --
@@ -120,7 +122,7 @@ class WorkerRun:
         by_thread: dict[str, list[tuple[float, float]]] = {}
         for start, end, thread in self._spans():
             by_thread.setdefault(thread, []).append((start, end))
-        gaps = []
+        gaps: list[float] = []
         for spans in by_thread.values():
             spans.sort()
             gaps.extend((b[0] - a[1]) * 1000 for a, b in itertools.pairwise(spans))
@@ -154,9 +156,9 @@ class Reaper:
             thread.join()
 
 
-def _start_worker(
+def start_worker(
     procs: Processes,
-    endpoint: str,
+    proxy: DelayProxy,
     impl: str,
     prefix: str,
     *,
@@ -168,12 +170,13 @@ def _start_worker(
     workdir: Path,
     marks: bool = False,
 ) -> WorkerRun:
-    stats_dir = workdir / f"stats-{scenario}-{prefix}"
-    stats_dir.mkdir(parents=True, exist_ok=True)
+    """Start `dramatiq` for `impl` on `queues`, its SQS calls through `proxy` under a tag of its own."""
+    tag = f"worker-{scenario}-{prefix}"
     marks_path = workdir / f"marks-{scenario}-{prefix}.txt" if marks else None
-    extra = {"BENCH_STATS_DIR": str(stats_dir), "BENCH_NAMESPACE": prefix}
+    extra = {"BENCH_NAMESPACE": prefix}
     if impl == "ours":
-        extra.update(QM_QUEUE_PREFIX=prefix, QM_STATS_DIR=str(stats_dir))
+        # A port of its own: 9191 may be taken by another run, and two masters cannot share one.
+        extra.update(QM_QUEUE_PREFIX=prefix, QM_WORKER_METRICS_PORT=str(free_port()))
     if marks_path is not None:
         extra["BENCH_MARKS"] = str(marks_path)
     command = [
@@ -186,11 +189,11 @@ def _start_worker(
         "--queues",
         *queues,
     ]
-    process, log_path = procs.start(command, env=child_env(endpoint, extra), log_name=f"worker-{scenario}-{prefix}")
-    return WorkerRun(impl, scenario, processes, threads, messages, process, log_path, stats_dir, marks_path)
+    process, log_path = procs.start(command, env=child_env(proxy.endpoint(tag), extra), log_name=tag)
+    return WorkerRun(impl, scenario, processes, threads, messages, process, log_path, proxy, tag, marks_path)
 
 
-def _wait_ready(run: WorkerRun, timeout: float = 60.0) -> None:
+def wait_ready(run: WorkerRun, timeout: float = 60.0) -> None:
     wait_for(
         lambda: run.output().count(READY_LINE) >= run.processes or run.process.poll() is not None,
         timeout=timeout,
@@ -205,7 +208,7 @@ def drain(
     procs: Processes,
     reaper: Reaper,
     client: Any,
-    endpoint: str,
+    proxy: DelayProxy,
     impl: str,
     prefix: str,
     queue_url: str,
@@ -223,9 +226,9 @@ def drain(
     """Preload `messages` on `queue`, start the workers, time ready → queue empty, then SIGTERM."""
     preload(client, queue_url, queue, ACTORS[queue], messages)
     wait_for(lambda: queue_count(client, queue_url) >= messages, timeout=30, what="the preload to show")
-    run = _start_worker(
+    run = start_worker(
         procs,
-        endpoint,
+        proxy,
         impl,
         prefix,
         scenario=scenario,
@@ -237,7 +240,7 @@ def drain(
         marks=marks,
     )
     try:
-        _wait_ready(run)
+        wait_ready(run)
         run.ready_at = time.monotonic()
         run.cpu_at_ready = tree_cpu_seconds(run.process.pid)
         run.server_cpu_at_ready = tree_cpu_seconds(server_pid)
@@ -277,8 +280,7 @@ def drain(
 
 def idle(
     procs: Processes,
-    reaper: Reaper,
-    endpoint: str,
+    proxy: DelayProxy,
     impl: str,
     prefix: str,
     *,
@@ -286,9 +288,9 @@ def idle(
     workdir: Path,
 ) -> WorkerRun:
     """Start one idle worker process on empty queues; the caller stops it (SIGTERM) later."""
-    run = _start_worker(
+    run = start_worker(
         procs,
-        endpoint,
+        proxy,
         impl,
         prefix,
         scenario="idle",
@@ -298,7 +300,7 @@ def idle(
         messages=0,
         workdir=workdir,
     )
-    _wait_ready(run)
+    wait_ready(run)
     run.ready_at = time.monotonic()
     run.cpu_at_ready = tree_cpu_seconds(run.process.pid)
     return run
@@ -314,11 +316,7 @@ def stop_idle(run: WorkerRun, reaper: Reaper) -> None:
 
 
 def collect(run: WorkerRun) -> None:
-    """Read the per-process stats files the workers wrote on their way out."""
-    files = sorted(run.stats_dir.glob("worker-*.json"))
-    run.stats_files = len(files)
-    for path in files:
-        data = json.loads(path.read_text())
-        run.requests.update(data.get("sqs_requests", {}))
-    if run.stats_files < run.processes:
-        run.error = (run.error or "") + f" {run.stats_files}/{run.processes} stats files;"
+    """Read what the proxy counted for the run's tag (call once its master has exited)."""
+    run.requests = run.proxy.counts(run.tag)
+    if run.exit_code not in (0, None):
+        run.error = (run.error or "") + f" exit code {run.exit_code};"
