@@ -58,6 +58,7 @@ def build_broker(settings: Settings) -> QMBroker:
         create_queues=settings.create_queues,
         sqs_timeout_seconds=settings.sqs_timeout_seconds,
         receive_linger_ms=settings.receive_linger_ms,
+        receive_gather_ms=settings.receive_gather_ms,
         max_pool_connections=settings.send_concurrency + 16,
     )
 

@@ -118,7 +118,6 @@ def main() -> None:
     )
 
 
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True

@@ -184,6 +184,13 @@ class Settings:
     receive_linger_ms: int = setting(
         2, "How long a receive waits for more threads to free once one has.", parse=_int, low=0, high=1000
     )
+    receive_gather_ms: int = setting(
+        50,
+        "How long a receive that came back part-full lets messages gather before the next (fewer, fuller receives).",
+        parse=_int,
+        low=0,
+        high=1000,
+    )
     receive_lookahead: int = setting(
         1,
         "Messages a process may hold beyond its threads, ready for the next thread to free (0 holds none).",

@@ -73,6 +73,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
       create_queues: Whether missing queues are created.
       sqs_timeout_seconds: Connect and read timeout of calls other than receives.
       receive_linger_ms: How long a receive waits for more threads to free once one has.
+      receive_gather_ms: How long a receive that came back part-full waits before the next one.
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         sqs_timeout_seconds: float = 5.0,
         receive_linger_ms: int = 2,
         max_pool_connections: int = 32,
+        receive_gather_ms: int = 0,
     ) -> None:
         config = Config(
             connect_timeout=sqs_timeout_seconds,
@@ -137,6 +139,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         self.sqs_timeout_seconds = sqs_timeout_seconds
         self.receive_wait_seconds = min(receive_wait_seconds, constants.MAX_WAIT_TIME_SECONDS)
         self.receive_linger_seconds = receive_linger_ms / 1000
+        self.receive_gather_seconds = receive_gather_ms / 1000
         self.max_retries = max_retries
         self.time_limit_ms = time_limit_ms
         self.create_queues = create_queues

@@ -85,6 +85,7 @@ class QMConsumer(dramatiq.Consumer):
         self.dead_letter_url = dead_letter_url
         self.buffer: deque[SQSMessage] = deque()
         self.idle = True
+        self.full = False
         self.errors = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -123,12 +124,12 @@ class QMConsumer(dramatiq.Consumer):
         if self.broker.stopping:
             time.sleep(0.1)
             return
+        if index and not self.full:
+            # More receivers join only while receives come back full: a trickle is gathered by one.
+            with self._cond:
+                self._cond.wait(CAPACITY_WAIT_SECONDS)
+            return
         if self.idle:
-            if index:
-                # Only the first receiver polls an idle queue; the others wait until it is busy.
-                with self._cond:
-                    self._cond.wait(CAPACITY_WAIT_SECONDS)
-                return
             # An idle queue waits with no thread reserved, asking for one message, so a quiet
             # queue never holds threads another queue could use.
             reserved, most = 0, 1
@@ -164,9 +165,14 @@ class QMConsumer(dramatiq.Consumer):
         accepted = [m for m in (self._accept(r) for r in received) if m is not None]
         with self._cond:
             self.buffer.extend(accepted)
+            was_full, self.full = self.full, bool(received) and len(received) >= constants.MAX_RECEIVE_MESSAGES
             was_idle, self.idle = self.idle, not received
-            if accepted or was_idle != self.idle:
+            if accepted or was_idle != self.idle or was_full != self.full:
                 self._cond.notify_all()
+            if received and not self.full and self.broker.receive_gather_seconds:
+                # A partial receive means a trickle: let messages gather before the next receive
+                # (fewer, fuller receives; SQS answers a long poll as soon as one message is there).
+                self._cond.wait(self.broker.receive_gather_seconds)
 
     def _receive(self, most: int, *, wait_seconds: int) -> list[dict[str, Any]]:
         response = self.broker.receive_client.receive_message(
