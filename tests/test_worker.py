@@ -28,8 +28,10 @@ class Harness:
     settings: Settings
     workers: list[dramatiq.Worker]
 
-    def start(self, *, threads: int = 4) -> dramatiq.Worker:
+    def start(self, *, threads: int = 4, prefetch: int = 0) -> dramatiq.Worker:
         worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
+        if prefetch:
+            worker.queue_prefetch = prefetch
         worker.start()
         self.workers.append(worker)
         return worker
@@ -67,6 +69,7 @@ def harness(settings: Settings) -> Iterator[Callable[..., Harness]]:
     yield make
     for h in made:
         h.stop()
+        h.broker.close()
 
 
 def test_ten_successes_cost_one_delete_message_batch(harness: Callable[..., Harness], sqs: Any) -> None:
@@ -363,3 +366,127 @@ def test_a_busy_queue_keeps_enough_receives_in_flight_to_fill_its_threads(harnes
     assert in_flight["most"] >= 3, in_flight
     # And it still received no more than its threads could run: each receive asked for at most ten
     assert sorted(done) == list(range(300))
+
+
+def test_join_returns_once_the_queue_and_its_in_flight_messages_are_gone(
+    harness: Callable[..., Harness], sqs: Any
+) -> None:
+    # Given three messages of half a second each and a worker with two threads
+    h = harness()
+    done: list[int] = []
+
+    def slow(payload: int) -> None:
+        time.sleep(0.5)
+        done.append(payload)
+
+    actor = dramatiq.actor(slow, broker=h.broker, actor_name="j", queue_name="j")
+    h.send(actor, 1, 2, 3)
+    h.start(threads=2)
+    # When the queue is joined
+    h.broker.join("j", timeout=30_000)
+    # Then every message was processed and deleted, not merely received
+    assert sorted(done) == [1, 2, 3]
+    assert queue_depth(sqs, h.queue("j")) == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
+def test_join_raises_queue_join_timeout_while_messages_wait(harness: Callable[..., Harness]) -> None:
+    # Given a message and a delayed one, and no worker
+    h = harness()
+    actor = dramatiq.actor(lambda p: None, broker=h.broker, actor_name="w", queue_name="w")
+    h.send(actor, 1)
+    h.broker.enqueue(actor.message(2), delay=5000)
+    # When the queue is joined for half a second
+    started = time.monotonic()
+    with pytest.raises(dramatiq.QueueJoinTimeout):
+        h.broker.join("w", timeout=500)
+    # Then it gave up after about that long (the timeout is in milliseconds, as Dramatiq's)
+    assert 0.5 <= time.monotonic() - started < 3
+
+
+def test_join_of_an_undeclared_queue_raises_queue_not_found(harness: Callable[..., Harness]) -> None:
+    h = harness()
+    with pytest.raises(dramatiq.QueueNotFound):
+        h.broker.join("nobody", timeout=100)
+
+
+def test_a_consumer_holds_no_more_messages_than_its_prefetch(harness: Callable[..., Harness], sqs: Any) -> None:
+    # Given five messages and a consumer with prefetch 2 (Dramatiq counts messages in progress too)
+    h = harness()
+    actor = dramatiq.actor(lambda p: None, broker=h.broker, actor_name="p", queue_name="p")
+    h.send(actor, *range(5))
+    consumer = h.broker.consume("p", prefetch=2, timeout=200)
+    try:
+        held = [wait_for(lambda: next(consumer), timeout=10, what="a message") for _ in range(2)]
+        # When it is asked for more while it holds both
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            assert next(consumer) is None
+        # Then it received no more: two in flight, three still on the queue
+        assert queue_depth(sqs, h.queue("p")) == {"visible": 3, "in_flight": 2, "delayed": 0}
+        # When one is acknowledged, Then it takes exactly one more
+        consumer.ack(held[0])
+        assert wait_for(lambda: next(consumer), timeout=10, what="a third message") is not None
+        wait_for(
+            lambda: queue_depth(sqs, h.queue("p")) == {"visible": 2, "in_flight": 2, "delayed": 0},
+            timeout=5,
+            what="two held and two waiting",
+        )
+        assert next(consumer) is None
+    finally:
+        consumer.close()
+
+
+def test_a_worker_runs_no_more_of_a_queue_than_its_prefetch(harness: Callable[..., Harness], sqs: Any) -> None:
+    # Given six messages that each hold a thread until released, and a worker with four threads
+    # but a queue prefetch of two
+    h = harness()
+    started: list[int] = []
+    release = threading.Event()
+
+    def hold(payload: int) -> None:
+        started.append(payload)
+        release.wait(30)
+
+    actor = dramatiq.actor(hold, broker=h.broker, actor_name="hold", queue_name="hold")
+    h.send(actor, *range(6))
+    h.start(threads=4, prefetch=2)
+    wait_for(lambda: len(started) == 2, timeout=10, what="two messages started")
+    # When it runs for a second with two threads idle
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        # Then it runs two and leaves the other four on the queue
+        assert len(started) == 2
+        assert queue_depth(sqs, h.queue("hold")) == {"visible": 4, "in_flight": 2, "delayed": 0}
+        time.sleep(0.1)
+    # And once released it works through the rest
+    release.set()
+    h.broker.join("hold", timeout=30_000)
+    assert sorted(started) == list(range(6))
+
+
+def test_the_consume_timeout_is_the_long_poll_of_a_broker_given_no_receive_wait(
+    settings: Settings, sqs_env: dict[str, str]
+) -> None:
+    # Given a broker built as dramatiq-sqs users build theirs: no receive wait of its own
+    broker = QMBroker(
+        namespace=settings.queue_prefix, middleware=[], endpoint_url=sqs_env["AWS_ENDPOINT_URL_SQS"],
+        region_name="us-east-1",
+    )  # fmt: skip
+    dramatiq.actor(lambda: None, broker=broker, actor_name="lp", queue_name="lp")
+    waits: list[int] = []
+    broker.receive_client.meta.events.register(
+        "provide-client-params.sqs.ReceiveMessage", lambda params, **_: waits.append(params["WaitTimeSeconds"])
+    )
+    # When a consumer with a 3 s timeout is asked for a message on an empty queue
+    consumer = broker.consume("lp", prefetch=1, timeout=3000)
+    try:
+        started = time.monotonic()
+        message = next(consumer)
+        elapsed = time.monotonic() - started
+    finally:
+        consumer.close()
+        broker.close()
+    # Then it waited that long for one, and its receive long-polled for those 3 s
+    assert message is None
+    assert 2.5 <= elapsed < 5, elapsed
+    assert waits and waits[0] == 3, waits

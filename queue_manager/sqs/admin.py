@@ -28,7 +28,7 @@ class QueueMissing(LookupError):
 
 @dataclasses.dataclass(frozen=True)
 class QueueUrls:
-    """The URLs of a queue and of its dead-letter queue."""
+    """The URLs of a queue and of its dead-letter queue (empty when it is set up without one)."""
 
     url: str
     dead_letter_url: str
@@ -53,6 +53,9 @@ def ensure_queue(
     max_receive_count: int,
     visibility_timeout_seconds: int,
     retention_seconds: int = constants.MAX_RETENTION_SECONDS,
+    dead_letter: bool = True,
+    dead_letter_retention_seconds: int = constants.MAX_RETENTION_SECONDS,
+    tags: dict[str, str] | None = None,
     create: bool = True,
     reconcile: bool = False,
 ) -> QueueUrls:
@@ -63,39 +66,52 @@ def ensure_queue(
       name: The SQS name of the source queue.
       max_receive_count: Receives after which SQS moves a message to the dead-letter queue.
       visibility_timeout_seconds: The queue's default visibility timeout.
-      retention_seconds: How long both queues keep a message.
+      retention_seconds: How long the source queue keeps a message.
+      dead_letter: Whether there is a dead-letter queue (and a redrive policy) at all.
+      dead_letter_retention_seconds: How long the dead-letter queue keeps a message.
+      tags: Tags of both queues: set when they are created, added when they exist already.
       create: Whether missing queues are created; if not, a missing queue raises QueueMissing.
       reconcile: Whether an existing source queue gets its redrive policy and sizes set again.
     """
-    dlq_name = name + constants.DEAD_LETTER_SUFFIX
-    dlq_attributes = {
-        "MessageRetentionPeriod": str(retention_seconds),
-        "MaximumMessageSize": str(constants.MAX_MESSAGE_SIZE_BYTES),
-    }
-    dlq_url, _ = _get_or_create(client, dlq_name, dlq_attributes, create=create)
-    dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     attributes = {
         "MessageRetentionPeriod": str(retention_seconds),
         "MaximumMessageSize": str(constants.MAX_MESSAGE_SIZE_BYTES),
         "VisibilityTimeout": str(visibility_timeout_seconds),
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}),
     }
-    url, created = _get_or_create(client, name, attributes, create=create)
+    dlq_url = ""
+    if dead_letter:
+        dlq_attributes = {
+            "MessageRetentionPeriod": str(dead_letter_retention_seconds),
+            "MaximumMessageSize": str(constants.MAX_MESSAGE_SIZE_BYTES),
+        }
+        dlq_url = _get_or_create(client, name + constants.DEAD_LETTER_SUFFIX, dlq_attributes, tags, create=create)[0]
+        dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count})
+    url, created = _get_or_create(client, name, attributes, tags, create=create)
     if not created and create and reconcile:
         client.set_queue_attributes(QueueUrl=url, Attributes=attributes)
     return QueueUrls(url=url, dead_letter_url=dlq_url)
 
 
-def _get_or_create(client: Any, name: str, attributes: dict[str, str], *, create: bool) -> tuple[str, bool]:
+def _get_or_create(
+    client: Any, name: str, attributes: dict[str, str], tags: dict[str, str] | None, *, create: bool
+) -> tuple[str, bool]:
     try:
-        return client.get_queue_url(QueueName=name)["QueueUrl"], False
+        url: str = client.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as exc:
         if not _is_missing_queue(exc):
             raise
+    else:
+        if tags and create:
+            # As dramatiq-sqs does: a queue made before the tags were chosen gets them too.
+            client.tag_queue(QueueUrl=url, Tags=tags)
+        return url, False
     if not create:
         raise QueueMissing(f"Queue {name!r} does not exist and QM_CREATE_QUEUES is false.")
     logger.info("Creating queue %r.", name)
-    return client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"], True
+    # Tags only when there are some: tagging on creation also needs sqs:TagQueue.
+    extra = {"tags": tags} if tags else {}
+    return client.create_queue(QueueName=name, Attributes=attributes, **extra)["QueueUrl"], True
 
 
 def queue_depth(client: Any, url: str) -> QueueDepth:

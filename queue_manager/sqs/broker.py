@@ -8,13 +8,16 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 import dramatiq
+import dramatiq.middleware
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from dramatiq.middleware import Retries
 from dramatiq_sqs import SQSBroker
 
 from queue_manager.sqs import admin, constants
@@ -43,6 +46,15 @@ SEND_RETRY_PAUSE_SECONDS = 0.05
 #: Seconds a receive may take beyond its long-poll wait before botocore gives up.
 RECEIVE_READ_MARGIN_SECONDS = 10
 
+#: The shortest MessageRetentionPeriod SQS accepts.
+MIN_RETENTION_SECONDS = 60
+
+#: The visibility timeout when none is given: short, because the heartbeat extends it.
+DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 30
+
+#: How often `join` reads a queue's counts.
+JOIN_INTERVAL_SECONDS = 0.1
+
 
 @dataclasses.dataclass(frozen=True)
 class SendResult:
@@ -59,14 +71,31 @@ class SendResult:
 class QMBroker(SQSBroker):  # type: ignore[misc]
     """An SQSBroker whose consumer acks in batches, retries in place and holds nothing idle.
 
+    A drop-in for dramatiq-sqs's SQSBroker: it takes the same options with the same meaning
+    (`namespace`, `middleware`, `retention`, `dead_letter`, `dead_letter_retention`,
+    `visibility_timeout`, `max_message_size`, `tags`, and boto3's own as `**options`), and
+    dramatiq-sqs 0.3's `max_receives`. Where a default differs, it is the safer one: a
+    dead-letter queue, a 30 s visibility timeout kept up by a heartbeat.
+
     Parameters:
-      namespace: Prefix of every queue name (`<namespace>_<queue>`).
-      middleware: The middleware, in order.
+      namespace: Prefix of every queue name (`<namespace>_<queue>`); None names queues as declared.
+      middleware: The middleware, in order. None means Dramatiq's defaults with RetriesInPlace
+        for Retries. WorkerLifecycle, which sizes receives to the worker's threads, is added
+        when missing.
+      retention: How long the queue keeps a message, 60 s to 14 days.
+      dead_letter: Whether queues get a dead-letter queue and a redrive policy; without one, a
+        message that fails for good is deleted (and logged).
+      dead_letter_retention: How long the dead-letter queue keeps a message, 60 s to 14 days.
+      visibility_timeout: How long a received message is hidden before the heartbeat extends
+        it, 5 s to 12 h; `visibility_timeout_seconds` is the same option. 30 s by default.
+      max_message_size: The largest body, base64-encoded, an enqueue accepts.
+      tags: Tags of every queue: set when it is created, added when it exists already.
+      max_receives: The redrive policy's maxReceiveCount (1-1000); by default the most retries
+        of the queue's actors, plus one.
       endpoint_url: The SQS endpoint; None means AWS.
       region_name: The AWS region.
-      visibility_timeout_seconds: How long a received message is hidden before the heartbeat
-        extends it.
-      receive_wait_seconds: The long-poll wait of one receive (at most 20).
+      receive_wait_seconds: The long-poll wait of an idle queue's receive (1-20 s); None takes
+        it from the consumer's timeout, as dramatiq-sqs does (the worker's, 1 s by default).
       ack_flush_interval_ms: The longest an ack waits to join a DeleteMessageBatch.
       max_retries: The default retries, which sets each queue's maxReceiveCount.
       time_limit_ms: The default time limit, which caps the heartbeat.
@@ -74,17 +103,27 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
       sqs_timeout_seconds: Connect and read timeout of calls other than receives.
       receive_linger_ms: How long a receive waits for more threads to free once one has.
       receive_gather_ms: How long a receive that came back part-full waits before the next one.
+      max_pool_connections: The size of each SQS client's connection pool.
+      **options: Passed to boto3 for every SQS client (credentials, `config`, ...); a given
+        botocore `config` is merged over ours.
     """
 
     def __init__(
         self,
         *,
-        namespace: str,
-        middleware: list[dramatiq.Middleware],
-        endpoint_url: str | None,
-        region_name: str,
-        visibility_timeout_seconds: int = 30,
-        receive_wait_seconds: int = constants.MAX_WAIT_TIME_SECONDS,
+        namespace: str | None = None,
+        middleware: list[dramatiq.Middleware] | None = None,
+        retention: int = constants.MAX_RETENTION_SECONDS,
+        dead_letter: bool = True,
+        dead_letter_retention: int = constants.MAX_RETENTION_SECONDS,
+        visibility_timeout: int | None = None,
+        max_message_size: int = constants.MAX_MESSAGE_SIZE_BYTES,
+        tags: dict[str, str] | None = None,
+        max_receives: int | None = None,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        visibility_timeout_seconds: int | None = None,
+        receive_wait_seconds: int | None = None,
         ack_flush_interval_ms: int = 250,
         max_retries: int = 5,
         time_limit_ms: int = 300_000,
@@ -93,7 +132,18 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         receive_linger_ms: int = 2,
         max_pool_connections: int = 32,
         receive_gather_ms: int = 0,
+        **options: Any,
     ) -> None:
+        visibility = _visibility_seconds(visibility_timeout, visibility_timeout_seconds)
+        _check_range("retention", retention, MIN_RETENTION_SECONDS, constants.MAX_RETENTION_SECONDS)
+        _check_range(
+            "dead_letter_retention", dead_letter_retention, MIN_RETENTION_SECONDS, constants.MAX_RETENTION_SECONDS
+        )
+        _check_range("max_message_size", max_message_size, 1, None)
+        if max_receives is not None:
+            _check_range("max_receives", max_receives, 1, constants.MAX_RECEIVE_COUNT)
+        if receive_wait_seconds is not None:
+            _check_range("receive_wait_seconds", receive_wait_seconds, 1, constants.MAX_WAIT_TIME_SECONDS)
         config = Config(
             connect_timeout=sqs_timeout_seconds,
             read_timeout=sqs_timeout_seconds,
@@ -103,23 +153,28 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             # botocore's own check of each parameter costs more CPU than the rest of a send.
             parameter_validation=False,
         )
+        given_config = options.pop("config", None)
+        if given_config is not None:
+            config = config.merge(given_config)
+        boto_options = {"endpoint_url": endpoint_url, "region_name": region_name, **options}
         super().__init__(
             namespace=namespace,
-            middleware=middleware,
-            dead_letter=True,
-            visibility_timeout=visibility_timeout_seconds,
-            endpoint_url=endpoint_url,
-            region_name=region_name,
+            middleware=_with_lifecycle(_default_middleware(max_retries) if middleware is None else middleware),
+            retention=retention,
+            dead_letter=dead_letter,
+            dead_letter_retention=dead_letter_retention,
+            visibility_timeout=visibility,
+            max_message_size=max_message_size,
+            tags=tags,
             config=config,
+            **boto_options,
         )
         self.client: Any = self.sqs.meta.client
-        import boto3  # local: only the receive client needs a second session object
+        import boto3  # local: only the receive and send clients need more session objects
 
+        receive_read_seconds = (receive_wait_seconds or constants.MAX_WAIT_TIME_SECONDS) + RECEIVE_READ_MARGIN_SECONDS
         self.receive_client: Any = boto3.client(
-            "sqs",
-            endpoint_url=endpoint_url,
-            region_name=region_name,
-            config=config.merge(Config(read_timeout=receive_wait_seconds + RECEIVE_READ_MARGIN_SECONDS)),
+            "sqs", config=config.merge(Config(read_timeout=receive_read_seconds)), **boto_options
         )
         self.sqs_requests: Counter[str] = Counter()
         #: Called with the action of every SQS request, e.g. to export it as a metric.
@@ -128,30 +183,30 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         # Sends are never re-sent by botocore: after a read timeout SQS may have the message, and a
         # blind re-send makes a copy. `_call_send` retries only what surely did not land.
         self.send_client: Any = boto3.client(
-            "sqs",
-            endpoint_url=endpoint_url,
-            region_name=region_name,
-            config=config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1})),
+            "sqs", config=config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1})), **boto_options
         )
         for client in (self.client, self.receive_client, self.send_client):
             client.meta.events.register("before-call.sqs", self._count_call)
-        self.visibility_timeout_seconds = visibility_timeout_seconds
+        self.visibility_timeout_seconds = visibility
         self.sqs_timeout_seconds = sqs_timeout_seconds
-        self.receive_wait_seconds = min(receive_wait_seconds, constants.MAX_WAIT_TIME_SECONDS)
+        #: The idle long-poll wait; None takes it from each consumer's timeout.
+        self.receive_wait_seconds = receive_wait_seconds
         self.receive_linger_seconds = receive_linger_ms / 1000
         self.receive_gather_seconds = receive_gather_ms / 1000
         self.max_retries = max_retries
+        self.max_receives = max_receives
         self.time_limit_ms = time_limit_ms
         self.create_queues = create_queues
         self.capacity = Capacity()
         self.acks = Acks(
             self.client,
-            visibility_timeout_seconds=visibility_timeout_seconds,
+            visibility_timeout_seconds=visibility,
             flush_interval_seconds=ack_flush_interval_ms / 1000,
         )
         self.stopping = False
         self.urls: dict[str, admin.QueueUrls] = {}
         self._queue_lock = threading.Lock()
+        self._consumers: weakref.WeakSet[QMConsumer] = weakref.WeakSet()
 
     def _count_call(self, model: Any, **_: Any) -> None:
         with self._count_lock:
@@ -170,10 +225,12 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
 
     def sqs_queue_name(self, queue_name: str) -> str:
         """The SQS name of a Dramatiq queue."""
-        return f"{self.namespace}_{queue_name}"
+        return f"{self.namespace}_{queue_name}" if self.namespace else queue_name
 
     def max_receive_count(self, queue_name: str) -> int:
-        """Receives before SQS dead-letters: the most retries of the queue's actors, plus one."""
+        """Receives before SQS dead-letters: `max_receives`, else the most retries of the queue's actors, plus one."""
+        if self.max_receives is not None:
+            return int(self.max_receives)
         retries = [
             actor.options.get("max_retries", self.max_retries)
             for actor in self.actors.values()
@@ -197,24 +254,41 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
                     self.sqs_queue_name(queue_name),
                     max_receive_count=self.max_receive_count(queue_name),
                     visibility_timeout_seconds=self.visibility_timeout_seconds,
+                    retention_seconds=self.retention,
+                    dead_letter=self.dead_letter,
+                    dead_letter_retention_seconds=self.dead_letter_retention,
+                    tags=self.tags,
                     create=self.create_queues,
                     reconcile=reconcile,
                 )
+                # dramatiq-sqs's own view of the queues, for code written against SQSBroker.
+                self.queues[queue_name] = self.sqs.Queue(urls.url)
+                if urls.dead_letter_url:
+                    self.dead_letter_queues[queue_name] = self.sqs.Queue(urls.dead_letter_url)
                 self.urls[queue_name] = urls
         return urls
 
     def _ensure_queue(self, queue_name: str) -> None:
         self.ensure_queue(queue_name)
 
-    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 0) -> QMConsumer:
+    def consume(
+        self, queue_name: str, prefetch: int = 1, timeout: int = constants.MAX_WAIT_TIME_SECONDS * 1000
+    ) -> QMConsumer:
+        """A consumer of the queue holding at most `prefetch` messages, in progress ones included.
+
+        Its `next()` waits up to `timeout` ms for a message. The long poll of an idle queue is the
+        broker's `receive_wait_seconds`, or if that is None this timeout (1-20 s), as dramatiq-sqs.
+        """
         urls = self.ensure_queue(queue_name, reconcile=True)
-        return QMConsumer(self, queue_name, urls.url, urls.dead_letter_url)
+        consumer = QMConsumer(self, queue_name, urls.url, urls.dead_letter_url, prefetch=prefetch, timeout_ms=timeout)
+        self._consumers.add(consumer)
+        return consumer
 
     def encode(self, message: dramatiq.Message[Any]) -> str:
         """The SQS body of a message: base64 of Dramatiq's encoding, checked against the limit."""
         body = base64.b64encode(message.encode()).decode()
-        if len(body) > constants.MAX_MESSAGE_SIZE_BYTES:
-            raise MessageTooLarge(len(body), constants.MAX_MESSAGE_SIZE_BYTES)
+        if len(body) > self.max_message_size:
+            raise MessageTooLarge(len(body), self.max_message_size)
         return body
 
     def build_entry(self, message: dramatiq.Message[Any], delay_ms: int | None) -> dict[str, Any]:
@@ -302,22 +376,104 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         raise AssertionError("unreachable")
 
     def depths(self, queue_name: str) -> dict[str, dict[str, int]]:
-        """Approximate counts of a queue and its dead-letter queue."""
+        """Approximate counts of a queue and its dead-letter queue (if it has one)."""
         urls = self.ensure_queue(queue_name)
         try:
-            return {
-                "queue": admin.queue_depth(self.client, urls.url).as_dict(),
-                "dead_letter": admin.queue_depth(self.client, urls.dead_letter_url).as_dict(),
-            }
+            depths = {"queue": admin.queue_depth(self.client, urls.url).as_dict()}
+            if urls.dead_letter_url:
+                depths["dead_letter"] = admin.queue_depth(self.client, urls.dead_letter_url).as_dict()
         except (BotoCoreError, ClientError) as exc:
             _raise_unavailable(exc)
+        return depths
+
+    def join(self, queue_name: str, *, timeout: int | None = None) -> None:
+        """Wait until the queue holds no message: none visible, in flight or delayed (for tests).
+
+        A message counts until its deletion reaches SQS, so a join returns only once everything
+        sent has been processed and acknowledged (or dead-lettered). SQS's counts are approximate:
+        on AWS they may lag a few seconds behind.
+
+        Parameters:
+          queue_name: The Dramatiq queue to wait on.
+          timeout: The longest to wait, in milliseconds (as Dramatiq's brokers); None waits on.
+
+        Raises:
+          QueueJoinTimeout: When messages remain after `timeout`.
+          QueueNotFound: When the queue was never declared.
+        """
+        urls = self.ensure_queue(queue_name)
+        deadline = None if timeout is None else time.monotonic() + timeout / 1000
+        while True:
+            try:
+                depth = admin.queue_depth(self.client, urls.url)
+            except (BotoCoreError, ClientError) as exc:
+                _raise_unavailable(exc)
+            if depth.visible + depth.in_flight + depth.delayed == 0:
+                return
+            pause = JOIN_INTERVAL_SECONDS
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise dramatiq.QueueJoinTimeout(queue_name)  # type: ignore[no-untyped-call]
+                pause = min(pause, remaining)
+            time.sleep(pause)
 
     def stop_receiving(self) -> None:
         """Receive no more messages; what arrives from a poll in flight is released at once."""
         self.stopping = True
 
     def close(self) -> None:
+        """Close the consumers still open (releasing what they hold), then flush every ack."""
+        for consumer in list(self._consumers):
+            consumer.close()
         self.acks.stop()
+
+
+def _check_range(name: str, value: int, low: int, high: int | None) -> None:
+    """Refuse an option outside its range, naming it and the range (as SQSBroker refuses its own)."""
+    if value < low or (high is not None and value > high):
+        limits = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{name!r} must be {limits}, not {value}.")
+
+
+def _visibility_seconds(visibility_timeout: int | None, visibility_timeout_seconds: int | None) -> int:
+    """The visibility timeout from dramatiq-sqs's option name or ours, which are one option."""
+    if (
+        None not in (visibility_timeout, visibility_timeout_seconds)
+        and visibility_timeout != visibility_timeout_seconds
+    ):
+        raise ValueError(
+            f"'visibility_timeout' ({visibility_timeout}) and 'visibility_timeout_seconds' "
+            f"({visibility_timeout_seconds}) name the same option; give one."
+        )
+    given = visibility_timeout if visibility_timeout is not None else visibility_timeout_seconds
+    seconds = DEFAULT_VISIBILITY_TIMEOUT_SECONDS if given is None else given
+    _check_range(
+        "visibility_timeout",
+        seconds,
+        constants.MIN_HEARTBEAT_VISIBILITY_SECONDS,
+        constants.MAX_VISIBILITY_TIMEOUT_SECONDS,
+    )
+    return seconds
+
+
+def _default_middleware(max_retries: int) -> list[dramatiq.Middleware]:
+    """Dramatiq's default middleware, its Retries (which re-sends) replaced by retries in place."""
+    from queue_manager.sqs.middleware.retries import RetriesInPlace  # local: the package imports this module
+
+    return [
+        RetriesInPlace(max_retries=max_retries) if cls is Retries else cls()
+        for cls in dramatiq.middleware.default_middleware
+    ]
+
+
+def _with_lifecycle(middleware: list[dramatiq.Middleware]) -> list[dramatiq.Middleware]:
+    """The middleware, with WorkerLifecycle added if missing: the consumer needs the thread count."""
+    from queue_manager.sqs.middleware.lifecycle import WorkerLifecycle  # local: it imports this module
+
+    if any(isinstance(m, WorkerLifecycle) for m in middleware):
+        return list(middleware)
+    return [*middleware, WorkerLifecycle()]
 
 
 def _raise_unavailable(exc: BotoCoreError | ClientError) -> NoReturn:

@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 #: How long a consumer with no free thread waits before it lets Dramatiq look around.
 CAPACITY_WAIT_SECONDS = 1.0
 
-#: How long Dramatiq's consumer thread waits for a received message before it looks around.
-HANDOUT_WAIT_SECONDS = 0.1
+#: The shortest `next()` waits for a message, so that a consumer given no timeout does not spin.
+MIN_HANDOUT_WAIT_SECONDS = 0.1
 
 #: The most receives one queue keeps in flight in one process.
 MAX_RECEIVERS = 8
@@ -76,13 +76,36 @@ class QMConsumer(dramatiq.Consumer):
     Receives run on receiver threads of their own, so that a busy queue keeps as many receives in
     flight as it takes to fill the free threads (one per ten), and Dramatiq's consumer thread only
     hands out what they brought. An idle queue has one receiver long-polling for one message.
+
+    The consumer holds at most `prefetch` messages, those in progress included (Dramatiq's
+    meaning of a queue's prefetch): a receive asks for no more than the room left. `next()`
+    waits up to `timeout_ms` for a message; the idle long poll is the broker's
+    `receive_wait_seconds`, or this timeout (1-20 s) when the broker has none, as dramatiq-sqs.
     """
 
-    def __init__(self, broker: QMBroker, queue_name: str, queue_url: str, dead_letter_url: str) -> None:
+    def __init__(
+        self,
+        broker: QMBroker,
+        queue_name: str,
+        queue_url: str,
+        dead_letter_url: str,
+        *,
+        prefetch: int,
+        timeout_ms: int,
+    ) -> None:
         self.broker = broker
         self.queue_name = queue_name
         self.queue_url = queue_url
         self.dead_letter_url = dead_letter_url
+        self.prefetch = max(1, prefetch)
+        #: Messages received and not yet acknowledged, rejected or released, and receives' room.
+        self.held = 0
+        self.handout_wait_seconds = max(timeout_ms / 1000, MIN_HANDOUT_WAIT_SECONDS)
+        if broker.receive_wait_seconds is not None:
+            self.idle_wait_seconds = broker.receive_wait_seconds
+        else:
+            self.idle_wait_seconds = max(1, min(timeout_ms // 1000, constants.MAX_WAIT_TIME_SECONDS))
+        self.busy_wait_seconds = min(BUSY_WAIT_SECONDS, self.idle_wait_seconds)
         self.buffer: deque[SQSMessage] = deque()
         self.idle = True
         self.full = False
@@ -99,7 +122,7 @@ class QMConsumer(dramatiq.Consumer):
             self._start_receivers()
         with self._cond:
             if not self.buffer:
-                self._cond.wait(HANDOUT_WAIT_SECONDS)
+                self._cond.wait_for(lambda: self.buffer or self._closed, self.handout_wait_seconds)
             return self.buffer.popleft() if self.buffer else None
 
     def _start_receivers(self) -> None:
@@ -120,6 +143,23 @@ class QMConsumer(dramatiq.Consumer):
                 logger.exception("Receiving from %r failed unexpectedly; trying again.", self.queue_name)
                 time.sleep(1.0)
 
+    def _take_room(self, most: int) -> int:
+        """Wait until this consumer holds fewer than its prefetch, then claim up to `most` of the room."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.held < self.prefetch or self._closed, CAPACITY_WAIT_SECONDS)
+            if self._closed or self.held >= self.prefetch:
+                return 0
+            n = min(most, self.prefetch - self.held)
+            self.held += n
+            return n
+
+    def _give_room(self, n: int) -> None:
+        if n <= 0:
+            return
+        with self._cond:
+            self.held = max(self.held - n, 0)
+            self._cond.notify_all()
+
     def _receive_once(self, index: int) -> None:
         if self.broker.stopping:
             time.sleep(0.1)
@@ -129,30 +169,34 @@ class QMConsumer(dramatiq.Consumer):
             with self._cond:
                 self._cond.wait(CAPACITY_WAIT_SECONDS)
             return
+        room = self._take_room(1 if self.idle else constants.MAX_RECEIVE_MESSAGES)
+        if not room:
+            return
         if self.idle:
             # An idle queue waits with no thread reserved, asking for one message, so a quiet
             # queue never holds threads another queue could use.
             reserved, most = 0, 1
         else:
             reserved = most = self.broker.capacity.reserve(
-                constants.MAX_RECEIVE_MESSAGES,
+                room,
                 timeout_seconds=CAPACITY_WAIT_SECONDS,
                 linger_seconds=self.broker.receive_linger_seconds,
             )
+            self._give_room(room - most)
             if not most:
                 return
         try:
-            received = self._receive(
-                most, wait_seconds=self.broker.receive_wait_seconds if self.idle else BUSY_WAIT_SECONDS
-            )
+            received = self._receive(most, wait_seconds=self.idle_wait_seconds if self.idle else self.busy_wait_seconds)
         except (BotoCoreError, ClientError) as exc:
             self.broker.capacity.release(reserved)
+            self._give_room(most)
             self.errors += 1
             pause = min(2.0 ** (self.errors - 1), MAX_ERROR_BACKOFF_SECONDS)
             logger.warning("Receiving from %r failed (%s); trying again in %.1f s.", self.queue_name, exc, pause)
             time.sleep(pause)
             return
         self.errors = 0
+        self._give_room(most - len(received))
         if reserved > len(received):
             self.broker.capacity.release(reserved - len(received))
         elif len(received) > reserved:
@@ -161,11 +205,12 @@ class QMConsumer(dramatiq.Consumer):
             if received:
                 self.broker.acks.release_now(self.queue_url, (m["ReceiptHandle"] for m in received))
                 self.broker.capacity.release(len(received))
+                self._give_room(len(received))
             return
         accepted = [m for m in (self._accept(r) for r in received) if m is not None]
         with self._cond:
             self.buffer.extend(accepted)
-            was_full, self.full = self.full, bool(received) and len(received) >= constants.MAX_RECEIVE_MESSAGES
+            was_full, self.full = self.full, bool(received) and len(received) >= most
             was_idle, self.idle = self.idle, not received
             if accepted or was_idle != self.idle or was_full != self.full:
                 self._cond.notify_all()
@@ -178,7 +223,7 @@ class QMConsumer(dramatiq.Consumer):
         response = self.broker.receive_client.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=most,
-            WaitTimeSeconds=min(wait_seconds, self.broker.receive_wait_seconds),
+            WaitTimeSeconds=min(wait_seconds, constants.MAX_WAIT_TIME_SECONDS),
             VisibilityTimeout=self.broker.visibility_timeout_seconds,
             MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
             MessageAttributeNames=["All"],
@@ -202,6 +247,7 @@ class QMConsumer(dramatiq.Consumer):
                 exc,
             )
             self.broker.capacity.release(1)
+            self._give_room(1)
             self._dead_letter(receipt, body, attributes, receive_count, f"undecodable body: {exc}")
             return None
         actor = self.broker.actors.get(message.actor_name)
@@ -228,10 +274,12 @@ class QMConsumer(dramatiq.Consumer):
         assert isinstance(message, SQSMessage)
         self.broker.acks.delete(message.sqs_queue_url, message.sqs_receipt_handle)
         self.broker.capacity.release(1)
+        self._give_room(1)
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
         assert isinstance(message, SQSMessage)
         self.broker.capacity.release(1)
+        self._give_room(1)
         delay_ms = message.options.pop(RETRY_DELAY_OPTION, None)
         if delay_ms is not None:
             seconds = max(0, min(int(delay_ms) // 1000, constants.MAX_VISIBILITY_TIMEOUT_SECONDS - 60))
@@ -247,6 +295,15 @@ class QMConsumer(dramatiq.Consumer):
     ) -> None:
         """Copy a message to the dead-letter queue, then delete it; on failure it stays put."""
         self.broker.acks.untrack(receipt)
+        if not self.dead_letter_url:
+            logger.warning(
+                "Deleted a failed message from %r after %d receive(s), as there is no dead-letter queue: %s.",
+                self.queue_name,
+                receive_count,
+                reason,
+            )
+            self.broker.acks.delete(self.queue_url, receipt)
+            return
         attrs = {k: v for k, v in attributes.items() if not k.startswith("qm-error")}
         attrs[constants.ATTR_ERROR] = {"DataType": "String", "StringValue": reason[:1000] or "unknown"}
         attrs[constants.ATTR_RECEIVE_COUNT] = {"DataType": "Number", "StringValue": str(receive_count)}
@@ -270,6 +327,7 @@ class QMConsumer(dramatiq.Consumer):
         if handles:
             self.broker.acks.release_now(self.queue_url, handles)
             self.broker.capacity.release(len(handles))
+            self._give_room(len(handles))
 
     def close(self) -> None:
         with self._cond:
@@ -277,7 +335,7 @@ class QMConsumer(dramatiq.Consumer):
             self._cond.notify_all()
         for thread in self._receivers:
             # A receiver in an idle long poll is waited out, not cut off: what it brings is released.
-            thread.join(timeout=self.broker.receive_wait_seconds + RECEIVE_JOIN_MARGIN_SECONDS)
+            thread.join(timeout=self.idle_wait_seconds + RECEIVE_JOIN_MARGIN_SECONDS)
         with self._cond:
             buffered, self.buffer = list(self.buffer), deque()
         self.requeue(buffered)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 
+import dramatiq_sqs.exceptions
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
 
 
@@ -11,8 +12,12 @@ class PermanentFailure(Exception):
     """Raised by an actor when retrying cannot help: the message is dead-lettered at once."""
 
 
-class MessageTooLarge(ValueError):
-    """Raised when a message is larger than SQS accepts once encoded."""
+class MessageTooLarge(dramatiq_sqs.exceptions.MessageTooLarge, ValueError):  # type: ignore[misc]
+    """Raised when a message is larger than SQS accepts once encoded.
+
+    A dramatiq-sqs MessageTooLarge (a RuntimeError there), so code written for SQSBroker catches it;
+    still a ValueError, as it was here.
+    """
 
     def __init__(self, size_bytes: int, limit_bytes: int) -> None:
         super().__init__(f"The message is {size_bytes} bytes once encoded; SQS accepts at most {limit_bytes} bytes.")
@@ -20,8 +25,8 @@ class MessageTooLarge(ValueError):
         self.limit_bytes = limit_bytes
 
 
-class MessageDelayTooLong(ValueError):
-    """Raised when a delay exceeds the 900 s SQS allows on one message."""
+class MessageDelayTooLong(dramatiq_sqs.exceptions.MessageDelayTooLong):  # type: ignore[misc]
+    """Raised when a delay exceeds the 900 s SQS allows on one message (a dramatiq-sqs one, a ValueError)."""
 
 
 class SQSUnavailable(RuntimeError):

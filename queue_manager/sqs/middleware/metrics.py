@@ -1,16 +1,16 @@
 """Prometheus metrics of the workers, summed over every process of a `dramatiq` master.
 
 Each worker process writes its samples to a directory shared by the master's children
-(prometheus-client's multiprocess mode); one fork of the master serves them all.
+(prometheus-client's multiprocess mode); one fork of the master serves them all (metrics_fork).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import tempfile
 import time
-from http.server import HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,9 @@ from queue_manager.sqs.consumer import RETRY_DELAY_OPTION
 DEFAULT_METRICS_HOST = "127.0.0.1"
 DEFAULT_METRICS_PORT = 9191
 
-#: The environment variables the metrics fork reads its address from.
-HOST_ENV = "QM_WORKER_METRICS_HOST"
-PORT_ENV = "QM_WORKER_METRICS_PORT"
+#: The module and function of the fork that serves the metrics (see ForkFunction).
+FORK_MODULE = "queue_manager.sqs.middleware.metrics_fork"
+FORK_FUNCTION = "serve"
 
 
 def samples_dir(master_pid: int) -> Path:
@@ -40,6 +40,23 @@ def samples_dir(master_pid: int) -> Path:
     except (OSError, IndexError):
         started = "0"
     return Path(tempfile.gettempdir()) / f"qm-prometheus-{master_pid}-{started}"
+
+
+class ForkFunction:
+    """A fork function named by its module and name, its module imported only where it runs.
+
+    dramatiq hands a fork to its master as "module:name", read from `__module__` and `__name__`,
+    and the fork imports it there. The metrics fork's module sets up the fork's logging when
+    imported, so a worker process must name it without importing it.
+    """
+
+    def __init__(self, module: str, name: str) -> None:
+        self.__module__ = module
+        self.__name__ = name
+
+    def __call__(self) -> int:
+        function = getattr(importlib.import_module(self.__module__), self.__name__)
+        return int(function())
 
 
 class WorkerMetrics(dramatiq.Middleware):
@@ -60,7 +77,7 @@ class WorkerMetrics(dramatiq.Middleware):
     @property
     def forks(self) -> list[Any]:
         # The fork is started by the master and reads its address from the same environment.
-        return [serve_worker_metrics] if self.port else []
+        return [ForkFunction(FORK_MODULE, FORK_FUNCTION)] if self.port else []
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         if not self.port:
@@ -115,18 +132,3 @@ class WorkerMetrics(dramatiq.Middleware):
         if self._metrics:
             outcome = "retried" if RETRY_DELAY_OPTION in message.options else "dead_lettered"
             self._metrics["messages"].labels(message.actor_name, outcome).inc()
-
-
-def serve_worker_metrics() -> None:
-    """Serve every worker process's samples on one /metrics (runs as a fork of the dramatiq master)."""
-    directory = samples_dir(os.getppid())
-    directory.mkdir(parents=True, exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    from prometheus_client import CollectorRegistry, MetricsHandler, multiprocess
-
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    handler = MetricsHandler.factory(registry)
-    address = (os.environ.get(HOST_ENV, DEFAULT_METRICS_HOST), int(os.environ.get(PORT_ENV, DEFAULT_METRICS_PORT)))
-    server = HTTPServer(address, handler)
-    server.serve_forever()
