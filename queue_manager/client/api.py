@@ -22,7 +22,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from schemas import Violation, violations
+from schemas import Validator, Violation, violations
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +99,8 @@ class QMClient:
         self.max_retry_seconds = max_retry_seconds
         self.sleep = sleep
         self._types: list[str] | None = None
-        self._validators: dict[str, Draft202012Validator] = {}
-        self._envelopes: dict[str, Draft202012Validator] = {}
+        self._validators: dict[str, Any] = {}
+        self._envelopes: dict[str, Any] = {}
         self._openapi: dict[str, Any] | None = None
 
     # Schemas and local validation.
@@ -121,13 +121,11 @@ class QMClient:
         schema: dict[str, Any] = self.request("GET", "/schemas/" + urllib.parse.quote(message_type, safe=""))
         return schema
 
-    def validator(self, message_type: str) -> Draft202012Validator:
+    def validator(self, message_type: str) -> Any:
         """The validator of a message type, built once from its fetched schema, as the server builds it."""
         validator = self._validators.get(message_type)
         if validator is None:
-            validator = Draft202012Validator(
-                self.schema(message_type), format_checker=Draft202012Validator.FORMAT_CHECKER
-            )
+            validator = Validator(self.schema(message_type), format_checker=Draft202012Validator.FORMAT_CHECKER)
             self._validators[message_type] = validator
         return validator
 
@@ -142,7 +140,7 @@ class QMClient:
         batch = self.openapi()["components"]["schemas"]["Batch"]
         return int(batch["properties"]["messages"]["maxItems"])
 
-    def envelope_validator(self, message_type: str) -> Draft202012Validator:
+    def envelope_validator(self, message_type: str) -> Any:
         """The validator of a type's envelope around its payload, from the API's OpenAPI document."""
         validator = self._envelopes.get(message_type)
         if validator is None:
@@ -150,7 +148,7 @@ class QMClient:
             # The payload is checked on its own with its type's schema, so its paths match the server's.
             components["schemas"][f"message.{message_type}"]["properties"]["payload"] = {}
             root = {"$ref": f"#/components/schemas/message.{message_type}", "components": components}
-            validator = Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
+            validator = Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
             self._envelopes[message_type] = validator
         return validator
 
