@@ -97,6 +97,11 @@ class Acks:
         """
         with self._cond:
             self._leases.pop(receipt_handle, None)
+            hiding = self._visibility.get(queue_url)
+            if hiding and any(e.receipt_handle == receipt_handle for e in hiding):
+                # A deferred retry that ran and succeeded before its visibility change went out:
+                # the delete makes that change moot (and SQS would refuse it once the message is gone).
+                hiding[:] = [e for e in hiding if e.receipt_handle != receipt_handle]
             pending = self._deletes[queue_url]
             pending.append(_Entry(receipt_handle, time.monotonic()))
             if soon:
