@@ -419,3 +419,60 @@ async def test_a_server_that_accepts_the_rest_of_a_group_after_a_failure_gets_no
     assert 1 not in queued
     if sqs_server.kind == "ministack":
         assert accepted == [0, 2, 3]
+
+
+# -- across API processes, and the client ---------------------------------------------------
+
+
+def test_one_idempotency_key_is_one_fifo_message_whichever_api_process_sends_it(
+    api_process: Any, settings: Settings, sqs: Any
+) -> None:
+    # Given two API processes (each remembers its own keys)
+    _, first_api = api_process()
+    _, second_api = api_process()
+    document = {**ordered("g"), "idempotency_key": "order-9"}
+    # When the same keyed message is posted to each (a client retry landing elsewhere)
+    answers = [post_json(url + "/messages", document) for url in (first_api, second_api)]
+    # Then both are accepted with the same id, and SQS holds one message: its deduplication id is that id
+    assert [status for status, _ in answers] == [202, 202], answers
+    assert answers[0][1]["id"] == answers[1][1]["id"]
+    url = sqs.get_queue_url(QueueName=f"{settings.queue_prefix}_ordered.fifo")["QueueUrl"]
+    [message] = read_in_order(sqs, url)
+    assert message["Attributes"]["MessageDeduplicationId"] == answers[0][1]["id"]
+
+
+def test_the_qm_client_needs_a_group_for_a_fifo_type_and_sends_it(
+    api_process: Any, settings: Settings, sqs: Any, tmp_path: Any
+) -> None:
+    from tests.test_client import qm
+
+    _, url = api_process()
+    payload = tmp_path / "payload.json"
+    payload.write_text(json.dumps({"url": RECEIVER, "body": {"n": 1}}))
+    # Without a group the client refuses locally, naming the field, and sends nothing
+    refused = qm(url, "send", "ordered", str(payload))
+    assert refused.returncode == 2, refused.stderr
+    assert "group_id" in refused.stderr and "Nothing was sent" in refused.stderr
+    # With one it is sent, to the FIFO queue, with that group
+    sent = qm(url, "send", "ordered", str(payload), "--group-id", "tenant-1", "--deduplication-id", "d-1")
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout)["queue"] == f"{settings.queue_prefix}_ordered.fifo"
+    queue = sqs.get_queue_url(QueueName=f"{settings.queue_prefix}_ordered.fifo")["QueueUrl"]
+    [message] = read_in_order(sqs, queue)
+    assert (message["Attributes"]["MessageGroupId"], message["Attributes"]["MessageDeduplicationId"]) == (
+        "tenant-1",
+        "d-1",
+    )
+
+
+def post_json(url: str, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps(document).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
