@@ -143,7 +143,9 @@ class Sender:
                     for p in batch:
                         if not p.future.done():
                             p.future.set_exception(error)
-                    self._fail_waiting(queue_name, {p.group for p in batch if p.group is not None}, error)
+                    # Whether SQS has them or not, what waits of their groups was not sent: it must not go
+                    # ahead of them (a client's retry of these would then land behind it).
+                    self._fail_waiting(queue_name, {p.group for p in batch if p.group is not None})
                     return
                 plan = plan_resend([p.group for p in batch], results, may_resend=attempt < ENTRY_ATTEMPTS - 1)
                 resend = set(plan.resend)
@@ -158,7 +160,7 @@ class Sender:
                         len(plan.overtaken),
                     )
                 if plan.failed_groups:
-                    self._fail_waiting(queue_name, plan.failed_groups, None)
+                    self._fail_waiting(queue_name, plan.failed_groups)
                 if not resend:
                     return
                 logger.warning("SQS failed %d entr(ies) on %r; sending them again.", len(resend), queue_name)
@@ -174,8 +176,8 @@ class Sender:
                 elif queue_name not in self._timers:
                     self._timers[queue_name] = loop.call_later(self.linger_seconds, self._flush, queue_name)
 
-    def _fail_waiting(self, queue_name: str, groups: set[str], error: Exception | None) -> None:
-        """Fail what waits of groups whose earlier message SQS did not take: it would overtake it."""
+    def _fail_waiting(self, queue_name: str, groups: set[str]) -> None:
+        """Fail (unsent) what waits of groups whose earlier message SQS did not take: it would overtake it."""
         if not groups:
             return
         kept: list[_Pending] = []
@@ -185,18 +187,14 @@ class Sender:
                 kept.append(p)
                 continue
             failed += 1
-            if p.future.done():
-                continue
-            if error is not None:
-                p.future.set_exception(error)
-            else:
+            if not p.future.done():
                 p.future.set_result(
                     SendResult(
                         _message_id(p.entry),
                         False,
                         code="EarlierMessageFailed",
-                        detail=f"an earlier message of group {p.group!r} was not accepted; send the group's "
-                        "messages again in order",
+                        detail=f"not sent: an earlier message of group {p.group!r} was not accepted (or got no "
+                        "answer); send the group's messages again in order",
                     )
                 )
         if kept:

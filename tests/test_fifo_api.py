@@ -20,6 +20,7 @@ from api.sender import Sender
 from broker import build_broker
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker, SendResult
+from queue_manager.sqs.errors import SQSOutcomeUnknown
 
 pytestmark = pytest.mark.api
 
@@ -396,6 +397,47 @@ async def test_an_entry_that_fails_for_good_fails_what_waits_behind_it_in_its_gr
     assert all(r.ok for r in later)
     url = fifo_broker.ensure_queue("seq").url
     assert by_group(read_in_order(sqs, url)) == {"a": [0, 7, 8], "b": [4]}
+
+
+class NoAnswerFor(RecordingBroker):
+    """Sends through the real server, except the batch holding one chosen message: that one gets no
+    answer (as when SQS took the request and the connection died), after a pause."""
+
+    def __init__(self, broker: QMBroker, lost: str) -> None:
+        super().__init__(broker, pause_seconds=0.2)
+        self.lost = lost
+
+    def send_entries(self, queue_name: str, entries: list[dict[str, Any]]) -> list[SendResult]:
+        if self.lost in {message_id(e) for e in entries}:
+            with self.lock:
+                self.started.update(message_id(e) for e in entries)
+            time.sleep(self.pause_seconds)
+            raise SQSOutcomeUnknown("no answer (the test's)")
+        return super().send_entries(queue_name, entries)
+
+
+async def test_a_batch_without_an_answer_fails_what_waits_behind_it_unsent(
+    fifo_broker: QMBroker, executor: ThreadPoolExecutor, sqs: Any
+) -> None:
+    # Given SQS never answers the batch holding message 0 of group a
+    head = entry(fifo_broker, "a", 0)
+    lost = NoAnswerFor(fifo_broker, message_id(head))
+    sender = Sender(fifo_broker, executor, linger_seconds=0.002)
+    # When more of group a arrives while that batch is in flight, and more again after it failed
+    first = asyncio.ensure_future(sender.send("seq", head))
+    deadline = time.monotonic() + 10
+    while message_id(head) not in lost.started:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+    behind = await asyncio.gather(*(sender.send("seq", entry(fifo_broker, "a", n)) for n in (1, 2)))
+    with pytest.raises(SQSOutcomeUnknown):
+        await first
+    after = await sender.send("seq", entry(fifo_broker, "a", 3))
+    await sender.close()
+    # Then what waited behind it was not sent (its clients retry in order), and what came after is
+    assert [r.code for r in behind] == ["EarlierMessageFailed"] * 2
+    assert after.ok
+    assert by_group(read_in_order(sqs, fifo_broker.ensure_queue("seq").url)) == {"a": [3]}
 
 
 async def test_a_server_that_accepts_the_rest_of_a_group_after_a_failure_gets_no_resend_behind_it(
