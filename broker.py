@@ -9,10 +9,14 @@ A message type is a schema in `schemas/` plus one function here::
 
     @message_type("invoice")
     def invoice(payload: dict[str, Any]) -> None: ...
+
+    @message_type("ledger", fifo=True)  # an SQS FIFO queue: in order per group_id
+    def ledger(payload: dict[str, Any]) -> None: ...
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -23,6 +27,8 @@ from dramatiq.middleware import AgeLimit, CurrentMessage, ShutdownNotifications,
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker
 from queue_manager.sqs.errors import PermanentFailure
+from queue_manager.sqs.fifo import FIFO_OPTION
+from queue_manager.sqs.middleware.fifo import FifoQueues
 from queue_manager.sqs.middleware.lifecycle import WorkerLifecycle
 from queue_manager.sqs.middleware.logcontext import StructuredLogs
 from queue_manager.sqs.middleware.metrics import WorkerMetrics
@@ -43,6 +49,7 @@ def build_broker(settings: Settings) -> QMBroker:
         ),
         WorkerLifecycle(stats_dir=settings.stats_dir, lookahead=settings.receive_lookahead),
         StructuredLogs(log_format=settings.log_format, log_level=settings.log_level),
+        FifoQueues(),
         WorkerMetrics(port=settings.worker_metrics_port, host=settings.worker_metrics_host),
     ]
     return QMBroker(
@@ -63,7 +70,18 @@ def build_broker(settings: Settings) -> QMBroker:
     )
 
 
-__all__ = ["PermanentFailure", "Retry", "build_broker", "message_type"]
+def declared_fifo_types() -> frozenset[str]:
+    """The message types whose actors declare a FIFO queue (`fifo=True`).
+
+    The declarations live with the actors, so this imports them; the API, which runs none, asks
+    here to know which of its types need a `group_id` and go to `.fifo` queues.
+    """
+    importlib.import_module("actors")  # importing the package declares every message type
+    declared: QMBroker = __getattr__("broker")
+    return frozenset(actor.queue_name for actor in declared.actors.values() if actor.options.get(FIFO_OPTION))
+
+
+__all__ = ["PermanentFailure", "Retry", "build_broker", "declared_fifo_types", "message_type"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -73,6 +91,8 @@ def message_type(name: str, **options: Any) -> Callable[[_F], dramatiq.Actor[Any
     default to the settings; `options` (any Dramatiq actor option) override them.
 
     `PermanentFailure` dead-letters a message at once; `Retry(delay=ms)` retries it after `delay`.
+    `fifo=True` puts the type on an SQS FIFO queue: its messages need a `group_id`, and those of one
+    group are processed one at a time, in order.
     """
     settings: Settings = __getattr__("settings")
     declared: dict[str, Any] = {

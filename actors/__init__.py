@@ -4,6 +4,6 @@ The broker is imported first, so the actors below register with it.
 """
 
 from broker import broker, settings  # isort: skip  (the broker must exist before any actor)
-from actors import log, webhook
+from actors import log, ordered, webhook
 
-__all__ = ["broker", "log", "settings", "webhook"]
+__all__ = ["broker", "log", "ordered", "settings", "webhook"]

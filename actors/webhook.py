@@ -28,6 +28,14 @@ _http = urllib3.PoolManager(num_pools=16, maxsize=16, retries=False)
 @message_type("webhook")
 def webhook(payload: dict[str, Any]) -> None:
     """POST `body` to `url`; a 2xx is done, 5xx/408/429/timeouts retry, other answers dead-letter."""
+    post(payload)
+
+
+def post(payload: dict[str, Any]) -> None:
+    """POST a webhook payload (`url`, `body`, `headers`) with the message id as its Idempotency-Key.
+
+    Returns on a 2xx; raises Retry for 5xx, 408, 429 and network errors, PermanentFailure otherwise.
+    """
     current = CurrentMessage.get_current_message()
     message_id = current.message_id if current else ""
     url = payload["url"]

@@ -24,7 +24,7 @@ from api.openapi import build_openapi
 from api.routes import setup_routes
 from api.schemas import MAX_BATCH_BODY_BYTES
 from api.sender import Sender
-from broker import build_broker
+from broker import build_broker, declared_fifo_types
 from queue_manager import logs
 from queue_manager.settings import Settings, SettingsError
 from schemas import SchemaLoadError, SchemaRegistry
@@ -53,7 +53,8 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.API_KEYS] = api_keys
     app[keys.METRICS] = metrics
     app[keys.REGISTRY] = registry
-    app[keys.OPENAPI] = build_openapi(registry, settings)
+    app[keys.FIFO_TYPES] = declared_fifo_types() & frozenset(registry.types)
+    app[keys.OPENAPI] = build_openapi(registry, settings, fifo_types=app[keys.FIFO_TYPES])
     # The interactive docs: Swagger UI's assets as installed by swagger-ui-py, served locally.
     swagger_ui.api_doc(app, config=app[keys.OPENAPI], url_prefix="/docs", title="queue-manager API", host_inject=False)
     app.cleanup_ctx.append(_sqs_context)
@@ -65,6 +66,8 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     executor = ThreadPoolExecutor(max_workers=settings.send_concurrency, thread_name_prefix="qm-sqs")
     broker = build_broker(settings)
+    fifo_types: frozenset[str] = app[keys.FIFO_TYPES]
+    broker.fifo_queues.update(fifo_types)
     for message_type in app[keys.REGISTRY].types:
         broker.declare_queue(message_type)
     app[keys.EXECUTOR] = executor

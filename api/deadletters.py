@@ -78,7 +78,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         return deadletters.peek(broker.client, urls.dead_letter_url, limit=limit)
 
     items = await _run(request, work, "read the dead-letter queue")
-    queue = broker.sqs_queue_name(message_type) + constants.DEAD_LETTER_SUFFIX
+    queue = broker.dead_letter_queue_name(message_type)
     _audit(who, "peek", queue, len(items))
     return web.json_response(
         {"type": message_type, "queue": queue, "count": len(items), "messages": [i.as_dict() for i in items]}
@@ -105,7 +105,7 @@ async def redrive(request: web.Request) -> web.Response:
     _audit(
         who,
         "redrive",
-        broker.sqs_queue_name(message_type) + constants.DEAD_LETTER_SUFFIX,
+        broker.dead_letter_queue_name(message_type),
         result.moved,
         method=result.method,
     )
@@ -115,13 +115,12 @@ async def redrive(request: web.Request) -> web.Response:
 def _known_type(request: web.Request) -> str:
     """The message type a path names: by the type, or by its queue's or dead-letter queue's name (GET /queues)."""
     registry = request.app[keys.REGISTRY]
-    settings = request.app[keys.SETTINGS]
+    broker = request.app[keys.BROKER]
     name = request.match_info["name"]
     for message_type in registry.types:
-        queue = settings.queue_name(message_type)
-        if name in (message_type, queue, queue + constants.DEAD_LETTER_SUFFIX):
+        if name in (message_type, broker.sqs_queue_name(message_type), broker.dead_letter_queue_name(message_type)):
             return message_type
-    queues = ", ".join(settings.queue_name(t) for t in registry.types)
+    queues = ", ".join(broker.sqs_queue_name(t) for t in registry.types)
     raise problems.NotFound(
         f"No message type or queue {name!r}; known: {', '.join(registry.types)} "
         f"(queues {queues} and their {constants.DEAD_LETTER_SUFFIX})."

@@ -12,7 +12,6 @@ from api import keys, problems
 from api.bodies import read_json
 from api.ingest import Prepared, prepare, submit
 from api.schemas import MAX_BATCH_BODY_BYTES, MAX_MESSAGE_BODY_BYTES, batch_violations
-from queue_manager.sqs import constants
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +147,7 @@ async def list_queues(request: web.Request) -> web.Response:
                     **d["queue"],
                     "oldest_age_seconds": None,
                     "dead_letter": {
-                        "name": broker.sqs_queue_name(t) + constants.DEAD_LETTER_SUFFIX,
+                        "name": broker.dead_letter_queue_name(t),
                         **d["dead_letter"],
                         "oldest_age_seconds": None,
                     },

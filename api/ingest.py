@@ -15,10 +15,11 @@ import dramatiq
 from aiohttp import web
 
 from api import keys, problems
+from api.groups import group_violations
 from api.idempotency import KeyReused
 from api.schemas import envelope_violations
 from api.sender import Overloaded
-from queue_manager.sqs import constants
+from queue_manager.sqs import constants, fifo
 from queue_manager.sqs.errors import MessageTooLarge, SQSOutcomeUnknown, SQSUnavailable
 from schemas import Violation
 from schemas.checks import PAYLOAD_CHECKS
@@ -74,9 +75,17 @@ def prepare(app: web.Application, document: Any, *, header_key: str | None = Non
         errors += [v for v in check(payload, app[keys.SETTINGS].webhook_allowed_hosts) if v.path not in refused]
     if errors:
         raise problems.Unprocessable(f"The payload is not a valid {message_type!r} message.", errors=errors)
+    broker = app[keys.BROKER]
+    errors = group_violations(document, message_type, fifo=broker.is_fifo(message_type))
+    if errors:
+        raise problems.Unprocessable(f"The envelope is not valid for a {message_type!r} message.", errors=errors)
     key = _idempotency_key(header_key, document.get("idempotency_key"))
     delay_seconds = int(document.get("delay_seconds", 0))
-    options = {IDEMPOTENCY_KEY_OPTION: key} if key else {}
+    options: dict[str, Any] = {IDEMPOTENCY_KEY_OPTION: key} if key else {}
+    # The group travels with the message (the actor and the logs see it); the broker turns both
+    # into the MessageGroupId and MessageDeduplicationId of the send.
+    group = {name: document[name] for name in (fifo.GROUP_ID_OPTION, fifo.DEDUPLICATION_ID_OPTION) if name in document}
+    options.update(group)
     # A keyed message's id is a function of its key: every copy SQS may ever hold carries the same id.
     message: dramatiq.Message[Any] = dramatiq.Message(
         queue_name=message_type, actor_name=message_type, args=(payload,), kwargs={}, options=options
@@ -84,7 +93,7 @@ def prepare(app: web.Application, document: Any, *, header_key: str | None = Non
     if key:
         message = message.copy(message_id=keyed_message_id(app[keys.SETTINGS].queue_prefix, key))
     try:
-        entry = app[keys.BROKER].build_entry(message, delay_seconds * 1000)
+        entry = broker.build_entry(message, delay_seconds * 1000)
     except MessageTooLarge as exc:
         raise problems.PayloadTooLarge(
             f"The message is {exc.size_bytes} bytes once encoded for SQS (base64 of its JSON); the limit is "
@@ -92,7 +101,7 @@ def prepare(app: web.Application, document: Any, *, header_key: str | None = Non
         ) from None
     fingerprint = ""
     if key is not None:  # only a keyed message is ever compared with another
-        canonical = json.dumps([message_type, payload, delay_seconds], sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps([message_type, payload, delay_seconds, group], sort_keys=True, separators=(",", ":"))
         fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
     return Prepared(message_type, message, entry, key, fingerprint)
 
@@ -158,10 +167,11 @@ async def submit(app: web.Application, prepared: Prepared) -> tuple[dict[str, An
 async def _send(app: web.Application, prepared: Prepared) -> dict[str, Any]:
     settings = app[keys.SETTINGS]
     message = prepared.message
+    queue = app[keys.BROKER].sqs_queue_name(prepared.message_type)
     depth = app[keys.DEPTH_GUARD].over(prepared.message_type)
     if depth is not None:
         raise problems.TooManyRequests(
-            f"Queue {settings.queue_name(prepared.message_type)!r} holds about {depth} messages, at or over "
+            f"Queue {queue!r} holds about {depth} messages, at or over "
             f"QM_MAX_QUEUE_DEPTH ({settings.max_queue_depth}); try again later.",
             retry_after_seconds=BACKLOG_RETRY_AFTER_SECONDS,
         )
@@ -203,11 +213,11 @@ async def _send(app: web.Application, prepared: Prepared) -> dict[str, Any]:
             extra={
                 "message_id": message.message_id,
                 "type": prepared.message_type,
-                "queue": settings.queue_name(prepared.message_type),
+                "queue": queue,
             },
         )
     return {
         "id": message.message_id,
         "type": prepared.message_type,
-        "queue": settings.queue_name(prepared.message_type),
+        "queue": queue,
     }

@@ -25,3 +25,5 @@ EXECUTOR = web.AppKey("qm.executor", ThreadPoolExecutor)
 SENDER = web.AppKey("qm.sender", Sender)
 IDEMPOTENCY = web.AppKey("qm.idempotency", IdempotencyStore)
 DEPTH_GUARD = web.AppKey("qm.depth_guard", DepthGuard)
+#: The message types on FIFO queues, as their actors declare.
+FIFO_TYPES: web.AppKey[frozenset[str]] = web.AppKey("qm.fifo_types", frozenset)

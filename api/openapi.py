@@ -7,9 +7,12 @@ from typing import Any
 
 from api.bodies import MAX_JSON_DEPTH
 from api.deadletters import MAX_REDRIVE_BODY_BYTES, REDRIVE_SCHEMA
+from api.groups import FIFO_ONLY, FIFO_REQUIRED, NOT_FIFO
 from api.schemas import BATCH_SCHEMA, ENVELOPE_SCHEMA, MAX_BATCH_BODY_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BODY_BYTES
 from queue_manager.settings import Settings
 from queue_manager.sqs import constants
+from queue_manager.sqs.admin import dead_letter_name
+from queue_manager.sqs.fifo import fifo_name
 from schemas import SchemaRegistry
 
 #: The version of the HTTP API this document describes.
@@ -62,24 +65,39 @@ def _body_errors(limit_bytes: int, *, encoded: bool) -> dict[str, Any]:
     }
 
 
-def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any]:
-    """The whole API: every endpoint, every message type's payload, every error."""
+def build_openapi(
+    registry: SchemaRegistry, settings: Settings, *, fifo_types: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The whole API: every endpoint, every message type's payload, every error.
+
+    A type in `fifo_types` is on a FIFO queue: its envelope requires `group_id` and has no `delay_seconds`.
+    """
     payloads = {f"payload.{t}": copy.deepcopy(registry.schema(t)) for t in registry.types}
     envelope_props = {k: v for k, v in ENVELOPE_SCHEMA["properties"].items() if k not in ("type", "payload")}
-    envelopes = [
-        {
+
+    def envelope(t: str) -> dict[str, Any]:
+        fifo = t in fifo_types
+        left_out = NOT_FIFO if fifo else FIFO_ONLY
+        schema: dict[str, Any] = {
             "title": f"{t} message",
             "type": "object",
             "properties": {
                 "type": {"const": t},
                 "payload": {"$ref": f"#/components/schemas/payload.{t}"},
-                **copy.deepcopy(envelope_props),
+                **{k: copy.deepcopy(v) for k, v in envelope_props.items() if k not in left_out},
             },
-            "required": ["type", "payload"],
+            "required": ["type", "payload", *(FIFO_REQUIRED if fifo else ())],
             "additionalProperties": False,
         }
-        for t in registry.types
-    ]
+        if fifo:
+            schema["description"] = (
+                f"{t!r} messages go to an SQS FIFO queue: those of one group_id are processed one at a time, in "
+                "the order the API accepted them; a deduplication_id (by default the message id) seen again within "
+                "5 minutes is accepted and dropped."
+            )
+        return schema
+
+    envelopes = [envelope(t) for t in registry.types]
     secured: list[dict[str, list[str]]] = [{"bearerAuth": []}] if settings.accepted_api_keys() else []
     # Every operation may also answer 404 (no such path) or 405 (another method; with `Allow`), or a bare 500.
     default = {
@@ -115,9 +133,8 @@ def build_openapi(registry: SchemaRegistry, settings: Settings) -> dict[str, Any
         "schema": {"enum": list(registry.types)},
         "description": "A message type.",
     }
-    queue_names = [
-        settings.queue_name(t) + suffix for suffix in ("", constants.DEAD_LETTER_SUFFIX) for t in registry.types
-    ]
+    queues = [fifo_name(settings.queue_name(t)) if t in fifo_types else settings.queue_name(t) for t in registry.types]
+    queue_names = [*queues, *(dead_letter_name(q) for q in queues)]
     name_parameter = {
         **type_parameter,
         "name": "name",

@@ -31,6 +31,19 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
             "pattern": "^[\\x21-\\x7e]{1,255}$",
             "description": "A retried request with the same key returns the first answer instead of sending again.",
         },
+        "group_id": {
+            "type": "string",
+            "pattern": "^[\\x21-\\x7e]{1,128}$",
+            "description": "The SQS MessageGroupId: 1 to 128 letters, digits or ASCII punctuation. Required by FIFO "
+            "types, whose messages of one group are processed one at a time in the order accepted; on other "
+            "types it names the tenant of an SQS fair queue.",
+        },
+        "deduplication_id": {
+            "type": "string",
+            "pattern": "^[\\x21-\\x7e]{1,128}$",
+            "description": "FIFO types only: the SQS MessageDeduplicationId. A second message with the same id "
+            "within 5 minutes of the first is accepted and dropped. Defaults to the message id.",
+        },
     },
     "required": ["type", "payload"],
     "additionalProperties": False,

@@ -12,6 +12,7 @@ from typing import Any
 from queue_manager.sqs import constants
 from queue_manager.sqs.broker import QMBroker, SendResult
 from queue_manager.sqs.errors import SQSUnavailable
+from queue_manager.sqs.groups import next_batch, plan_resend
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class _Pending:
     entry: dict[str, Any]
     size_bytes: int
     future: asyncio.Future[SendResult]
+    #: The FIFO message group whose order this entry must keep; None on a standard queue.
+    group: str | None = None
 
 
 class Sender:
@@ -39,6 +42,10 @@ class Sender:
 
     A 202 is answered only from a future that SQS's own answer resolved: nothing is
     acknowledged from this buffer.
+
+    On a FIFO queue each group keeps its arrival order: a batch holds a group's entries in order,
+    the group's next batch waits until SQS has answered the one before, a failed entry is sent
+    again ahead of the rest of its group, and one that fails for good fails what waits behind it.
     """
 
     def __init__(
@@ -52,6 +59,7 @@ class Sender:
         self._batches: dict[str, list[_Pending]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._in_flight: dict[str, int] = {}
+        self._busy_groups: dict[str, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: Called with the size of every batch sent, e.g. to export it as a metric.
         self.batch_listeners: list[Callable[[int], None]] = []
@@ -61,13 +69,14 @@ class Sender:
         if self.waiting >= self.max_waiting:
             raise Overloaded(f"{self.waiting} messages are already waiting for SQS; the limit is {self.max_waiting}.")
         loop = asyncio.get_running_loop()
-        pending = _Pending(entry, len(entry["MessageBody"]), loop.create_future())
+        group = entry.get("MessageGroupId") if self.broker.is_fifo(queue_name) else None
+        pending = _Pending(entry, len(entry["MessageBody"]), loop.create_future(), group)
         batch = self._batches.setdefault(queue_name, [])
         if batch and sum(p.size_bytes for p in batch) + pending.size_bytes > constants.MAX_BATCH_SIZE_BYTES:
             self._flush(queue_name)
             batch = self._batches.setdefault(queue_name, [])
         batch.append(pending)
-        if len(batch) >= constants.MAX_BATCH_ENTRIES or not self._in_flight.get(queue_name):
+        if not self._in_flight.get(queue_name) or self._ready(queue_name, batch) >= constants.MAX_BATCH_ENTRIES:
             self._flush(queue_name)
         elif queue_name not in self._timers:
             self._timers[queue_name] = loop.call_later(self.linger_seconds, self._flush, queue_name)
@@ -77,22 +86,52 @@ class Sender:
         finally:
             self.waiting -= 1
 
+    def _ready(self, queue_name: str, batch: list[_Pending]) -> int:
+        """How many waiting entries could go now (up to a full batch): not those of a busy group."""
+        if not any(p.group for p in batch):
+            return len(batch)
+        ready, _ = next_batch(
+            batch,
+            self._busy_groups.get(queue_name, set()),
+            group=lambda p: p.group,
+            size=lambda p: 0,
+            max_entries=constants.MAX_BATCH_ENTRIES,
+            max_bytes=constants.MAX_BATCH_SIZE_BYTES,
+        )
+        return len(ready)
+
     def _flush(self, queue_name: str) -> None:
         timer = self._timers.pop(queue_name, None)
         if timer is not None:
             timer.cancel()
-        batch = self._batches.pop(queue_name, [])
-        if not batch:
-            return
-        self._in_flight[queue_name] = self._in_flight.get(queue_name, 0) + 1
-        task = asyncio.get_running_loop().create_task(self._send_batch(queue_name, batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        busy = self._busy_groups.setdefault(queue_name, set())
+        while True:
+            # Entries of a group with a batch still unanswered wait for it; the rest may go now.
+            batch, waiting = next_batch(
+                self._batches.pop(queue_name, []),
+                busy,
+                group=lambda p: p.group,
+                size=lambda p: p.size_bytes,
+                max_entries=constants.MAX_BATCH_ENTRIES,
+                max_bytes=constants.MAX_BATCH_SIZE_BYTES,
+            )
+            if waiting:
+                self._batches[queue_name] = waiting
+            if not batch:
+                return
+            busy.update(p.group for p in batch if p.group is not None)
+            self._in_flight[queue_name] = self._in_flight.get(queue_name, 0) + 1
+            task = asyncio.get_running_loop().create_task(self._send_batch(queue_name, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            if len(waiting) < constants.MAX_BATCH_ENTRIES:
+                return
 
     async def _send_batch(self, queue_name: str, batch: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
         for listener in self.batch_listeners:
             listener(len(batch))
+        groups = {p.group for p in batch if p.group is not None}
         try:
             for attempt in range(ENTRY_ATTEMPTS):
                 try:
@@ -100,26 +139,74 @@ class Sender:
                         self.executor, self.broker.send_entries, queue_name, [p.entry for p in batch]
                     )
                 except BaseException as exc:  # every waiter must hear of it, whatever it is
+                    error = exc if isinstance(exc, Exception) else SQSUnavailable(str(exc))
                     for p in batch:
                         if not p.future.done():
-                            p.future.set_exception(exc if isinstance(exc, Exception) else SQSUnavailable(str(exc)))
+                            p.future.set_exception(error)
+                    # Whether SQS has them or not, what waits of their groups was not sent: it must not go
+                    # ahead of them (a client's retry of these would then land behind it).
+                    self._fail_waiting(queue_name, {p.group for p in batch if p.group is not None})
                     return
-                retry = []
-                for p, result in zip(batch, results, strict=True):
-                    if result.ok or not result.retryable or attempt == ENTRY_ATTEMPTS - 1:
-                        if not p.future.done():
-                            p.future.set_result(result)
-                    else:
-                        retry.append(p)
-                if not retry:
+                plan = plan_resend([p.group for p in batch], results, may_resend=attempt < ENTRY_ATTEMPTS - 1)
+                resend = set(plan.resend)
+                for index, (p, result) in enumerate(zip(batch, results, strict=True)):
+                    if index not in resend and not p.future.done():
+                        p.future.set_result(result)
+                if plan.overtaken:
+                    logger.warning(
+                        "SQS accepted later messages of a group on %r but failed %d earlier one(s); those are "
+                        "answered as failed rather than sent again behind the later ones.",
+                        queue_name,
+                        len(plan.overtaken),
+                    )
+                if plan.failed_groups:
+                    self._fail_waiting(queue_name, plan.failed_groups)
+                if not resend:
                     return
-                logger.warning("SQS failed %d entr(ies) on %r; sending them again.", len(retry), queue_name)
-                batch = retry
+                logger.warning("SQS failed %d entr(ies) on %r; sending them again.", len(resend), queue_name)
+                batch = [batch[i] for i in plan.resend]
                 await asyncio.sleep(ENTRY_RETRY_PAUSE_SECONDS * 2**attempt)
         finally:
             self._in_flight[queue_name] -= 1
-            if self._batches.get(queue_name) and not self._in_flight[queue_name]:
-                self._flush(queue_name)
+            self._busy_groups.get(queue_name, set()).difference_update(groups)
+            waiting = self._batches.get(queue_name)
+            if waiting:
+                if not self._in_flight[queue_name]:
+                    self._flush(queue_name)
+                elif queue_name not in self._timers:
+                    self._timers[queue_name] = loop.call_later(self.linger_seconds, self._flush, queue_name)
+
+    def _fail_waiting(self, queue_name: str, groups: set[str]) -> None:
+        """Fail (unsent) what waits of groups whose earlier message SQS did not take: it would overtake it."""
+        if not groups:
+            return
+        kept: list[_Pending] = []
+        failed = 0
+        for p in self._batches.get(queue_name, []):
+            if p.group not in groups:
+                kept.append(p)
+                continue
+            failed += 1
+            if not p.future.done():
+                p.future.set_result(
+                    SendResult(
+                        _message_id(p.entry),
+                        False,
+                        code="EarlierMessageFailed",
+                        detail=f"not sent: an earlier message of group {p.group!r} was not accepted (or got no "
+                        "answer); send the group's messages again in order",
+                    )
+                )
+        if kept:
+            self._batches[queue_name] = kept
+        else:
+            self._batches.pop(queue_name, None)
+        if failed:
+            logger.warning(
+                "Failed %d waiting message(s) on %r behind an earlier message of their group that SQS did not take.",
+                failed,
+                queue_name,
+            )
 
     async def close(self) -> None:
         """Send what is buffered and wait for every batch in flight."""
@@ -127,3 +214,7 @@ class Sender:
             self._flush(queue_name)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _message_id(entry: dict[str, Any]) -> str:
+    return str(entry["MessageAttributes"][constants.ATTR_MESSAGE_ID]["StringValue"])

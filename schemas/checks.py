@@ -55,4 +55,7 @@ def check_webhook(payload: Any, allowed_hosts: Iterable[str]) -> list[Violation]
 
 
 #: Extra checks by message type, each given the payload and the allowed webhook hosts.
-PAYLOAD_CHECKS: dict[str, Callable[[Any, Iterable[str]], list[Violation]]] = {"webhook": check_webhook}
+PAYLOAD_CHECKS: dict[str, Callable[[Any, Iterable[str]], list[Violation]]] = {
+    "webhook": check_webhook,
+    "ordered": check_webhook,
+}

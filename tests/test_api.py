@@ -290,7 +290,7 @@ async def test_an_unknown_type_is_422_naming_the_known_types(api_client: Any) ->
     # Then the answer is 422 naming the types there are
     assert await problem(response, 422) == invalid(
         "Unknown message type 'sms'.",
-        [{"path": "/type", "keyword": "enum", "message": "'sms' is not one of ['log', 'webhook']"}],
+        [{"path": "/type", "keyword": "enum", "message": "'sms' is not one of ['log', 'ordered', 'webhook']"}],
     )
 
 
@@ -540,12 +540,13 @@ async def test_get_schemas_lists_every_type_with_its_link_and_title(api_client: 
     assert await response.json() == {
         "types": [
             {"type": "log", "schema": "/schemas/log", "title": "log"},
+            {"type": "ordered", "schema": "/schemas/ordered", "title": "ordered"},
             {"type": "webhook", "schema": "/schemas/webhook", "title": "webhook"},
         ]
     }
 
 
-@pytest.mark.parametrize("message_type", ["log", "webhook"])
+@pytest.mark.parametrize("message_type", ["log", "ordered", "webhook"])
 async def test_get_schema_serves_the_schema_file_as_schema_json(api_client: Any, message_type: str) -> None:
     # When one type's schema is asked for
     response = await api_client.get(f"/schemas/{message_type}")
@@ -563,7 +564,7 @@ async def test_an_unknown_schema_is_a_404_problem_naming_the_known_types(api_cli
         "type": "urn:queue-manager:problem:not-found",
         "title": "Not Found",
         "status": 404,
-        "detail": "No message type 'sms'; known: log, webhook.",
+        "detail": "No message type 'sms'; known: log, ordered, webhook.",
     }
 
 
@@ -580,7 +581,11 @@ async def test_readyz_is_200_naming_every_queue_while_sqs_answers(api_client: An
     assert response.content_type == "application/json"
     assert await response.json() == {
         "status": "ready",
-        "queues": [f"{settings.queue_prefix}_log", f"{settings.queue_prefix}_webhook"],
+        "queues": [
+            f"{settings.queue_prefix}_log",
+            f"{settings.queue_prefix}_ordered.fifo",
+            f"{settings.queue_prefix}_webhook",
+        ],
     }
 
 
@@ -593,16 +598,16 @@ async def test_queues_reports_depths_that_count_a_posted_message(api_client: Any
     assert response.status == 200
     prefix = settings.queue_prefix
 
-    def queue(message_type: str, visible: int) -> dict[str, Any]:
+    def queue(message_type: str, visible: int, *, suffix: str = "") -> dict[str, Any]:
         return {
             "type": message_type,
-            "name": f"{prefix}_{message_type}",
+            "name": f"{prefix}_{message_type}{suffix}",
             "visible": visible,
             "in_flight": 0,
             "delayed": 0,
             "oldest_age_seconds": None,
             "dead_letter": {
-                "name": f"{prefix}_{message_type}_dlq",
+                "name": f"{prefix}_{message_type}_dlq{suffix}",
                 "visible": 0,
                 "in_flight": 0,
                 "delayed": 0,
@@ -611,7 +616,7 @@ async def test_queues_reports_depths_that_count_a_posted_message(api_client: Any
         }
 
     assert await response.json() == {
-        "queues": [queue("log", 1), queue("webhook", 0)],
+        "queues": [queue("log", 1), queue("ordered", 0, suffix=".fifo"), queue("webhook", 0)],
         "notes": {"oldest_age_seconds": OLDEST_AGE_NOTE},
     }
 

@@ -530,8 +530,9 @@ async def test_dead_letter_routes_take_the_queue_names_get_queues_lists(
 async def test_another_queue_name_is_404(api_client: Any, settings: Settings) -> None:
     response = await api_client.get(f"/queues/{settings.queue_prefix}_sms/dead-letters")
     assert (await problem(response, 404))["detail"] == (
-        f"No message type or queue '{settings.queue_prefix}_sms'; known: log, webhook "
-        f"(queues {settings.queue_prefix}_log, {settings.queue_prefix}_webhook and their _dlq)."
+        f"No message type or queue '{settings.queue_prefix}_sms'; known: log, ordered, webhook "
+        f"(queues {settings.queue_prefix}_log, {settings.queue_prefix}_ordered.fifo, {settings.queue_prefix}_webhook "
+        "and their _dlq)."
     )
 
 

@@ -157,7 +157,7 @@ def test_the_cli_sends_lists_and_tends_dead_letters(
     assert sorted(queued_ids(sqs, settings.queue_name("log"))) == sorted(ids)
 
     schemas = qm(url, "schemas")
-    assert {t["type"] for t in json.loads(schemas.stdout)["types"]} == {"log", "webhook"}
+    assert {t["type"] for t in json.loads(schemas.stdout)["types"]} == {"log", "ordered", "webhook"}
     assert json.loads(qm(url, "schemas", "log").stdout)["type"] == "object"
     listing = qm(url, "dlq", "list")
     assert listing.returncode == 0 and "webhook" in listing.stdout

@@ -26,12 +26,14 @@ json_values = st.recursive(
 envelopes = st.fixed_dictionaries(
     {},
     optional={
-        "type": st.sampled_from(["log", "webhook", "nope", ""]) | json_values,
+        "type": st.sampled_from(["log", "webhook", "ordered", "nope", ""]) | json_values,
         "payload": json_values
         | st.fixed_dictionaries({"message": st.text(max_size=30)}, optional={"level": st.text(max_size=8)})
         | st.fixed_dictionaries({"url": st.sampled_from(["http://127.0.0.1:9/x", "ftp://x", "http://evil.test/"])}),
         "delay_seconds": st.integers(-5, 1000) | json_values,
         "idempotency_key": st.text(max_size=10) | json_values,
+        "group_id": st.text(max_size=10) | json_values,
+        "deduplication_id": st.text(max_size=10) | json_values,
         "extra": json_values,
     },
 )

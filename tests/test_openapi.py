@@ -209,8 +209,14 @@ async def test_each_body_limit_in_the_document_is_the_one_enforced_and_the_readm
 async def test_dead_letter_routes_document_the_queue_names_they_take(api_client: Any, settings: Any) -> None:
     document = api_client.server.app[keys.OPENAPI]
     names = [p for p in document["paths"]["/queues/{name}/redrive"]["post"]["parameters"] if p["name"] == "name"]
-    queues = [settings.queue_name(t) for t in ("log", "webhook")]
-    assert names[0]["schema"]["enum"] == ["log", "webhook", *queues, *(q + "_dlq" for q in queues)]
+    prefix = settings.queue_prefix
+    assert names[0]["schema"]["enum"] == [
+        "log",
+        "ordered",
+        "webhook",
+        *(f"{prefix}_{q}" for q in ("log", "ordered.fifo", "webhook")),
+        *(f"{prefix}_{q}" for q in ("log_dlq", "ordered_dlq.fifo", "webhook_dlq")),
+    ]
 
 
 async def test_docs_are_served_from_local_assets(api_client: Any) -> None:

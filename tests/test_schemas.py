@@ -177,7 +177,7 @@ def test_qm_api_refuses_to_start_on_a_broken_schema_naming_the_file(schemas_dir:
 def test_the_shipped_schemas_load_as_one_type_per_file() -> None:
     registry = SchemaRegistry.load(DEFAULT_SCHEMAS_DIR)
     assert registry.types == sorted(p.stem for p in DEFAULT_SCHEMAS_DIR.glob("*.json"))
-    assert registry.types == ["log", "webhook"]
+    assert registry.types == ["log", "ordered", "webhook"]
 
 
 def test_every_shipped_message_type_has_an_actor_of_the_same_name_and_queue() -> None:

@@ -185,9 +185,13 @@ class QMClient:
         *,
         delay_seconds: int | None = None,
         idempotency_key: str | None = None,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
         validate: bool = True,
     ) -> dict[str, Any]:
         """Validate locally, then POST /messages; returns `{"id", "type", "queue"}`.
+
+        `group_id` is required by a type on a FIFO queue (it orders by group); `deduplication_id` is FIFO only.
 
         Raises ValidationFailed (nothing sent), ApiError, or Unavailable.
         """
@@ -196,6 +200,10 @@ class QMClient:
             envelope["delay_seconds"] = delay_seconds
         if idempotency_key is not None:
             envelope["idempotency_key"] = idempotency_key
+        if group_id is not None:
+            envelope["group_id"] = group_id
+        if deduplication_id is not None:
+            envelope["deduplication_id"] = deduplication_id
         if validate:
             errors = self.envelope_violations(envelope)
             if errors:

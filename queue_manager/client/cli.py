@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("payload", metavar="PAYLOAD.json", help="a file holding the payload as JSON; - reads stdin")
     send.add_argument("--delay", type=int, metavar="N", help="seconds before the message may be processed (0-900)")
     send.add_argument("--idempotency-key", metavar="K", help="a retry with the same key is not sent twice")
+    send.add_argument("--group-id", metavar="G", help="the message group (required by FIFO types, in order per group)")
+    send.add_argument("--deduplication-id", metavar="D", help="FIFO types: one message per id within 5 minutes")
 
     batch = commands.add_parser(
         "send-batch",
@@ -114,7 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(client: QMClient, args: argparse.Namespace) -> int:
     if args.command == "send":
         payload = _load_json(args.payload)
-        answer = client.send(args.type, payload, delay_seconds=args.delay, idempotency_key=args.idempotency_key)
+        answer = client.send(
+            args.type,
+            payload,
+            delay_seconds=args.delay,
+            idempotency_key=args.idempotency_key,
+            group_id=args.group_id,
+            deduplication_id=args.deduplication_id,
+        )
         _print_json(answer)
         return EXIT_OK
     if args.command == "send-batch":

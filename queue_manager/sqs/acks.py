@@ -46,6 +46,8 @@ class _Entry:
     queued_at: float
     visibility_seconds: int = 0
     attempts: int = 0
+    #: For a deferral: the lease's visible_until before it, restored if the change fails.
+    restore_until: float | None = None
 
 
 class Acks:
@@ -69,6 +71,7 @@ class Acks:
         self._deletes: dict[str, list[_Entry]] = defaultdict(list)
         self._visibility: dict[str, list[_Entry]] = defaultdict(list)
         self._leases: dict[str, Lease] = {}
+        self._due: set[str] = set()
         self._thread: threading.Thread | None = None
         self._running = False
         #: Called with the size of every DeleteMessageBatch, e.g. to export it as a metric.
@@ -86,12 +89,50 @@ class Acks:
         with self._cond:
             self._leases.pop(receipt_handle, None)
 
-    def delete(self, queue_url: str, receipt_handle: str) -> None:
-        """Acknowledge a message: it joins the next DeleteMessageBatch."""
+    def delete(self, queue_url: str, receipt_handle: str, *, soon: bool = False) -> None:
+        """Acknowledge a message: it joins the next DeleteMessageBatch.
+
+        `soon` sends the queue's pending deletes at once instead of after the flush interval: a
+        FIFO group whose last message here is done stays blocked on SQS until its delete arrives.
+        """
         with self._cond:
             self._leases.pop(receipt_handle, None)
+            hiding = self._visibility.get(queue_url)
+            if hiding and any(e.receipt_handle == receipt_handle for e in hiding):
+                # A deferred retry that ran and succeeded before its visibility change went out:
+                # the delete makes that change moot (and SQS would refuse it once the message is gone).
+                hiding[:] = [e for e in hiding if e.receipt_handle != receipt_handle]
             pending = self._deletes[queue_url]
             pending.append(_Entry(receipt_handle, time.monotonic()))
+            if soon:
+                self._due.add(queue_url)
+            if soon or len(pending) >= constants.MAX_BATCH_ENTRIES:
+                self._cond.notify_all()
+        self._ensure_started()
+
+    def hold(self, receipt_handle: str, until: float) -> None:
+        """Let the heartbeat keep a tracked message hidden until `until` (monotonic), not only its first time limit."""
+        with self._cond:
+            lease = self._leases.get(receipt_handle)
+            if lease is not None:
+                lease.hold_until = until
+
+    def defer(self, queue_url: str, receipt_handle: str, seconds: int) -> None:
+        """Hide a message this process keeps holding for `seconds` (a FIFO retry waiting here).
+
+        Unlike `change_visibility`, the lease stays tracked: the heartbeat extends it again when
+        that time runs low, and at once if the change fails. A crash meanwhile leaves the message
+        hidden for its backoff, blocking its group, so it is retried no sooner than planned.
+        """
+        now = time.monotonic()
+        with self._cond:
+            lease = self._leases.get(receipt_handle)
+            restore = None
+            if lease is not None:
+                restore = lease.visible_until
+                lease.visible_until = max(lease.visible_until, now + seconds)
+            pending = self._visibility[queue_url]
+            pending.append(_Entry(receipt_handle, now, visibility_seconds=seconds, restore_until=restore))
             if len(pending) >= constants.MAX_BATCH_ENTRIES:
                 self._cond.notify_all()
         self._ensure_started()
@@ -183,14 +224,17 @@ class Acks:
         with self._cond:
             for kind, pending_by_queue in (("delete", self._deletes), ("visibility", self._visibility)):
                 for queue_url, entries in pending_by_queue.items():
+                    due = kind == "delete" and queue_url in self._due
                     while entries and (
                         force
+                        or due
                         or len(entries) >= constants.MAX_BATCH_ENTRIES
                         or now - entries[0].queued_at >= self.flush_interval_seconds
                     ):
                         batch = entries[: constants.MAX_BATCH_ENTRIES]
                         del entries[: constants.MAX_BATCH_ENTRIES]
                         work.append((kind, queue_url, batch))
+            self._due.clear()
         return work
 
     def _send(self, work: list[tuple[str, str, list[_Entry]]]) -> None:
@@ -202,6 +246,8 @@ class Acks:
                 failed = self._send_visibility(queue_url, batch)
                 target = self._visibility
             retry = []
+            if kind == "visibility":
+                self._restore(failed)
             for entry in failed:
                 entry.attempts += 1
                 if entry.attempts >= MAX_ENTRY_ATTEMPTS:
@@ -211,6 +257,14 @@ class Acks:
             if retry:
                 with self._cond:
                     target[queue_url][:0] = retry
+
+    def _restore(self, failed: list[_Entry]) -> None:
+        """Give failed deferrals their lease's old deadline back, so the heartbeat keeps the message hidden."""
+        with self._cond:
+            for entry in failed:
+                lease = self._leases.get(entry.receipt_handle)
+                if entry.restore_until is not None and lease is not None:
+                    lease.visible_until = min(lease.visible_until, entry.restore_until)
 
     def _send_deletes(self, queue_url: str, batch: list[_Entry]) -> list[_Entry]:
         for listener in self.delete_batch_listeners:

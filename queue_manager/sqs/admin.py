@@ -10,6 +10,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from queue_manager.sqs import constants
+from queue_manager.sqs import fifo as _fifo
 from queue_manager.sqs.errors import Fault, classify_exception
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,13 @@ class QueueDepth:
         return dataclasses.asdict(self)
 
 
+def dead_letter_name(name: str) -> str:
+    """The name of the dead-letter queue of the queue called `name` (`x_dlq`, or `x_dlq.fifo` for `x.fifo`)."""
+    if _fifo.is_fifo_name(name):
+        return _fifo.fifo_name(name.removesuffix(_fifo.FIFO_SUFFIX) + constants.DEAD_LETTER_SUFFIX)
+    return name + constants.DEAD_LETTER_SUFFIX
+
+
 def ensure_queue(
     client: Any,
     name: str,
@@ -58,6 +66,7 @@ def ensure_queue(
     tags: dict[str, str] | None = None,
     create: bool = True,
     reconcile: bool = False,
+    fifo: bool = False,
 ) -> QueueUrls:
     """Return the URLs of `name` and `name_dlq`, creating them (with a redrive policy) if allowed.
 
@@ -72,7 +81,19 @@ def ensure_queue(
       tags: Tags of both queues: set when they are created, added when they exist already.
       create: Whether missing queues are created; if not, a missing queue raises QueueMissing.
       reconcile: Whether an existing source queue gets its redrive policy and sizes set again.
+      fifo: Whether both are FIFO queues (`name` then ends in `.fifo`; SQS needs a FIFO queue's
+        dead-letter queue to be FIFO as well).
     """
+    if fifo and not _fifo.is_fifo_name(name):
+        raise ValueError(f"A FIFO queue's name ends in {_fifo.FIFO_SUFFIX!r}: {name!r} does not.")
+    dlq_name = dead_letter_name(name)
+    for queue_name in (name, dlq_name):
+        if len(queue_name) > _fifo.MAX_QUEUE_NAME_CHARS:
+            raise ValueError(
+                f"Queue name {queue_name!r} has {len(queue_name)} characters; SQS allows {_fifo.MAX_QUEUE_NAME_CHARS}."
+            )
+    # FifoQueue can only be set at creation: reconciling sets the other attributes only.
+    kind = _fifo.queue_attributes() if fifo else {}
     attributes = {
         "MessageRetentionPeriod": str(retention_seconds),
         "MaximumMessageSize": str(constants.MAX_MESSAGE_SIZE_BYTES),
@@ -84,10 +105,10 @@ def ensure_queue(
             "MessageRetentionPeriod": str(dead_letter_retention_seconds),
             "MaximumMessageSize": str(constants.MAX_MESSAGE_SIZE_BYTES),
         }
-        dlq_url = _get_or_create(client, name + constants.DEAD_LETTER_SUFFIX, dlq_attributes, tags, create=create)[0]
+        dlq_url = _get_or_create(client, dlq_name, {**dlq_attributes, **kind}, tags, create=create)[0]
         dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count})
-    url, created = _get_or_create(client, name, attributes, tags, create=create)
+    url, created = _get_or_create(client, name, {**attributes, **kind}, tags, create=create)
     if not created and create and reconcile:
         client.set_queue_attributes(QueueUrl=url, Attributes=attributes)
     return QueueUrls(url=url, dead_letter_url=dlq_url)

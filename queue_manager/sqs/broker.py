@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dramatiq.middleware import Retries
 from dramatiq_sqs import SQSBroker
 
-from queue_manager.sqs import admin, constants
+from queue_manager.sqs import admin, constants, fifo
 from queue_manager.sqs.acks import Acks
 from queue_manager.sqs.batches import call_batch
 from queue_manager.sqs.capacity import Capacity
@@ -207,6 +207,8 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         self.urls: dict[str, admin.QueueUrls] = {}
         self._queue_lock = threading.Lock()
         self._consumers: weakref.WeakSet[QMConsumer] = weakref.WeakSet()
+        #: Queues known to be FIFO beyond those whose actors say so (the API has no actors).
+        self.fifo_queues: set[str] = set()
 
     def _count_call(self, model: Any, **_: Any) -> None:
         with self._count_lock:
@@ -223,9 +225,22 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
     def consumer_class(self) -> type[QMConsumer]:
         return QMConsumer
 
+    def is_fifo(self, queue_name: str) -> bool:
+        """Whether a Dramatiq queue is an SQS FIFO queue: its actors say `fifo=True`, or it was declared so."""
+        if queue_name in self.fifo_queues:
+            return True
+        return any(
+            actor.options.get(fifo.FIFO_OPTION) for actor in self.actors.values() if actor.queue_name == queue_name
+        )
+
     def sqs_queue_name(self, queue_name: str) -> str:
-        """The SQS name of a Dramatiq queue."""
-        return f"{self.namespace}_{queue_name}" if self.namespace else queue_name
+        """The SQS name of a Dramatiq queue (`.fifo` at the end of a FIFO queue's)."""
+        name = f"{self.namespace}_{queue_name}" if self.namespace else queue_name
+        return fifo.fifo_name(name) if self.is_fifo(queue_name) else name
+
+    def dead_letter_queue_name(self, queue_name: str) -> str:
+        """The SQS name of a Dramatiq queue's dead-letter queue."""
+        return admin.dead_letter_name(self.sqs_queue_name(queue_name))
 
     def max_receive_count(self, queue_name: str) -> int:
         """Receives before SQS dead-letters: `max_receives`, else the most retries of the queue's actors, plus one."""
@@ -260,6 +275,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
                     tags=self.tags,
                     create=self.create_queues,
                     reconcile=reconcile,
+                    fifo=self.is_fifo(queue_name),
                 )
                 # dramatiq-sqs's own view of the queues, for code written against SQSBroker.
                 self.queues[queue_name] = self.sqs.Queue(urls.url)
@@ -280,7 +296,14 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         broker's `receive_wait_seconds`, or if that is None this timeout (1-20 s), as dramatiq-sqs.
         """
         urls = self.ensure_queue(queue_name, reconcile=True)
-        consumer = QMConsumer(self, queue_name, urls.url, urls.dead_letter_url, prefetch=prefetch, timeout_ms=timeout)
+        consumer_class: type[QMConsumer] = QMConsumer
+        if self.is_fifo(queue_name):
+            from queue_manager.sqs.fifo_consumer import FifoConsumer  # local: it builds on QMConsumer
+
+            consumer_class = FifoConsumer
+        consumer = consumer_class(
+            self, queue_name, urls.url, urls.dead_letter_url, prefetch=prefetch, timeout_ms=timeout
+        )
         self._consumers.add(consumer)
         return consumer
 
@@ -292,13 +315,16 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         return body
 
     def build_entry(self, message: dramatiq.Message[Any], delay_ms: int | None) -> dict[str, Any]:
-        """The SendMessage arguments of a message: body, delay and attributes, checked against SQS limits."""
+        """The SendMessage arguments of a message: body, delay and attributes, checked against SQS limits.
+
+        A message for a FIFO queue needs the `group_id` option and may not be delayed.
+        """
         delay_seconds = math.ceil((delay_ms or 0) / 1000)
         if delay_seconds > constants.MAX_DELAY_SECONDS:
             raise MessageDelayTooLong(
                 f"SQS delays a message by at most {constants.MAX_DELAY_SECONDS} s, not {delay_seconds} s."
             )
-        return {
+        entry = {
             "MessageBody": self.encode(message),
             "DelaySeconds": delay_seconds,
             "MessageAttributes": {
@@ -306,6 +332,17 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
                 constants.ATTR_MESSAGE_ID: {"DataType": "String", "StringValue": message.message_id},
             },
         }
+        return self._with_group(message, entry, delay_seconds)
+
+    def _with_group(self, message: dramatiq.Message[Any], entry: dict[str, Any], delay_seconds: int) -> dict[str, Any]:
+        """The entry with its MessageGroupId (and, on FIFO, MessageDeduplicationId and no delay)."""
+        is_fifo = self.is_fifo(message.queue_name)
+        if is_fifo:
+            if delay_seconds:
+                raise MessageDelayTooLong("A FIFO queue has no per-message delay; SQS can only delay the whole queue.")
+            del entry["DelaySeconds"]
+        entry.update(fifo.group_fields(message, fifo=is_fifo))
+        return entry
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         """Send one message; returns once SQS has accepted it."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 from botocore.exceptions import BotoCoreError, ClientError
 
-from queue_manager.sqs import constants
+from queue_manager.sqs import constants, fifo
 from queue_manager.sqs.acks import Lease
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class SQSMessage(dramatiq.MessageProxy):
         receive_count: int,
         body: str,
         attributes: dict[str, Any],
+        system_attributes: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.sqs_queue_url = queue_url
@@ -68,6 +69,7 @@ class SQSMessage(dramatiq.MessageProxy):
         self.sqs_receive_count = receive_count
         self.sqs_body = body
         self.sqs_attributes = attributes
+        self.sqs_system_attributes = system_attributes or {}
 
 
 class QMConsumer(dramatiq.Consumer):
@@ -82,6 +84,9 @@ class QMConsumer(dramatiq.Consumer):
     waits up to `timeout_ms` for a message; the idle long poll is the broker's
     `receive_wait_seconds`, or this timeout (1-20 s) when the broker has none, as dramatiq-sqs.
     """
+
+    #: The system attributes every receive asks for.
+    system_attribute_names: tuple[str, ...] = ("ApproximateReceiveCount", "SentTimestamp")
 
     def __init__(
         self,
@@ -225,7 +230,7 @@ class QMConsumer(dramatiq.Consumer):
             MaxNumberOfMessages=most,
             WaitTimeSeconds=min(wait_seconds, constants.MAX_WAIT_TIME_SECONDS),
             VisibilityTimeout=self.broker.visibility_timeout_seconds,
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageSystemAttributeNames=list(self.system_attribute_names),
             MessageAttributeNames=["All"],
         )
         messages: list[dict[str, Any]] = response.get("Messages", [])
@@ -236,7 +241,8 @@ class QMConsumer(dramatiq.Consumer):
         receipt = sqs_message["ReceiptHandle"]
         body = sqs_message.get("Body", "")
         attributes = sqs_message.get("MessageAttributes", {})
-        receive_count = int(sqs_message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
+        system_attributes = sqs_message.get("Attributes", {})
+        receive_count = int(system_attributes.get("ApproximateReceiveCount", 1))
         try:
             message = dramatiq.Message.decode(base64.b64decode(body, validate=True))
         except (binascii.Error, ValueError, TypeError, dramatiq.DecodeError) as exc:
@@ -248,7 +254,7 @@ class QMConsumer(dramatiq.Consumer):
             )
             self.broker.capacity.release(1)
             self._give_room(1)
-            self._dead_letter(receipt, body, attributes, receive_count, f"undecodable body: {exc}")
+            self._dead_letter(receipt, body, attributes, receive_count, f"undecodable body: {exc}", system_attributes)
             return None
         actor = self.broker.actors.get(message.actor_name)
         time_limit_ms = (actor.options.get("time_limit") if actor else None) or self.broker.time_limit_ms
@@ -268,6 +274,7 @@ class QMConsumer(dramatiq.Consumer):
             receive_count=receive_count,
             body=body,
             attributes=attributes,
+            system_attributes=system_attributes,
         )
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
@@ -285,15 +292,26 @@ class QMConsumer(dramatiq.Consumer):
             seconds = max(0, min(int(delay_ms) // 1000, constants.MAX_VISIBILITY_TIMEOUT_SECONDS - 60))
             self.broker.acks.change_visibility(message.sqs_queue_url, message.sqs_receipt_handle, seconds)
             return
-        reason = message.options.pop(DEAD_LETTER_REASON_OPTION, None) or _describe(message)
+        reason = message.options.pop(DEAD_LETTER_REASON_OPTION, None) or describe_failure(message)
         self._dead_letter(
-            message.sqs_receipt_handle, message.sqs_body, message.sqs_attributes, message.sqs_receive_count, reason
+            message.sqs_receipt_handle,
+            message.sqs_body,
+            message.sqs_attributes,
+            message.sqs_receive_count,
+            reason,
+            message.sqs_system_attributes,
         )
 
     def _dead_letter(
-        self, receipt: str, body: str, attributes: dict[str, Any], receive_count: int, reason: str
-    ) -> None:
-        """Copy a message to the dead-letter queue, then delete it; on failure it stays put."""
+        self,
+        receipt: str,
+        body: str,
+        attributes: dict[str, Any],
+        receive_count: int,
+        reason: str,
+        system_attributes: dict[str, Any] | None = None,
+    ) -> bool:
+        """Copy a message to the dead-letter queue, then delete it; False if it stays put (the copy failed)."""
         self.broker.acks.untrack(receipt)
         if not self.dead_letter_url:
             logger.warning(
@@ -303,24 +321,29 @@ class QMConsumer(dramatiq.Consumer):
                 reason,
             )
             self.broker.acks.delete(self.queue_url, receipt)
-            return
+            return True
         attrs = {k: v for k, v in attributes.items() if not k.startswith("qm-error")}
         attrs[constants.ATTR_ERROR] = {"DataType": "String", "StringValue": reason[:1000] or "unknown"}
         attrs[constants.ATTR_RECEIVE_COUNT] = {"DataType": "Number", "StringValue": str(receive_count)}
         attrs[constants.ATTR_SOURCE_QUEUE] = {"DataType": "String", "StringValue": self.queue_name}
+        # A FIFO dead-letter queue needs the group and deduplication ids; a fair queue's keeps its group.
+        group = fifo.dead_letter_fields(system_attributes or {}, body, fifo=fifo.is_fifo_name(self.dead_letter_url))
         try:
-            self.broker.client.send_message(QueueUrl=self.dead_letter_url, MessageBody=body, MessageAttributes=attrs)
+            self.broker.client.send_message(
+                QueueUrl=self.dead_letter_url, MessageBody=body, MessageAttributes=attrs, **group
+            )
         except (BotoCoreError, ClientError) as exc:
             logger.error(
                 "Could not dead-letter a message on %r (%s); it stays on the queue and returns after its timeout.",
                 self.queue_name,
                 exc,
             )
-            return
+            return False
         logger.warning(
             "Dead-lettered a message from %r after %d receive(s): %s.", self.queue_name, receive_count, reason
         )
         self.broker.acks.delete(self.queue_url, receipt)
+        return True
 
     def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
         handles = [m.sqs_receipt_handle for m in messages if isinstance(m, SQSMessage)]
@@ -342,7 +365,8 @@ class QMConsumer(dramatiq.Consumer):
         self.broker.acks.flush()
 
 
-def _describe(message: dramatiq.MessageProxy) -> str:
+def describe_failure(message: dramatiq.MessageProxy) -> str:
+    """Why a message failed, for its dead letter."""
     exc = message._exception
     if exc is None:
         return "failed without an exception (for example an unknown actor or too old)"

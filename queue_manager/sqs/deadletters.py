@@ -27,6 +27,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from queue_manager.sqs import constants
 from queue_manager.sqs.batches import call_batch, chunks
+from queue_manager.sqs.fifo import dead_letter_fields as _fifo_dead_letter_fields
+from queue_manager.sqs.fifo import is_fifo_name
 
 logger = logging.getLogger(__name__)
 
@@ -308,7 +310,7 @@ def _receive_until(
             WaitTimeSeconds=CONFIRM_WAIT_SECONDS if confirmed else 0,
             VisibilityTimeout=visibility_timeout_seconds,
             MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"],
         ).get("Messages", [])
         if not batch:
             if confirmed:
@@ -333,6 +335,7 @@ def _send_back(client: Any, source_url: str, messages: list[dict[str, Any]]) -> 
                     for k, v in messages[index].get("MessageAttributes", {}).items()
                     if k not in DEAD_LETTER_ATTRIBUTES
                 },
+                **_group_fields(messages[index], fifo=is_fifo_name(source_url)),
             }
             for index in chunk
         ]
@@ -347,6 +350,19 @@ def _send_back(client: Any, source_url: str, messages: list[dict[str, Any]]) -> 
         accepted.extend(index for i, index in enumerate(chunk) if i in outcome.succeeded)
         refused.extend(index for i, index in enumerate(chunk) if i not in outcome.succeeded)
     return accepted, refused
+
+
+def _group_fields(message: dict[str, Any], *, fifo: bool) -> dict[str, str]:
+    """The group a redriven message keeps, and on a FIFO queue a deduplication id of its own.
+
+    Not the original's: sent again within five minutes of the first send, SQS would drop it as a
+    duplicate (after which it is deleted here: lost). The dead letter's own id makes a repeated
+    redrive of the same dead letter one message.
+    """
+    fields = _fifo_dead_letter_fields(message.get("Attributes", {}), message.get("Body", ""), fifo=fifo)
+    if fifo:
+        fields["MessageDeduplicationId"] = "redrive-" + str(message["MessageId"])
+    return fields
 
 
 def _size(message: dict[str, Any]) -> int:

@@ -1,0 +1,170 @@
+"""FIFO end to end: the real `qm-api` and `dramatiq actors` processes, a FIFO queue between them, and
+a receiver that records the order in which each group's webhooks arrive."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from queue_manager.settings import Settings
+from tests.conftest import SQS_KIND, Proc, Receiver, queue_depth, wait_for
+
+pytestmark = pytest.mark.e2e
+
+GROUPS = 5
+
+#: What the test relies on: SQS hands a FIFO group to one receiver at a time, atomically, and
+#: takes sends while receives wait. ministack does (as AWS does). moto server does not:
+#: - concurrent ReceiveMessage calls each decide from the in-flight groups they saw when they
+#:   started, with no lock between them, so two receivers (two processes, or two receiver threads
+#:   of one) can take messages of one group at once, out of order;
+#: - a long poll on a FIFO queue whose visible messages all belong to groups in flight spins
+#:   holding the queue's lock until the wait ends, so sends to that queue wait seconds;
+#: - every FIFO send scans the whole queue several times, so 1,000 queued messages take minutes.
+#: On moto the test therefore sends everything first, then runs one process whose 9 threads are
+#: fed by a single receiver, with 5 x 60 messages; on ministack, 2 processes x 10 threads work
+#: 5 x 200 messages while they are being sent.
+if SQS_KIND == "moto":
+    PER_GROUP, PROCESSES, THREADS, SENDS_WHILE_PROCESSING = 60, 1, 9, False
+    API_ENV = {"QM_SQS_TIMEOUT_SECONDS": "10"}  # a FIFO SendMessageBatch costs moto 0.1-0.4 s of CPU
+else:
+    PER_GROUP, PROCESSES, THREADS, SENDS_WHILE_PROCESSING = 200, 2, 10, True
+    API_ENV = {}
+
+#: How many messages each request carries, in turn: one goes as POST /messages, more as a batch.
+CHUNKS = (1, 7, 1, 1, 20, 3, 1, 12)
+
+
+def post(base_url: str, path: str, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        base_url + path, data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def fails_first(group: str, n: int) -> bool:
+    """About one message in ten fails its first attempt, the same ones every run."""
+    return int(hashlib.sha256(f"{group}:{n}".encode()).hexdigest(), 16) % 10 == 0
+
+
+def envelope(receiver: Receiver, group: str, n: int) -> dict[str, Any]:
+    return {
+        "type": "ordered",
+        "group_id": group,
+        "payload": {"url": receiver.url(f"/{group}/{n}"), "body": {"group": group, "n": n}},
+    }
+
+
+def send_group(api: str, receiver: Receiver, group: str, count: int, errors: list[str]) -> None:
+    """Send a group's messages in order, each request after the previous one's 202."""
+    n, turn = 0, 0
+    while n < count:
+        size = min(CHUNKS[turn % len(CHUNKS)], count - n)
+        turn += 1
+        chunk = [envelope(receiver, group, i) for i in range(n, n + size)]
+        if size == 1:
+            status, answer = post(api, "/messages", chunk[0])
+        else:
+            status, answer = post(api, "/messages/batch", {"messages": chunk})
+        if status != 202:
+            errors.append(f"{group} {n}: {status} {answer}")
+            return
+        n += size
+
+
+def test_five_groups_of_200_arrive_in_order_through_two_worker_processes_with_retries(
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    settings: Settings,
+    sqs: Any,
+    record_property: Callable[[str, Any], None],
+) -> None:
+    # Given a receiver that fails the first attempt of about one message in ten (with a 500)
+    groups = [f"customer-{k}" for k in range(GROUPS)]
+    failing = {(g, n) for g in groups for n in range(PER_GROUP) if fails_first(g, n)}
+    for g, n in failing:
+        receiver.statuses[f"/{g}/{n}"] = [500, 200]
+    # And the API and a worker (2 processes x 10 threads; see above for moto)
+    _, api = api_process(env=API_ENV)
+    if SENDS_WHILE_PROCESSING:
+        worker_process(processes=PROCESSES, threads=THREADS)
+    # When each group's 200 messages are posted in order, the 5 groups at once
+    started = time.monotonic()
+    errors: list[str] = []
+    senders = [threading.Thread(target=send_group, args=(api, receiver, g, PER_GROUP, errors)) for g in groups]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join(timeout=60)
+    assert not errors, errors
+    sent = time.monotonic() - started
+    if not SENDS_WHILE_PROCESSING:
+        worker_process(processes=PROCESSES, threads=THREADS)
+        started = time.monotonic()
+    # Then every message is delivered
+    total = GROUPS * PER_GROUP + len(failing)
+    wait_for(lambda: len(receiver.requests) >= total, timeout=60, what=f"{total} webhook calls")
+    elapsed = time.monotonic() - started
+    record_property("sent_seconds", round(sent, 1))
+    record_property("processed_seconds", round(elapsed, 1))
+    record_property("first_attempt_failures", len(failing))
+    # And each group arrived in order, once: a failed message again right after its failure, and
+    # nothing of its group in between
+    with receiver.lock:
+        calls = [r.path.strip("/").split("/") for r in receiver.requests]
+    for g in groups:
+        seen = [int(n) for group, n in calls if group == g]
+        expected = [n for i in range(PER_GROUP) for n in ([i, i] if (g, i) in failing else [i])]
+        first_difference = next((i for i, (a, b) in enumerate(zip(seen, expected, strict=False)) if a != b), None)
+        assert seen == expected, (g, first_difference, seen[first_difference or 0 :][:10])
+    # And nothing is left on the queue or in the dead-letter queue
+    name = f"{settings.queue_prefix}_ordered.fifo"
+    wait_for(
+        lambda: queue_depth(sqs, name) == {"visible": 0, "in_flight": 0, "delayed": 0},
+        timeout=15,
+        what="the FIFO queue to empty",
+    )
+    assert queue_depth(sqs, f"{settings.queue_prefix}_ordered_dlq.fifo")["visible"] == 0
+    assert len(receiver.requests) == total
+
+
+def test_a_worker_killed_while_a_message_waits_for_its_retry_loses_nothing_and_keeps_the_order(
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    settings: Settings,
+) -> None:
+    # Given a group of 12 whose fifth message is answered 503 with Retry-After: 3 the first time
+    receiver.statuses["/g/4"] = [503, 200]
+    receiver.retry_after["/g/4"] = "3"
+    _, api = api_process()
+    worker = worker_process(threads=4)
+    status, answer = post(api, "/messages/batch", {"messages": [envelope(receiver, "g", n) for n in range(12)]})
+    assert status == 202, answer
+    # When the worker is SIGKILLed while that message waits for its retry, and a new one starts
+    wait_for(lambda: len(receiver.to("/g/4")) == 1, timeout=30, what="the first attempt at message 4")
+    failed_at = receiver.to("/g/4")[0].at
+    time.sleep(1)
+    worker.kill_all()
+    worker.wait(timeout=10)
+    worker_process(threads=4)
+    # Then every message arrives, in order, and the failed one is tried again no sooner than asked
+    wait_for(lambda: len(receiver.requests) >= 13, timeout=40, what="13 webhook calls")
+    with receiver.lock:
+        order = [int(r.path.rsplit("/", 1)[1]) for r in receiver.requests]
+    assert order == [0, 1, 2, 3, 4, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert receiver.to("/g/4")[1].at - failed_at >= 3.0
+    # (it stayed hidden for its backoff plus one visibility timeout: the crash did not shorten it)
+    assert receiver.to("/g/4")[1].at - failed_at < 3 + settings.visibility_timeout_seconds + 15
