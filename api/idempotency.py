@@ -12,19 +12,27 @@ message it came with, its state and the answer it got:
   never a second id.
 
 A send that surely did not reach SQS frees the key. Rows live for the idempotency window from the
-first request. Every query runs on one thread of the store's own, never on the event loop.
+first request.
+
+The database is only ever touched by one thread of the store's own, never by the event loop. It
+commits whatever queued up while it was busy in one transaction (a group commit, as the sender
+batches sends), so under load a key costs a share of one commit and one wake-up of the loop.
+Outcomes are recorded without the request waiting for the write: this process's later requests
+see them in order, other processes within a commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import json
 import logging
 import sqlite3
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +41,10 @@ logger = logging.getLogger(__name__)
 #: The database file, in the state directory.
 DATABASE_NAME = "idempotency.sqlite3"
 
-#: How long a query waits for another process's write lock before failing.
+#: How long a write waits for another process's lock before failing.
 LOCK_TIMEOUT_SECONDS = 5.0
 
-#: How often a request waiting for a key sent by another process looks at it again.
+#: How often a request waiting for a key another process is sending looks at it again.
 POLL_INTERVAL_SECONDS = 0.02
 
 #: Expired rows deleted at a time; purges run while the last one found this many.
@@ -58,6 +66,16 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at);
 """
 
+#: A fresh key, or one whose window is over, is claimed in one statement: the common case.
+_CLAIM_NEW = """
+INSERT INTO idempotency_keys (key, fingerprint, state, owner, lease_until, expires_at)
+VALUES (?, ?, 'pending', ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET
+    fingerprint = excluded.fingerprint, state = 'pending', answer = NULL, owner = excluded.owner,
+    lease_until = excluded.lease_until, expires_at = excluded.expires_at
+WHERE idempotency_keys.expires_at <= ?
+"""
+
 
 class KeyReused(ValueError):
     """Raised when a key comes back with a different message than it first came with."""
@@ -73,6 +91,17 @@ class Claim:
     answer: dict[str, Any] | None = None
     #: Whether an earlier attempt's outcome is unknown (this one is a re-send).
     resend: bool = False
+    #: The key came with another message.
+    reused: bool = False
+
+
+@dataclasses.dataclass
+class _Op:
+    key: str
+    run: Callable[[sqlite3.Connection, float], Any]
+    future: asyncio.Future[Any] | None
+    #: Whether it settles an attempt (local waiters wake once it is committed).
+    settles: bool = False
 
 
 class IdempotencyStore:
@@ -88,135 +117,80 @@ class IdempotencyStore:
         self.path = path
         self.window_seconds = window_seconds
         self.lease_seconds = lease_seconds
-        # One thread, one connection: queries never block the event loop, and the connection is
-        # only ever used by the thread that opened it.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qm-idempotency")
-        self._db: sqlite3.Connection | None = None
+        self._ops: collections.deque[_Op] = collections.deque()
+        self._ready = threading.Condition()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._next_purge = 0.0
-        #: Keys this process is sending now, set when their attempt settles: local waiters wake at once.
+        #: Keys this process is sending now, set once their attempt is recorded: local waiters wake at once.
         self._settled: dict[str, asyncio.Event] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
-        """Open (or create) the database."""
-        await self._run(self._open)
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_SECONDS, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        # WAL with NORMAL survives a process crash (what matters here), not a power cut: a key is
-        # worth one retry's duplicate at worst, not an fsync per request.
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        self._db = db
-
-    async def _run(self, function: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        """Open (or create) the database, on the store's own thread."""
+        self._loop = asyncio.get_running_loop()
+        opened: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(target=self._serve, args=(opened,), name="qm-idempotency", daemon=True)
+        self._thread.start()
+        await opened
 
     async def claim(self, key: str, fingerprint: str) -> Claim:
         """Claim a key for this request. Raises KeyReused, or sqlite3.Error if the store fails."""
-        claim: Claim = await self._run(self._claim, key, fingerprint, uuid.uuid4().hex)
+        token = uuid.uuid4().hex
+        claim: Claim = await self._submit(key, lambda db, now: self._claim(db, now, key, fingerprint, token))
+        if claim.reused:
+            raise KeyReused(key)
         if claim.owner is not None:
             self._settled[key] = asyncio.Event()
         return claim
 
-    def _claim(self, key: str, fingerprint: str, token: str) -> Claim:
-        db = self._connection()
-        now = time.time()
+    def _claim(self, db: sqlite3.Connection, now: float, key: str, fingerprint: str, token: str) -> Claim:
         lease_until = now + self.lease_seconds
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            row = db.execute(
-                "SELECT fingerprint, state, answer, lease_until FROM idempotency_keys WHERE key = ? AND expires_at > ?",
-                (key, now),
-            ).fetchone()
-            if row is None:
-                db.execute(
-                    "INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, state, owner, lease_until, expires_at) "
-                    "VALUES (?, ?, 'pending', ?, ?, ?)",
-                    (key, fingerprint, token, lease_until, now + self.window_seconds),
-                )
-                claim = Claim(owner=token)
-            elif row[0] != fingerprint:
-                raise KeyReused(key)
-            elif row[1] == "done":
-                claim = Claim(answer=json.loads(row[2]))
-            elif row[1] == "pending" and row[3] > now:
-                claim = Claim()
-            else:  # unknown, or pending past its lease (its owner is gone): this request sends it again
-                db.execute(
-                    "UPDATE idempotency_keys SET state = 'pending', owner = ?, lease_until = ? WHERE key = ?",
-                    (token, lease_until, key),
-                )
-                claim = Claim(owner=token, resend=True)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        if now >= self._next_purge:
-            self._purge(now)
-        return claim
-
-    def _purge(self, now: float) -> None:
-        deleted = (
-            self._connection()
-            .execute(
-                "DELETE FROM idempotency_keys WHERE key IN "
-                "(SELECT key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)",
-                (now, PURGE_BATCH_ROWS),
-            )
-            .rowcount
+        inserted = db.execute(_CLAIM_NEW, (key, fingerprint, token, lease_until, now + self.window_seconds, now))
+        if inserted.rowcount == 1:
+            return Claim(owner=token)
+        fingerprint_, state, answer, leased_until = db.execute(
+            "SELECT fingerprint, state, answer, lease_until FROM idempotency_keys WHERE key = ?", (key,)
+        ).fetchone()
+        if fingerprint_ != fingerprint:
+            return Claim(reused=True)
+        if state == "done":
+            return Claim(answer=json.loads(answer))
+        if state == "pending" and leased_until > now:
+            return Claim()
+        # Unknown, or pending past its lease (its owner is gone): this request sends it again.
+        db.execute(
+            "UPDATE idempotency_keys SET state = 'pending', owner = ?, lease_until = ? WHERE key = ?",
+            (token, lease_until, key),
         )
-        self._next_purge = now if deleted >= PURGE_BATCH_ROWS else now + PURGE_INTERVAL_SECONDS
+        return Claim(owner=token, resend=True)
 
-    async def done(self, key: str, fingerprint: str, answer: dict[str, Any]) -> None:
-        """SQS has the key's message: later requests replay `answer`."""
-        try:
-            await self._run(self._done, key, fingerprint, json.dumps(answer, separators=(",", ":")))
-        finally:
-            self._wake(key)
-
-    def _done(self, key: str, fingerprint: str, answer: str) -> None:
+    def done(self, key: str, fingerprint: str, answer: dict[str, Any]) -> None:
+        """SQS has the key's message: later requests replay `answer` (recorded in the background)."""
+        encoded = json.dumps(answer, separators=(",", ":"))
         # Whichever attempt landed, SQS has a copy with this id: done, whoever owns the key now.
-        self._connection().execute(
-            "UPDATE idempotency_keys SET state = 'done', answer = ?, owner = NULL, lease_until = NULL "
-            "WHERE key = ? AND fingerprint = ?",
-            (answer, key, fingerprint),
+        self._record(
+            key,
+            lambda db, now: db.execute(
+                "UPDATE idempotency_keys SET state = 'done', answer = ?, owner = NULL, lease_until = NULL "
+                "WHERE key = ? AND fingerprint = ?",
+                (encoded, key, fingerprint),
+            ),
         )
 
-    async def failed(self, key: str, owner: str, *, unknown: bool) -> None:
-        """The attempt `owner` made is over without an answer: `unknown` keeps the key, else it is freed."""
-        try:
-            await self._run(self._failed, key, owner, unknown)
-        finally:
-            self._wake(key)
-
-    def _failed(self, key: str, owner: str, unknown: bool) -> None:
-        db = self._connection()
+    def failed(self, key: str, owner: str, *, unknown: bool) -> None:
+        """The attempt `owner` made ended without SQS's acceptance: `unknown` keeps the key, else it is freed."""
         if unknown:
-            db.execute(
+            sql = (
                 "UPDATE idempotency_keys SET state = 'unknown', owner = NULL, lease_until = NULL "
-                "WHERE key = ? AND owner = ? AND state = 'pending'",
-                (key, owner),
+                "WHERE key = ? AND owner = ? AND state = 'pending'"
             )
         else:
-            db.execute("DELETE FROM idempotency_keys WHERE key = ? AND owner = ? AND state = 'pending'", (key, owner))
-
-    def settle_later(self, coroutine: Any) -> None:
-        """Run a `done` or `failed` whose request stopped waiting; `close` waits for it."""
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._settled_later)
-
-    def _settled_later(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("Could not record the outcome of a send whose request had stopped waiting.",
-                         exc_info=task.exception())  # fmt: skip
+            sql = "DELETE FROM idempotency_keys WHERE key = ? AND owner = ? AND state = 'pending'"
+        self._record(key, lambda db, now: db.execute(sql, (key, owner)))
 
     async def wait(self, key: str, timeout: float) -> None:
-        """Wait, at most `timeout` seconds, for the key's attempt to settle before claiming it again."""
+        """Wait, at most `timeout` seconds, for the key's attempt to be recorded before claiming it again."""
         event = self._settled.get(key)
         if event is None:  # sent by another process: look again shortly
             await asyncio.sleep(min(timeout, POLL_INTERVAL_SECONDS))
@@ -227,24 +201,107 @@ class IdempotencyStore:
         except TimeoutError:
             pass
 
-    def _wake(self, key: str) -> None:
-        event = self._settled.pop(key, None)
-        if event is not None:
-            event.set()
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise sqlite3.ProgrammingError("The idempotency store is closed.")
-        return self._db
-
     async def close(self) -> None:
-        """Record the outcomes still pending, then close the database."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        await self._run(self._close)
-        self._executor.shutdown(wait=True)
+        """Write what is queued, then close the database."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
 
-    def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+    def _submit(self, key: str, run: Callable[[sqlite3.Connection, float], Any]) -> asyncio.Future[Any]:
+        assert self._loop is not None, "open() the store first"
+        future = self._loop.create_future()
+        self._enqueue(_Op(key, run, future))
+        return future
+
+    def _record(self, key: str, run: Callable[[sqlite3.Connection, float], Any]) -> None:
+        self._enqueue(_Op(key, run, None, settles=True))
+
+    def _enqueue(self, op: _Op) -> None:
+        with self._ready:
+            if self._closing:
+                raise sqlite3.ProgrammingError("The idempotency store is closed.")
+            self._ops.append(op)
+            self._ready.notify()
+
+    def _serve(self, opened: asyncio.Future[None]) -> None:
+        """The store's thread: open the database, then commit what queued up, batch by batch."""
+        loop = self._loop
+        assert loop is not None
+        try:
+            db = self._connect()
+        except Exception as exc:
+            loop.call_soon_threadsafe(_resolve, opened, None, exc)
+            return
+        loop.call_soon_threadsafe(_resolve, opened, None, None)
+        try:
+            while True:
+                with self._ready:
+                    while not self._ops and not self._closing:
+                        self._ready.wait()
+                    if not self._ops:
+                        return
+                    batch = list(self._ops)
+                    self._ops.clear()
+                outcomes = self._commit(db, batch)
+                loop.call_soon_threadsafe(self._deliver, batch, outcomes)
+        finally:
+            db.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=True)
+        db.execute("PRAGMA journal_mode=WAL")
+        # WAL with NORMAL survives a process crash (what matters here), not a power cut: a key is
+        # worth one retry's duplicate at worst, not an fsync per request.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        return db
+
+    def _commit(self, db: sqlite3.Connection, batch: list[_Op]) -> list[tuple[Any, BaseException | None]]:
+        """Run a batch in one transaction; a failure fails the whole batch (and nothing of it is written)."""
+        now = time.time()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                results: list[tuple[Any, BaseException | None]] = [(op.run(db, now), None) for op in batch]
+                if now >= self._next_purge:
+                    self._purge(db, now)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            logger.error("The idempotency store could not write %d change(s): %s.", len(batch), exc)
+            return [(None, exc) for _ in batch]
+        except Exception as exc:  # a bug: every waiter must still hear of it, never hang
+            logger.exception("The idempotency store failed on %d change(s).", len(batch))
+            return [(None, exc) for _ in batch]
+        return results
+
+    def _purge(self, db: sqlite3.Connection, now: float) -> None:
+        deleted = db.execute(
+            "DELETE FROM idempotency_keys WHERE key IN "
+            "(SELECT key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)",
+            (now, PURGE_BATCH_ROWS),
+        ).rowcount
+        self._next_purge = now if deleted >= PURGE_BATCH_ROWS else now + PURGE_INTERVAL_SECONDS
+
+    def _deliver(self, batch: list[_Op], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        for op, (result, error) in zip(batch, outcomes, strict=True):
+            if op.future is not None:
+                _resolve(op.future, result, error)
+            if op.settles:
+                event = self._settled.pop(op.key, None)
+                if event is not None:
+                    event.set()
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -202,7 +202,7 @@ async def _send(
         future = app[keys.SENDER].submit(prepared.message_type, prepared.entry)
     except (problems.TooManyRequests, Overloaded) as exc:
         if claim is not None:
-            await _record(app, prepared, claim, answer, None)
+            _record(app, prepared, claim, answer, None)
         if isinstance(exc, Overloaded):
             _count_error(app, exc)
             logger.warning("Could not send message %r: %s.", message.message_id, exc)
@@ -224,7 +224,7 @@ async def _send(
         logger.warning("The outcome of sending message %r is unknown: %s.", message.message_id, reason)
         raise _outcome_unknown(prepared, f"{reason}; the send is still in flight")
     if claim is not None:
-        await _record(app, prepared, claim, answer, future)
+        _record(app, prepared, claim, answer, future)
     return _answer(app, prepared, future, answer)
 
 
@@ -235,8 +235,7 @@ def _record_when_done(
     answer: dict[str, Any],
     future: asyncio.Future[SendResult],
 ) -> None:
-    store = app[keys.IDEMPOTENCY]
-    future.add_done_callback(lambda f: store.settle_later(_record(app, prepared, claim, answer, f)))
+    future.add_done_callback(lambda f: _record(app, prepared, claim, answer, f))
 
 
 def _outcome(future: asyncio.Future[SendResult] | None) -> str:
@@ -256,24 +255,24 @@ def _outcome(future: asyncio.Future[SendResult] | None) -> str:
     return "unknown"  # a failure nothing classified: assume the worst, keep the key
 
 
-async def _record(
+def _record(
     app: web.Application,
     prepared: Prepared,
     claim: Claim,
     answer: dict[str, Any],
     future: asyncio.Future[SendResult] | None,
 ) -> None:
-    """Write a keyed attempt's outcome to the store: done, unknown, or the key freed."""
+    """Record a keyed attempt's outcome in the store (without waiting): done, unknown, or the key freed."""
     key = prepared.idempotency_key
     assert key is not None and claim.owner is not None
     store = app[keys.IDEMPOTENCY]
     outcome = _outcome(future)
     try:
         if outcome == "sent":
-            await store.done(key, prepared.fingerprint, answer)
+            store.done(key, prepared.fingerprint, answer)
         else:
             # A surely refused re-send leaves the earlier attempt's unknown outcome as it was.
-            await store.failed(key, claim.owner, unknown=outcome == "unknown" or claim.resend)
+            store.failed(key, claim.owner, unknown=outcome == "unknown" or claim.resend)
     except sqlite3.Error as exc:  # the key's lease runs out instead; a retry then sends the same id
         logger.error("Could not record the outcome of message %r: %s.", prepared.message.message_id, exc)
 
