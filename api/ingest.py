@@ -213,12 +213,10 @@ async def _send(
     try:
         await asyncio.wait([future], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
     except asyncio.CancelledError:
-        if claim is not None:
-            _record_when_done(app, prepared, claim, answer, future)
+        _record_when_done(app, prepared, claim, answer, future)
         raise
     if not future.done():  # the send goes on: its outcome is recorded when SQS answers, for the retry
-        if claim is not None:
-            _record_when_done(app, prepared, claim, answer, future)
+        _record_when_done(app, prepared, claim, answer, future)
         reason = f"no answer within the request timeout of {settings.request_timeout_seconds:g} s"
         _count_error(app, TimeoutError())
         logger.warning("The outcome of sending message %r is unknown: %s.", message.message_id, reason)
@@ -231,11 +229,25 @@ async def _send(
 def _record_when_done(
     app: web.Application,
     prepared: Prepared,
-    claim: Claim,
+    claim: Claim | None,
     answer: dict[str, Any],
     future: asyncio.Future[SendResult],
 ) -> None:
-    future.add_done_callback(lambda f: _record(app, prepared, claim, answer, f))
+    """Once a send its request gave up on ends, record a keyed outcome; an unkeyed one's is only logged."""
+
+    def ended(f: asyncio.Future[SendResult]) -> None:
+        if claim is not None:
+            _record(app, prepared, claim, answer, f)
+        logger.info(
+            "The send of message %r, whose request had stopped waiting, ended: %s.",
+            prepared.message.message_id,
+            _OUTCOME_PHRASES[_outcome(f)],
+        )
+
+    future.add_done_callback(ended)
+
+
+_OUTCOME_PHRASES = {"sent": "SQS has it", "unknown": "no answer", "refused": "not accepted"}
 
 
 def _outcome(future: asyncio.Future[SendResult] | None) -> str:
