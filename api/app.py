@@ -7,15 +7,18 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import swagger_ui
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from api import keys, processes, server
+from api import idempotency, keys, processes, server
 from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
@@ -27,6 +30,7 @@ from api.sender import Sender
 from broker import build_broker, declared_fifo_types
 from queue_manager import logs
 from queue_manager.settings import Settings, SettingsError
+from queue_manager.sqs.broker import SEND_ATTEMPTS
 from schemas import SchemaLoadError, SchemaRegistry
 
 logger = logging.getLogger(__name__)
@@ -77,7 +81,13 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.METRICS].watch_broker(broker)
     app[keys.SENDER].batch_listeners.append(app[keys.METRICS].batch_sizes.observe)
-    app[keys.IDEMPOTENCY] = IdempotencyStore(window_seconds=settings.idempotency_window_seconds)
+    state_dir = settings.state_dir or Path(tempfile.mkdtemp(prefix="qm-api-state-"))
+    app[keys.IDEMPOTENCY] = IdempotencyStore(
+        state_dir / idempotency.DATABASE_NAME,
+        window_seconds=settings.idempotency_window_seconds,
+        lease_seconds=_send_lease_seconds(settings),
+    )
+    await app[keys.IDEMPOTENCY].open()
     app[keys.DEPTH_GUARD] = DepthGuard(broker, executor, max_depth=settings.max_queue_depth)
     loop = asyncio.get_running_loop()
     for message_type in app[keys.REGISTRY].types:
@@ -89,12 +99,20 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await app[keys.SENDER].close()
+        await app[keys.IDEMPOTENCY].close()  # after the sender: sends still in flight record their outcome
+        if settings.state_dir is None:
+            shutil.rmtree(state_dir, ignore_errors=True)
         await app[keys.DEPTH_GUARD].close()
         if settings.stats_dir is not None:
             settings.stats_dir.mkdir(parents=True, exist_ok=True)
             path = settings.stats_dir / f"api-{os.getpid()}.json"
             path.write_text(json.dumps({"sqs_requests": broker.request_counts()}, sort_keys=True))
         executor.shutdown(wait=True)
+
+
+def _send_lease_seconds(settings: Settings) -> float:
+    """How long a key's send may stay in flight: the request's wait, then every attempt's connect and read."""
+    return settings.request_timeout_seconds + SEND_ATTEMPTS * 2 * settings.sqs_timeout_seconds
 
 
 def main() -> None:
@@ -105,7 +123,11 @@ def main() -> None:
         if settings.api_processes > 1 and not processes.is_child():
             SchemaRegistry.load(settings.schemas_dir)  # refuse to start here, once, not in every child
             raise SystemExit(
-                processes.supervise(settings.api_processes, shutdown_timeout_seconds=settings.shutdown_timeout_seconds)
+                processes.supervise(
+                    settings.api_processes,
+                    shutdown_timeout_seconds=settings.shutdown_timeout_seconds,
+                    state_dir=settings.state_dir,
+                )
             )
         app = create_app(settings)
     except (SettingsError, SchemaLoadError) as exc:

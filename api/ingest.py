@@ -8,19 +8,22 @@ import hashlib
 import json
 import logging
 import re
+import sqlite3
 import uuid
 from typing import Any
 
 import dramatiq
 from aiohttp import web
+from botocore.exceptions import ClientError
 
 from api import keys, problems
 from api.groups import group_violations
-from api.idempotency import KeyReused
+from api.idempotency import Claim, KeyReused
 from api.schemas import envelope_violations
 from api.sender import Overloaded
 from queue_manager.sqs import constants, fifo
-from queue_manager.sqs.errors import MessageTooLarge, SQSOutcomeUnknown, SQSUnavailable
+from queue_manager.sqs.broker import SendResult
+from queue_manager.sqs.errors import MessageTooLarge, SQSOutcomeUnknown, SQSUnavailable, describe
 from schemas import Violation
 from schemas.checks import PAYLOAD_CHECKS
 
@@ -86,12 +89,17 @@ def prepare(app: web.Application, document: Any, *, header_key: str | None = Non
     # into the MessageGroupId and MessageDeduplicationId of the send.
     group = {name: document[name] for name in (fifo.GROUP_ID_OPTION, fifo.DEDUPLICATION_ID_OPTION) if name in document}
     options.update(group)
-    # A keyed message's id is a function of its key: every copy SQS may ever hold carries the same id.
     message: dramatiq.Message[Any] = dramatiq.Message(
         queue_name=message_type, actor_name=message_type, args=(payload,), kwargs={}, options=options
     )
-    if key:
-        message = message.copy(message_id=keyed_message_id(app[keys.SETTINGS].queue_prefix, key))
+    fingerprint = ""
+    if key is not None:  # only a keyed message is ever compared with another
+        canonical = json.dumps([message_type, payload, delay_seconds, group], sort_keys=True, separators=(",", ":"))
+        fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
+        # A keyed message's id is a function of its key and content: every copy SQS may ever hold
+        # carries the same id, whichever process sent it, however often it was retried (and on a
+        # FIFO queue, where the id is the default deduplication id, SQS drops the copies itself).
+        message = message.copy(message_id=keyed_message_id(app[keys.SETTINGS].queue_prefix, key, fingerprint))
     try:
         entry = broker.build_entry(message, delay_seconds * 1000)
     except MessageTooLarge as exc:
@@ -99,16 +107,16 @@ def prepare(app: web.Application, document: Any, *, header_key: str | None = Non
             f"The message is {exc.size_bytes} bytes once encoded for SQS (base64 of its JSON); the limit is "
             f"{exc.limit_bytes} bytes, about {constants.MAX_ENCODED_JSON_BYTES} bytes of JSON."
         ) from None
-    fingerprint = ""
-    if key is not None:  # only a keyed message is ever compared with another
-        canonical = json.dumps([message_type, payload, delay_seconds, group], sort_keys=True, separators=(",", ":"))
-        fingerprint = hashlib.sha256(canonical.encode()).hexdigest()
     return Prepared(message_type, message, entry, key, fingerprint)
 
 
-def keyed_message_id(queue_prefix: str, key: str) -> str:
-    """The message id of a message sent with an idempotency key: the same for every attempt."""
-    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{queue_prefix}\x00{key}"))
+def keyed_message_id(queue_prefix: str, key: str, fingerprint: str) -> str:
+    """The message id of a keyed message: a UUID 5 of the queue prefix, the key and the message's fingerprint.
+
+    The fingerprint (type, payload, delay, group) is part of it so that a key reused for another message
+    once its window is over gets another id, which receivers that drop repeated ids still take.
+    """
+    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{queue_prefix}\x00{key}\x00{fingerprint}"))
 
 
 def _idempotency_key(header: str | None, field: Any) -> str | None:
@@ -131,74 +139,177 @@ def _idempotency_key(header: str | None, field: Any) -> str | None:
 async def submit(app: web.Application, prepared: Prepared) -> tuple[dict[str, Any], bool]:
     """Send a prepared message; returns the 202 answer and whether it was replayed from its key.
 
-    Raises 503 (SQS trouble or overload), 429 (a queue over its ceiling) or 422 (a key reused).
+    Raises 503 (SQS trouble, overload, or an outcome unknown), 429 (a queue over its ceiling) or
+    422 (a key reused with another message).
     """
-    store = app[keys.IDEMPOTENCY]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + app[keys.SETTINGS].request_timeout_seconds
     key = prepared.idempotency_key
-    if key is not None:
-        try:
-            first = store.claim(key, prepared.fingerprint)
-        except KeyReused:
-            raise problems.Unprocessable(
-                f"The idempotency key {key!r} was used with a different message.",
-                errors=[Violation("/idempotency_key", "unique", "already used with a different message")],
-            ) from None
-        if first is not None:
-            try:
-                return await asyncio.shield(first), True
-            except problems.Problem:
-                raise
-            except Exception:  # the first attempt failed and was forgotten: this one tries afresh
-                return await submit(app, prepared)
+    if key is None:
+        return await _send(app, prepared, deadline=deadline), False
+    store = app[keys.IDEMPOTENCY]
+    while True:
+        claim = await _claim(app, prepared, key)
+        if claim.answer is not None:
+            return claim.answer, True
+        if claim.owner is not None:
+            return await _send(app, prepared, deadline=deadline, claim=claim), False
+        # Another request is sending this key's message now, here or in another process: its
+        # outcome is this one's, so wait for it rather than send a second copy.
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise problems.OutcomeUnknown(
+                "The outcome is unknown: a request with the same Idempotency-Key is still being sent to SQS; "
+                "retry with the same Idempotency-Key.",
+                retry_after_seconds=RETRY_AFTER_SECONDS,
+            )
+        await store.wait(key, remaining)
+
+
+async def _claim(app: web.Application, prepared: Prepared, key: str) -> Claim:
     try:
-        answer = await _send(app, prepared)
-    except BaseException as exc:
-        if key is not None:
-            if isinstance(exc, problems.OutcomeUnknown):
-                store.unknown(key, exc)
-            else:
-                store.forget(key, exc)
-        raise
-    if key is not None:
-        store.done(key, answer)
-    return answer, False
+        return await app[keys.IDEMPOTENCY].claim(key, prepared.fingerprint)
+    except KeyReused:
+        raise problems.Unprocessable(
+            f"The idempotency key {key!r} was used with a different message.",
+            errors=[Violation("/idempotency_key", "unique", "already used with a different message")],
+        ) from None
+    except sqlite3.Error as exc:
+        logger.error("The idempotency store failed: %s.", exc)
+        app[keys.METRICS].sqs_errors.labels("IdempotencyStore").inc()
+        raise problems.ServiceUnavailable(
+            "The message was not sent: its idempotency key could not be checked; try again.",
+            retry_after_seconds=RETRY_AFTER_SECONDS,
+        ) from None
 
 
-async def _send(app: web.Application, prepared: Prepared) -> dict[str, Any]:
+async def _send(
+    app: web.Application, prepared: Prepared, *, deadline: float, claim: Claim | None = None
+) -> dict[str, Any]:
+    """Send, and answer from SQS's own answer; a keyed attempt's outcome is recorded even once its request gave up."""
     settings = app[keys.SETTINGS]
     message = prepared.message
     queue = app[keys.BROKER].sqs_queue_name(prepared.message_type)
-    depth = app[keys.DEPTH_GUARD].over(prepared.message_type)
-    if depth is not None:
-        raise problems.TooManyRequests(
-            f"Queue {queue!r} holds about {depth} messages, at or over "
-            f"QM_MAX_QUEUE_DEPTH ({settings.max_queue_depth}); try again later.",
-            retry_after_seconds=BACKLOG_RETRY_AFTER_SECONDS,
-        )
+    answer = {"id": message.message_id, "type": prepared.message_type, "queue": queue}
     try:
-        async with asyncio.timeout(settings.request_timeout_seconds):
-            result = await app[keys.SENDER].send(prepared.message_type, prepared.entry)
-    except (SQSOutcomeUnknown, TimeoutError) as exc:
-        # The send may yet land (it is in flight, or SQS took it and did not answer).
-        reason = str(exc) or f"no answer within {settings.request_timeout_seconds:g} s"
-        app[keys.METRICS].sqs_errors.labels(type(exc).__name__).inc()
+        depth = app[keys.DEPTH_GUARD].over(prepared.message_type)
+        if depth is not None:
+            raise problems.TooManyRequests(
+                f"Queue {queue!r} holds about {depth} messages, at or over "
+                f"QM_MAX_QUEUE_DEPTH ({settings.max_queue_depth}); try again later.",
+                retry_after_seconds=BACKLOG_RETRY_AFTER_SECONDS,
+            )
+        future = app[keys.SENDER].submit(prepared.message_type, prepared.entry)
+    except (problems.TooManyRequests, Overloaded) as exc:
+        if claim is not None:
+            _record(app, prepared, claim, answer, None)
+        if isinstance(exc, Overloaded):
+            _count_error(app, exc)
+            logger.warning("Could not send message %r: %s.", message.message_id, exc)
+            raise problems.ServiceUnavailable(
+                f"SQS did not accept the message: {exc}", retry_after_seconds=RETRY_AFTER_SECONDS
+            ) from None
+        raise
+    try:
+        await asyncio.wait([future], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+    except asyncio.CancelledError:
+        _record_when_done(app, prepared, claim, answer, future)
+        raise
+    if not future.done():  # the send goes on: its outcome is recorded when SQS answers, for the retry
+        _record_when_done(app, prepared, claim, answer, future)
+        reason = f"no answer within the request timeout of {settings.request_timeout_seconds:g} s"
+        _count_error(app, TimeoutError())
         logger.warning("The outcome of sending message %r is unknown: %s.", message.message_id, reason)
-        advice = (
-            "retry with the same Idempotency-Key: the retry carries the same message id"
-            if prepared.idempotency_key
-            else "send an Idempotency-Key with each message, so that a retry cannot make a second one"
+        raise _outcome_unknown(prepared, f"{reason}; the send is still in flight")
+    if claim is not None:
+        _record(app, prepared, claim, answer, future)
+    return _answer(app, prepared, future, answer)
+
+
+def _record_when_done(
+    app: web.Application,
+    prepared: Prepared,
+    claim: Claim | None,
+    answer: dict[str, Any],
+    future: asyncio.Future[SendResult],
+) -> None:
+    """Once a send its request gave up on ends, record a keyed outcome; an unkeyed one's is only logged."""
+
+    def ended(f: asyncio.Future[SendResult]) -> None:
+        if claim is not None:
+            _record(app, prepared, claim, answer, f)
+        logger.info(
+            "The send of message %r, whose request had stopped waiting, ended: %s.",
+            prepared.message.message_id,
+            _OUTCOME_PHRASES[_outcome(f)],
         )
-        raise problems.OutcomeUnknown(
-            f"The outcome is unknown: SQS may have the message ({reason}); {advice}.",
-            retry_after_seconds=RETRY_AFTER_SECONDS,
-        ) from None
-    except (SQSUnavailable, Overloaded) as exc:
-        reason = str(exc) or f"no answer within {settings.request_timeout_seconds} s"
-        app[keys.METRICS].sqs_errors.labels(type(exc).__name__).inc()
+
+    future.add_done_callback(ended)
+
+
+_OUTCOME_PHRASES = {"sent": "SQS has it", "unknown": "no answer", "refused": "not accepted"}
+
+
+def _outcome(future: asyncio.Future[SendResult] | None) -> str:
+    """`sent`, `unknown` (SQS may have the message) or `refused` (it surely does not) for a finished send."""
+    if future is None:
+        return "refused"
+    if future.cancelled():
+        return "unknown"
+    exc = future.exception()
+    if exc is None:
+        result = future.result()
+        return "sent" if result.ok else "unknown" if result.unknown else "refused"
+    if isinstance(exc, SQSOutcomeUnknown):
+        return "unknown"
+    if isinstance(exc, SQSUnavailable | ClientError):
+        return "refused"
+    return "unknown"  # a failure nothing classified: assume the worst, keep the key
+
+
+def _record(
+    app: web.Application,
+    prepared: Prepared,
+    claim: Claim,
+    answer: dict[str, Any],
+    future: asyncio.Future[SendResult] | None,
+) -> None:
+    """Record a keyed attempt's outcome in the store (without waiting): done, unknown, or the key freed."""
+    key = prepared.idempotency_key
+    assert key is not None and claim.owner is not None
+    store = app[keys.IDEMPOTENCY]
+    outcome = _outcome(future)
+    try:
+        if outcome == "sent":
+            store.done(key, prepared.fingerprint, answer)
+        else:
+            # A surely refused re-send leaves the earlier attempt's unknown outcome as it was.
+            store.failed(key, claim.owner, unknown=outcome == "unknown" or claim.resend)
+    except sqlite3.Error as exc:  # the key's lease runs out instead; a retry then sends the same id
+        logger.error("Could not record the outcome of message %r: %s.", prepared.message.message_id, exc)
+
+
+def _answer(
+    app: web.Application, prepared: Prepared, future: asyncio.Future[SendResult], answer: dict[str, Any]
+) -> dict[str, Any]:
+    message = prepared.message
+    exc = SQSOutcomeUnknown("the send was cancelled") if future.cancelled() else future.exception()
+    if isinstance(exc, SQSOutcomeUnknown):
+        _count_error(app, exc)
+        logger.warning("The outcome of sending message %r is unknown: %s.", message.message_id, exc)
+        raise _outcome_unknown(prepared, str(exc))
+    if isinstance(exc, SQSUnavailable | ClientError):
+        _count_error(app, exc)
+        reason = describe(exc) if isinstance(exc, ClientError) else str(exc)
         logger.warning("Could not send message %r: %s.", message.message_id, reason)
         raise problems.ServiceUnavailable(
             f"SQS did not accept the message: {reason}", retry_after_seconds=RETRY_AFTER_SECONDS
         ) from None
+    result = future.result()  # anything else was a bug: raised, logged with its traceback, a 500
+    if result.unknown:
+        app[keys.METRICS].sqs_errors.labels(result.code or "unknown").inc()
+        logger.warning("SQS answered nothing for message %r: %s %s.", message.message_id, result.code, result.detail)
+        raise _outcome_unknown(prepared, f"SQS answered nothing for it ({result.code})")
     if not result.ok:
         app[keys.METRICS].sqs_errors.labels(result.code or "unknown").inc()
         logger.warning("SQS refused message %r: %s %s.", message.message_id, result.code, result.detail)
@@ -210,14 +321,22 @@ async def _send(app: web.Application, prepared: Prepared) -> dict[str, Any]:
             "Accepted message %r of type %r.",
             message.message_id,
             prepared.message_type,
-            extra={
-                "message_id": message.message_id,
-                "type": prepared.message_type,
-                "queue": queue,
-            },
+            extra={"message_id": message.message_id, "type": prepared.message_type, "queue": answer["queue"]},
         )
-    return {
-        "id": message.message_id,
-        "type": prepared.message_type,
-        "queue": queue,
-    }
+    return answer
+
+
+def _outcome_unknown(prepared: Prepared, reason: str) -> problems.OutcomeUnknown:
+    advice = (
+        "retry with the same Idempotency-Key: the retry carries the same message id"
+        if prepared.idempotency_key
+        else "send an Idempotency-Key with each message, so that a retry cannot make a second one"
+    )
+    return problems.OutcomeUnknown(
+        f"The outcome is unknown: SQS may have the message ({reason}); {advice}.",
+        retry_after_seconds=RETRY_AFTER_SECONDS,
+    )
+
+
+def _count_error(app: web.Application, exc: BaseException) -> None:
+    app[keys.METRICS].sqs_errors.labels(type(exc).__name__).inc()

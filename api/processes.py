@@ -2,9 +2,11 @@
 
 Each child is a fresh `python -m api.app` that binds the port with SO_REUSEPORT, so the kernel
 spreads connections across them. Their Prometheus metrics go to one multiprocess directory and
-every child's `/metrics` sums all of them. A child dies with its master (PR_SET_PDEATHSIG); if a
-child dies on its own, the master stops the others and exits non-zero, so the supervisor (supervisord,
-systemd, an orchestrator) restarts the whole API, as it does Dramatiq's workers.
+every child's `/metrics` sums all of them; their idempotency keys are one SQLite store in the state
+directory, so a retry that lands on another process replays the first answer. A child dies with
+its master (PR_SET_PDEATHSIG); if a child dies on its own, the master stops the others and exits
+non-zero, so the supervisor (supervisord, systemd, an orchestrator) restarts the whole API, as it
+does Dramatiq's workers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from types import FrameType
 
 logger = logging.getLogger(__name__)
@@ -42,12 +45,25 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def supervise(processes: int, *, shutdown_timeout_seconds: float) -> int:
-    """Run `processes` API children until a signal or a child's death; returns the exit status."""
-    metrics_dir = tempfile.mkdtemp(prefix="qm-api-metrics-")
-    env = {**os.environ, CHILD_ENV: str(os.getpid()), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+def supervise(processes: int, *, shutdown_timeout_seconds: float, state_dir: Path | None) -> int:
+    """Run `processes` API children until a signal or a child's death; returns the exit status.
+
+    The children share a Prometheus multiprocess directory of this run's own, and the idempotency
+    store in `state_dir` (a directory of this run's own when None).
+    """
+    run_dir = Path(tempfile.mkdtemp(prefix="qm-api-"))
+    metrics_dir = run_dir / "metrics"
+    metrics_dir.mkdir()
+    env = {
+        **os.environ,
+        CHILD_ENV: str(os.getpid()),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "QM_STATE_DIR": str(state_dir or run_dir / "state"),
+    }
+    # Each child leads a process group of its own: a Ctrl-C on the terminal reaches the master
+    # only, which forwards it once (a second signal would cut a child's graceful stop short).
     children = [
-        subprocess.Popen([sys.executable, "-m", "api.app"], env=env, preexec_fn=_die_with_parent)
+        subprocess.Popen([sys.executable, "-m", "api.app"], env=env, preexec_fn=_die_with_parent, process_group=0)
         for _ in range(processes)
     ]
     logger.info("Started %d API processes: %s.", processes, ", ".join(str(c.pid) for c in children))
@@ -84,5 +100,5 @@ def supervise(processes: int, *, shutdown_timeout_seconds: float) -> int:
             if child.poll() is None:
                 child.kill()
             child.wait()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
     return status

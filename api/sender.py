@@ -11,7 +11,7 @@ from typing import Any
 
 from queue_manager.sqs import constants
 from queue_manager.sqs.broker import QMBroker, SendResult
-from queue_manager.sqs.errors import SQSUnavailable
+from queue_manager.sqs.errors import SQSOutcomeUnknown
 from queue_manager.sqs.groups import next_batch, plan_resend
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,14 @@ class Sender:
 
     async def send(self, queue_name: str, entry: dict[str, Any]) -> SendResult:
         """Send one prepared entry; returns SQS's result for it. Raises SQSUnavailable or Overloaded."""
+        return await self.submit(queue_name, entry)
+
+    def submit(self, queue_name: str, entry: dict[str, Any]) -> asyncio.Future[SendResult]:
+        """Queue one prepared entry for sending; the future resolves with SQS's result for it.
+
+        The send goes on whether or not the caller still waits (a caller that gives up has an
+        outcome to record once SQS answers). Raises Overloaded when `max_waiting` sends are unresolved.
+        """
         if self.waiting >= self.max_waiting:
             raise Overloaded(f"{self.waiting} messages are already waiting for SQS; the limit is {self.max_waiting}.")
         loop = asyncio.get_running_loop()
@@ -80,11 +88,14 @@ class Sender:
             self._flush(queue_name)
         elif queue_name not in self._timers:
             self._timers[queue_name] = loop.call_later(self.linger_seconds, self._flush, queue_name)
+        # Counted until SQS answers, not until the caller stops waiting: a send whose caller gave up
+        # still holds a thread and a connection.
         self.waiting += 1
-        try:
-            return await pending.future
-        finally:
-            self.waiting -= 1
+        pending.future.add_done_callback(self._resolved)
+        return pending.future
+
+    def _resolved(self, future: asyncio.Future[SendResult]) -> None:
+        self.waiting -= 1
 
     def _ready(self, queue_name: str, batch: list[_Pending]) -> int:
         """How many waiting entries could go now (up to a full batch): not those of a busy group."""
@@ -139,7 +150,10 @@ class Sender:
                         self.executor, self.broker.send_entries, queue_name, [p.entry for p in batch]
                     )
                 except BaseException as exc:  # every waiter must hear of it, whatever it is
-                    error = exc if isinstance(exc, Exception) else SQSUnavailable(str(exc))
+                    # Cancelled mid-send: the thread may still send it.
+                    error = (
+                        exc if isinstance(exc, Exception) else SQSOutcomeUnknown(f"the send was interrupted ({exc!r})")
+                    )
                     for p in batch:
                         if not p.future.done():
                             p.future.set_exception(error)

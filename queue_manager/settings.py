@@ -201,6 +201,12 @@ class Settings:
     stats_dir: Path | None = setting(
         None, "If set, each process writes its SQS request counts there on exit.", parse=_optional_path
     )
+    state_dir: Path | None = setting(
+        None,
+        "Where the API keeps its idempotency keys (SQLite), shared by its processes and kept across restarts; "
+        "unset, each run gets a temporary one.",
+        parse=_optional_path,
+    )
     api_keys: tuple[str, ...] = setting(
         (), "Keys accepted as `Authorization: Bearer <key>`; several allow rotation.", parse=_words
     )

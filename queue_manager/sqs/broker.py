@@ -15,8 +15,16 @@ from typing import Any, NoReturn
 
 import dramatiq
 import dramatiq.middleware
+from botocore import exceptions as botocore_exceptions
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    ProxyConnectionError,
+)
 from dramatiq.middleware import Retries
 from dramatiq_sqs import SQSBroker
 
@@ -66,6 +74,8 @@ class SendResult:
     code: str | None = None
     detail: str | None = None
     retryable: bool = False
+    #: SQS answered nothing for this entry: it may be on the queue.
+    unknown: bool = False
 
 
 class QMBroker(SQSBroker):  # type: ignore[misc]
@@ -361,7 +371,10 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         """
         if not 0 < len(entries) <= constants.MAX_BATCH_ENTRIES:
             raise ValueError(f"A batch holds 1 to {constants.MAX_BATCH_ENTRIES} messages, not {len(entries)}.")
-        urls = self.ensure_queue(queue_name)
+        try:
+            urls = self.ensure_queue(queue_name)
+        except (BotoCoreError, ClientError) as exc:  # nothing was sent yet
+            _raise_unavailable(exc)
         if len(entries) == 1:
             # A batch of one is cheaper to build and parse as a plain SendMessage, same permission.
             try:
@@ -391,6 +404,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
                 detail=failure.message,
                 # An entry SQS answered nothing for may be on the queue: its re-send carries the same id.
                 retryable=failure.fault in (Fault.TRANSIENT, Fault.UNKNOWN_OUTCOME),
+                unknown=failure.fault is Fault.UNKNOWN_OUTCOME,
             )
         return [by_index[i] for i in range(len(entries))]
 
@@ -400,11 +414,13 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             try:
                 return method(*args, **kwargs)
             except (BotoCoreError, ClientError) as exc:
-                fault = classify_exception(exc)
+                fault = _send_fault(exc)
                 if fault is Fault.UNKNOWN_OUTCOME:
-                    raise SQSOutcomeUnknown(
-                        f"SQS did not answer within {self.sqs_timeout_seconds:g} s ({type(exc).__name__})"
-                    ) from exc
+                    if isinstance(exc, botocore_exceptions.ReadTimeoutError):
+                        reason = f"SQS did not answer within {self.sqs_timeout_seconds:g} s"
+                    else:
+                        reason = "the connection to SQS broke before its answer"
+                    raise SQSOutcomeUnknown(f"{reason} ({type(exc).__name__})") from exc
                 if not fault.retryable or attempt == SEND_ATTEMPTS - 1:
                     if isinstance(exc, ClientError) and not fault.retryable:
                         raise
@@ -520,6 +536,23 @@ def _raise_unavailable(exc: BotoCoreError | ClientError) -> NoReturn:
             raise SQSUnavailable(describe(exc)) from exc
         raise exc
     raise SQSUnavailable(f"SQS cannot be reached: {exc}") from exc
+
+
+def _send_fault(exc: BotoCoreError | ClientError) -> Fault:
+    """Classify a failed send strictly: only what surely never reached SQS may be sent again.
+
+    SQS's own error answers are classified as for any call. Of botocore's failures, only those
+    before the request was written (no connection, a connect timeout, a proxy that refused) and the
+    local ones (credentials, configuration) kept it from SQS; after a read timeout, a dropped
+    connection, a broken response or a TLS error mid-stream, SQS may have the message.
+    """
+    if isinstance(exc, ClientError):
+        return classify_exception(exc)
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ProxyConnectionError):
+        return Fault.TRANSIENT
+    if isinstance(exc, HTTPClientError | botocore_exceptions.ConnectionError):
+        return Fault.UNKNOWN_OUTCOME
+    return Fault.TRANSIENT
 
 
 def _message_id(entry: dict[str, Any]) -> str:
