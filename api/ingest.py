@@ -316,7 +316,7 @@ def _answer(
         raise problems.ServiceUnavailable(
             f"SQS did not accept the message: {result.code}: {result.detail}", retry_after_seconds=RETRY_AFTER_SECONDS
         )
-    if logger.isEnabledFor(logging.DEBUG):  # a line per message is a quarter of the API's CPU: DEBUG only
+    if logger.isEnabledFor(logging.DEBUG):  # a line per message is costly at high rates: DEBUG only
         logger.debug(
             "Accepted message %r of type %r.",
             message.message_id,

@@ -246,7 +246,7 @@ class Settings:
         high=65535,
     )
     access_log: bool = setting(
-        False, "Log one line per HTTP request (off by default: it costs a fifth of the API's CPU).", parse=_bool
+        False, "Log one line per HTTP request (off by default: costly at high request rates).", parse=_bool
     )
     log_level: str = setting(
         "INFO",
