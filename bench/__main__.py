@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bench import api_load, e2e, overhead, profile, workers
-from bench.common import ROOT, DelayProxy, Processes, delay_proxy, delete_queues, ministack, scratch_dir, sqs_client
+from bench.common import (
+    OURS_ENV,
+    ROOT,
+    DelayProxy,
+    Processes,
+    delay_proxy,
+    delete_queues,
+    ministack,
+    scratch_dir,
+    sqs_client,
+)
 from bench.report import Report
 
 SCENARIOS = ("proxy", "api", "e2e", "idle", "workers")
@@ -327,6 +337,13 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="py-spy the APIs and workers of the end-to-end runs into DIR"
     )
+    parser.add_argument(
+        "--ours-env",
+        action="append",
+        default=[],
+        metavar="QM_NAME=VALUE",
+        help="a setting for our APIs and workers (repeatable), e.g. to weigh one against its default",
+    )
     numbers = {
         "rounds": (int, "rounds of each worker drain (median shown)"),
         "noop_messages": (int, "messages preloaded for the no-op drain"),
@@ -356,6 +373,12 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     if only - set(SCENARIOS):
         parser.error(f"--only takes {', '.join(SCENARIOS)}, not {', '.join(sorted(only - set(SCENARIOS)))}")
     args.only_set = only
+    for item in args.ours_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("QM_"):
+            parser.error(f"--ours-env takes QM_NAME=VALUE, not {item!r}")
+        OURS_ENV[name] = value
+    config["ours_env"] = dict(OURS_ENV)
     return args, config
 
 

@@ -14,6 +14,7 @@ from subprocess import Popen
 import aiohttp
 
 from bench.common import (
+    OURS_ENV,
     DelayProxy,
     Processes,
     answers,
@@ -158,7 +159,8 @@ def start_api(procs: Processes, proxy: DelayProxy, impl: str, prefix: str, tag: 
     """Start one API whose SQS calls go through `proxy` under `tag`; returns it and its base URL once it answers."""
     port = free_port()
     command = [sys.executable, "-m", "bench.api_server", impl, str(port), prefix]
-    process, log_path = procs.start(command, env=child_env(proxy.endpoint(tag)), log_name=tag)
+    extra = dict(OURS_ENV) if impl == "ours" else {}
+    process, log_path = procs.start(command, env=child_env(proxy.endpoint(tag), extra), log_name=tag)
     base = f"http://127.0.0.1:{port}"
     wait_for(
         lambda: "READY" in Path(log_path).read_text(errors="replace") or process.poll() is not None,

@@ -14,6 +14,7 @@ The process prints READY once it listens and stops cleanly on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -27,7 +28,9 @@ def ours_app(prefix: str) -> web.Application:
     from api.app import create_app
     from queue_manager.settings import Settings
 
-    settings = Settings(
+    # Defaults, but for any QM_ setting the bench was given for ours (`--ours-env`).
+    settings = dataclasses.replace(
+        Settings.from_env(),
         endpoint_url=os.environ["AWS_ENDPOINT_URL_SQS"],
         region=os.environ.get("AWS_REGION", "us-east-1"),
         queue_prefix=prefix,

@@ -212,6 +212,10 @@ def sqs_client(endpoint: str, *, pool: int = 16) -> Any:
     )
 
 
+#: Settings (`QM_*=value`) given to every process of ours under test (`--ours-env`): e.g. to weigh one setting.
+OURS_ENV: dict[str, str] = {}
+
+
 def child_env(endpoint: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QM_", "AWS_", "BENCH_", "dramatiq_"))}
     env.update(AWS_ENV)

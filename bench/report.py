@@ -262,6 +262,9 @@ class Report:
         )
         out = [table(headers, body, title)]
         notes = self._overhead_notes() + self.notes
+        if self.config.get("ours_env"):
+            given = ", ".join(f"{k}={v}" for k, v in sorted(self.config["ours_env"].items()))
+            notes.insert(0, f"ours ran with {given} (--ours-env); everything else at its default")
         if notes:
             out.append("Notes:\n" + "\n".join(f"  - {n}" for n in notes))
         return "\n\n".join(out)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    OURS_ENV,
     VENV_BIN,
     DelayProxy,
     Processes,
@@ -176,6 +177,7 @@ def start_worker(
     extra = {"BENCH_NAMESPACE": prefix}
     if impl == "ours":
         # A port of its own: 9191 may be taken by another run, and two masters cannot share one.
+        extra.update(OURS_ENV)
         extra.update(QM_QUEUE_PREFIX=prefix, QM_WORKER_METRICS_PORT=str(free_port()))
     if marks_path is not None:
         extra["BENCH_MARKS"] = str(marks_path)

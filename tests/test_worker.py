@@ -368,6 +368,31 @@ def test_a_busy_queue_keeps_enough_receives_in_flight_to_fill_its_threads(harnes
     assert sorted(done) == list(range(300))
 
 
+def test_a_busy_queue_of_quick_messages_is_received_ten_at_a_time(harness: Callable[..., Harness]) -> None:
+    # Given 300 quick messages waiting, and SQS answering each receive 15 ms late (as real SQS does)
+    h = harness()
+    done: list[int] = []
+    actor = dramatiq.actor(lambda p: done.append(p), broker=h.broker, actor_name="quick", queue_name="quick")
+    h.send(actor, *range(300))
+    asked: list[int] = []
+
+    def slow_receive(params: dict[str, Any], **_: Any) -> None:
+        asked.append(params["MaxNumberOfMessages"])
+        time.sleep(0.015)
+
+    h.broker.receive_client.meta.events.register("before-parameter-build.sqs.ReceiveMessage", slow_receive)
+    # When one worker process with 10 threads drains the queue
+    h.start(threads=10)
+    wait_for(lambda: len(done) == 300, timeout=60, what="300 messages processed")
+    h.stop()
+    # Then its receives waited for the threads to finish rather than fetching the odd message
+    # between full ones: about one receive per ten messages, not one per five
+    assert sorted(done) == list(range(300))
+    full = sum(1 for n in asked if n == 10)
+    assert len(asked) <= 300 / 10 * 1.25 + 3, asked
+    assert full >= 0.8 * 300 / 10, asked
+
+
 def test_join_returns_once_the_queue_and_its_in_flight_messages_are_gone(
     harness: Callable[..., Harness], sqs: Any
 ) -> None:

@@ -11,28 +11,36 @@ class Capacity:
 
     def __init__(self, total: int = 10) -> None:
         self.total = total
+        #: Of the total, the slots beyond the threads (messages held ready for the next free thread).
+        self.lookahead = 0
         self.held = 0
         self._cond = threading.Condition()
 
-    def set_total(self, total: int) -> None:
+    def set_total(self, total: int, lookahead: int = 0) -> None:
         with self._cond:
             self.total = total
+            self.lookahead = min(lookahead, max(total - 1, 0))
             self._cond.notify_all()
 
     def free(self) -> int:
         with self._cond:
             return max(self.total - self.held, 0)
 
-    def reserve(self, most: int, *, timeout_seconds: float, linger_seconds: float = 0.0) -> int:
-        """Wait until a thread is free, then reserve up to `most` slots and return how many.
+    def reserve(
+        self, most: int, *, timeout_seconds: float, linger_seconds: float = 0.0, whole_thread: bool = False
+    ) -> int:
+        """Wait until a slot is free, then reserve up to `most` slots and return how many.
 
         After the first slot frees, wait up to `linger_seconds` more for others to free, so
-        one receive can fill more threads. Returns 0 on timeout.
+        one receive can fill more threads. With `whole_thread`, wait until a thread is free, not
+        only a lookahead slot: a busy queue's receive then waits for work to finish rather than
+        fetching one message ahead between full receives. Returns 0 on timeout.
         """
         deadline = time.monotonic() + timeout_seconds
         want = min(most, self.total)
         with self._cond:
-            while self.total - self.held <= 0:
+            first = self.lookahead + 1 if whole_thread else 1
+            while self.total - self.held < first:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return 0

@@ -148,11 +148,20 @@ class QMConsumer(dramatiq.Consumer):
                 logger.exception("Receiving from %r failed unexpectedly; trying again.", self.queue_name)
                 time.sleep(1.0)
 
-    def _take_room(self, most: int) -> int:
-        """Wait until this consumer holds fewer than its prefetch, then claim up to `most` of the room."""
+    def _take_room(self, most: int, linger_seconds: float = 0.0) -> int:
+        """Wait until this consumer holds fewer than its prefetch, then claim up to `most` of the room.
+
+        Once there is room, wait up to `linger_seconds` more for room for `most`, so that a busy
+        queue's receive is not cut short by messages that are about to finish.
+        """
         with self._cond:
             self._cond.wait_for(lambda: self.held < self.prefetch or self._closed, CAPACITY_WAIT_SECONDS)
             if self._closed or self.held >= self.prefetch:
+                return 0
+            want = min(most, self.prefetch)
+            if linger_seconds > 0 and self.prefetch - self.held < want:
+                self._cond.wait_for(lambda: self.prefetch - self.held >= want or self._closed, linger_seconds)
+            if self._closed:
                 return 0
             n = min(most, self.prefetch - self.held)
             self.held += n
@@ -174,7 +183,11 @@ class QMConsumer(dramatiq.Consumer):
             with self._cond:
                 self._cond.wait(CAPACITY_WAIT_SECONDS)
             return
-        room = self._take_room(1 if self.idle else constants.MAX_RECEIVE_MESSAGES)
+        room = (
+            self._take_room(1)
+            if self.idle
+            else self._take_room(constants.MAX_RECEIVE_MESSAGES, self.broker.receive_linger_seconds)
+        )
         if not room:
             return
         if self.idle:
@@ -186,6 +199,7 @@ class QMConsumer(dramatiq.Consumer):
                 room,
                 timeout_seconds=CAPACITY_WAIT_SECONDS,
                 linger_seconds=self.broker.receive_linger_seconds,
+                whole_thread=True,
             )
             self._give_room(room - most)
             if not most:
