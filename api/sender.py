@@ -38,7 +38,9 @@ class _Pending:
 
 class Sender:
     """Batches sends per queue: a batch leaves at once when none is in flight for its queue,
-    when it holds ten entries or would pass 1 MiB, or after `linger_seconds`.
+    when it holds ten entries or would pass 1 MiB, when the queue's batches in flight have all
+    been answered, or after `linger_seconds` at most. Under load the wait for an answer is what
+    fills a batch; the linger only bounds it when SQS is slow to answer.
 
     A 202 is answered only from a future that SQS's own answer resolved: nothing is
     acknowledged from this buffer.
@@ -49,7 +51,7 @@ class Sender:
     """
 
     def __init__(
-        self, broker: QMBroker, executor: Executor, *, linger_seconds: float = 0.002, max_waiting: int = 1000
+        self, broker: QMBroker, executor: Executor, *, linger_seconds: float = 0.02, max_waiting: int = 1000
     ) -> None:
         self.broker = broker
         self.executor = executor

@@ -218,7 +218,12 @@ class Settings:
         600, "How long an Idempotency-Key replays its first result.", parse=_int, low=0, high=7 * 86400
     )
     send_linger_ms: int = setting(
-        2, "How long a send waits for others to join its SendMessageBatch.", parse=_int, low=0, high=1000
+        20,
+        "The longest a send waits for others to join its SendMessageBatch while one of its queue's is in flight "
+        "(it goes at once when none is, or when ten are waiting).",
+        parse=_int,
+        low=0,
+        high=1000,
     )
     max_waiting_sends: int = setting(
         1000, "Sends that may wait for SQS at once; more are answered 503.", parse=_int, low=1, high=1_000_000

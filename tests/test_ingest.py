@@ -18,6 +18,7 @@ from api import keys
 from api.app import create_app
 from queue_manager.settings import Settings, SettingsError
 from tests.conftest import SQSServer, drain, queue_depth
+from tests.test_bench_proxy import proxy_process
 
 pytestmark = pytest.mark.api
 
@@ -48,6 +49,34 @@ async def test_concurrent_posts_are_coalesced_into_batches_and_each_waits_for_it
     assert [r.status for r in responses] == [202] * 50
     assert sends() - before <= 20, broker.request_counts()
     assert sorted(queued_ids(sqs, settings.queue_name("log"))) == sorted(ids)
+
+
+async def test_64_clients_on_qm_api_fill_their_batches_when_sqs_answers_15_ms_late(
+    api_process: Any, sqs_server: SQSServer, settings: Settings, sqs: Any, tmp_path: Path
+) -> None:
+    # Given qm-api whose SQS answers each call 15 ms late (the bench's delaying proxy, as real SQS)
+    with proxy_process(sqs_server.url, 15, tmp_path) as proxy:
+        _, url = api_process(env={"AWS_ENDPOINT_URL_SQS": proxy.endpoint("api")})
+
+        # When 64 clients each post 10 messages, one after another
+        async def client(session: ClientSession, n: int) -> list[int]:
+            statuses = []
+            for i in range(10):
+                envelope = {"type": "log", "payload": {"message": f"{n}-{i}"}}
+                async with session.post(url + "/messages", json=envelope) as response:
+                    statuses.append(response.status)
+            return statuses
+
+        before = proxy.get("/_proxy/counts").get("api", {})
+        async with ClientSession(timeout=ClientTimeout(total=60)) as session:
+            results = await asyncio.gather(*(client(session, n) for n in range(64)))
+        counts = proxy.get("/_proxy/counts")["api"]
+    sends = sum(counts.get(a, 0) - before.get(a, 0) for a in ("SendMessage", "SendMessageBatch"))
+    # Then every post is accepted, and while a batch is in flight the next one fills up instead of
+    # leaving part-full: close to one SendMessageBatch per ten messages
+    assert [s for statuses in results for s in statuses] == [202] * 640
+    assert sends <= 640 * 0.12, counts
+    assert len(drain(sqs, settings.queue_name("log"), timeout=10)) == 640
 
 
 async def test_batch_endpoint_sends_the_valid_entries_and_reports_each_in_order(
