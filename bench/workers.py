@@ -176,8 +176,8 @@ def start_worker(
     marks_path = workdir / f"marks-{scenario}-{prefix}.txt" if marks else None
     extra = {"BENCH_NAMESPACE": prefix}
     if impl == "ours":
-        # A port of its own: 9191 may be taken by another run, and two masters cannot share one.
         extra.update(OURS_ENV)
+        # A port of its own: 9191 may be taken by another run, and two masters cannot share one.
         extra.update(QM_QUEUE_PREFIX=prefix, QM_WORKER_METRICS_PORT=str(free_port()))
     if marks_path is not None:
         extra["BENCH_MARKS"] = str(marks_path)

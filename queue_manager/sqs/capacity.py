@@ -16,10 +16,11 @@ class Capacity:
         self.held = 0
         self._cond = threading.Condition()
 
-    def set_total(self, total: int, lookahead: int = 0) -> None:
+    def set_threads(self, threads: int, lookahead: int = 0) -> None:
+        """Size the count to a worker's threads plus the messages it may hold ready beyond them."""
         with self._cond:
-            self.total = total
-            self.lookahead = min(lookahead, max(total - 1, 0))
+            self.total = threads + lookahead
+            self.lookahead = lookahead
             self._cond.notify_all()
 
     def free(self) -> int:

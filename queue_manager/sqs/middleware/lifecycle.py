@@ -33,7 +33,7 @@ class WorkerLifecycle(dramatiq.Middleware):
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         if isinstance(broker, QMBroker):
             broker.stopping = False
-            broker.capacity.set_total(worker.worker_threads + self.lookahead, self.lookahead)
+            broker.capacity.set_threads(worker.worker_threads, self.lookahead)
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         if isinstance(broker, QMBroker):
