@@ -15,6 +15,9 @@ class Capacity:
         self.lookahead = 0
         self.held = 0
         self._cond = threading.Condition()
+        #: The free counts reserves are waiting for: a release wakes them only once one is met,
+        #: not on every finished message (each wake-up costs the woken thread the GIL).
+        self._needs: list[int] = []
 
     def set_threads(self, threads: int, lookahead: int = 0) -> None:
         """Size the count to a worker's threads plus the messages it may hold ready beyond them."""
@@ -41,21 +44,26 @@ class Capacity:
         want = min(most, self.total)
         with self._cond:
             first = self.lookahead + 1 if whole_thread else 1
-            while self.total - self.held < first:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return 0
-                self._cond.wait(remaining)
+            if not self._wait_free(first, deadline):
+                return 0
             if linger_seconds > 0:
-                linger_deadline = time.monotonic() + linger_seconds
-                while self.total - self.held < want:
-                    remaining = linger_deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
+                self._wait_free(want, time.monotonic() + linger_seconds)
             n = min(most, self.total - self.held)
             self.held += n
             return n
+
+    def _wait_free(self, need: int, deadline: float) -> bool:
+        """Wait (holding the condition) until `need` slots are free or `deadline`; whether they are."""
+        while self.total - self.held < need:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._needs.append(need)
+            try:
+                self._cond.wait(remaining)
+            finally:
+                self._needs.remove(need)
+        return True
 
     def take(self, n: int) -> None:
         """Count `n` messages as held even if no thread is free (bounded over-commit)."""
@@ -65,4 +73,5 @@ class Capacity:
     def release(self, n: int = 1) -> None:
         with self._cond:
             self.held = max(self.held - n, 0)
-            self._cond.notify_all()
+            if self._needs and self.total - self.held >= min(self._needs):
+                self._cond.notify_all()

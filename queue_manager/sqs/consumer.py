@@ -115,7 +115,12 @@ class QMConsumer(dramatiq.Consumer):
         self.idle = True
         self.full = False
         self.errors = 0
-        self._cond = threading.Condition()
+        #: Wakes Dramatiq's consumer thread and idle receivers: messages arrived, the queue's state changed.
+        mutex = threading.RLock()
+        self._cond = threading.Condition(mutex)
+        #: Wakes receivers waiting for prefetch room (same lock), only once the room they need is there.
+        self._room = threading.Condition(mutex)
+        self._room_needs: list[int] = []
         self._closed = False
         self._receivers: list[threading.Thread] = []
 
@@ -155,24 +160,38 @@ class QMConsumer(dramatiq.Consumer):
         queue's receive is not cut short by messages that are about to finish.
         """
         with self._cond:
-            self._cond.wait_for(lambda: self.held < self.prefetch or self._closed, CAPACITY_WAIT_SECONDS)
-            if self._closed or self.held >= self.prefetch:
+            if not self._wait_room(1, CAPACITY_WAIT_SECONDS):
                 return 0
             want = min(most, self.prefetch)
-            if linger_seconds > 0 and self.prefetch - self.held < want:
-                self._cond.wait_for(lambda: self.prefetch - self.held >= want or self._closed, linger_seconds)
+            if linger_seconds > 0:
+                self._wait_room(want, linger_seconds)
             if self._closed:
                 return 0
             n = min(most, self.prefetch - self.held)
             self.held += n
             return n
 
+    def _wait_room(self, need: int, timeout_seconds: float) -> bool:
+        """Wait (holding the lock) until `need` of the prefetch is free, or the timeout; whether it is."""
+        deadline = time.monotonic() + timeout_seconds
+        while self.prefetch - self.held < need and not self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._room_needs.append(need)
+            try:
+                self._room.wait(remaining)
+            finally:
+                self._room_needs.remove(need)
+        return not self._closed
+
     def _give_room(self, n: int) -> None:
         if n <= 0:
             return
         with self._cond:
             self.held = max(self.held - n, 0)
-            self._cond.notify_all()
+            if self._room_needs and self.prefetch - self.held >= min(self._room_needs):
+                self._room.notify_all()
 
     def _receive_once(self, index: int) -> None:
         if self.broker.stopping:
@@ -370,6 +389,7 @@ class QMConsumer(dramatiq.Consumer):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+            self._room.notify_all()
         for thread in self._receivers:
             # A receiver in an idle long poll is waited out, not cut off: what it brings is released.
             thread.join(timeout=self.idle_wait_seconds + RECEIVE_JOIN_MARGIN_SECONDS)

@@ -1,0 +1,74 @@
+"""The per-process count of free worker threads: what a reserve waits for, and what wakes it."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from queue_manager.sqs.capacity import Capacity
+
+
+class CountingCapacity(Capacity):
+    """A Capacity that counts how often a waiting reserve is woken."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wakeups = 0
+        wait = self._cond.wait
+
+        def counted(timeout: float | None = None) -> bool:
+            woken = wait(timeout)
+            self.wakeups += 1
+            return woken
+
+        self._cond.wait = counted  # type: ignore[method-assign]
+
+
+def _reserve_later(capacity: Capacity, **kwargs: object) -> tuple[threading.Thread, list[int]]:
+    got: list[int] = []
+    thread = threading.Thread(target=lambda: got.append(capacity.reserve(**kwargs)), daemon=True)  # type: ignore[arg-type]
+    thread.start()
+    time.sleep(0.05)  # let it start waiting
+    return thread, got
+
+
+def test_a_lingering_reserve_takes_every_slot_freed_while_it_lingers() -> None:
+    capacity = Capacity()
+    capacity.set_threads(10, lookahead=1)
+    capacity.take(11)
+    thread, got = _reserve_later(capacity, most=10, timeout_seconds=5, linger_seconds=2, whole_thread=True)
+    for _ in range(10):
+        capacity.release(1)
+    thread.join(timeout=5)
+    assert got == [10]
+    assert capacity.held == 11
+
+
+def test_a_whole_thread_reserve_does_not_take_the_lookahead_slot_alone() -> None:
+    capacity = Capacity()
+    capacity.set_threads(10, lookahead=1)
+    capacity.take(11)
+    thread, got = _reserve_later(capacity, most=10, timeout_seconds=0.3, whole_thread=True)
+    capacity.release(1)  # only the lookahead slot is free: no thread is
+    thread.join(timeout=5)
+    assert got == [0]
+    assert capacity.held == 10
+
+
+def test_releases_short_of_what_a_reserve_needs_do_not_wake_it() -> None:
+    capacity = CountingCapacity()
+    capacity.set_threads(10, lookahead=0)
+    capacity.take(10)
+    thread, got = _reserve_later(capacity, most=10, timeout_seconds=5, linger_seconds=5, whole_thread=True)
+    assert capacity.wakeups == 0
+    capacity.release(1)  # the first free slot: it wakes and starts lingering for ten
+    time.sleep(0.05)
+    woken_by_first = capacity.wakeups
+    for _ in range(8):
+        capacity.release(1)  # nine free in all: still short of ten
+    time.sleep(0.05)
+    assert capacity.wakeups == woken_by_first
+    capacity.release(1)
+    thread.join(timeout=5)
+    assert got == [10]
+    assert capacity.wakeups == woken_by_first + 1
