@@ -393,6 +393,47 @@ def test_a_busy_queue_of_quick_messages_is_received_ten_at_a_time(harness: Calla
     assert full >= 0.8 * 300 / 10, asked
 
 
+def _count_in_flight(client: Any, action: str, delay_seconds: float) -> dict[str, int]:
+    """Delay every `action` call of `client` by `delay_seconds` and count how many are in flight at once."""
+    in_flight = {"now": 0, "most": 0, "calls": 0}
+    lock = threading.Lock()
+
+    def slow(**_: Any) -> None:
+        with lock:
+            in_flight["now"] += 1
+            in_flight["calls"] += 1
+            in_flight["most"] = max(in_flight["most"], in_flight["now"])
+        time.sleep(delay_seconds)
+
+    def answered(**_: Any) -> None:
+        with lock:
+            in_flight["now"] -= 1
+
+    client.meta.events.register(f"before-send.sqs.{action}", slow)
+    client.meta.events.register(f"after-call.sqs.{action}", answered)
+    return in_flight
+
+
+def test_acks_keep_several_delete_batches_in_flight_when_sqs_answers_late(
+    harness: Callable[..., Harness], sqs: Any
+) -> None:
+    # Given 300 quick messages waiting, and SQS answering each DeleteMessageBatch 60 ms late
+    h = harness()
+    done: list[int] = []
+    actor = dramatiq.actor(lambda p: done.append(p), broker=h.broker, actor_name="acked", queue_name="acked")
+    h.send(actor, *range(300))
+    deletes = _count_in_flight(h.broker.client, "DeleteMessageBatch", 0.06)
+    # When one worker process with 10 threads drains the queue
+    h.start(threads=10)
+    wait_for(lambda: len(done) == 300, timeout=60, what="300 messages processed")
+    wait_for(lambda: queue_depth(sqs, h.queue("acked"))["in_flight"] == 0, timeout=30, what="every message deleted")
+    h.stop()
+    # Then its acks did not queue behind one batch at a time (at most ten per 60 ms), nor did they
+    # go in more batches than full ones need
+    assert 2 <= deletes["most"] <= 4, deletes
+    assert deletes["calls"] <= 300 / 10 + 5, deletes
+
+
 def test_join_returns_once_the_queue_and_its_in_flight_messages_are_gone(
     harness: Callable[..., Harness], sqs: Any
 ) -> None:
