@@ -434,6 +434,37 @@ def test_acks_keep_several_delete_batches_in_flight_when_sqs_answers_late(
     assert deletes["calls"] <= 300 / 10 + 5, deletes
 
 
+def test_a_lookahead_of_a_whole_receive_overlaps_receiving_with_work(harness: Callable[..., Harness]) -> None:
+    # Given 300 quick messages waiting, SQS answering each receive 30 ms late, and a worker allowed
+    # to hold ten messages beyond its ten threads
+    h = harness(receive_lookahead=10)
+    done: list[int] = []
+    actor = dramatiq.actor(lambda p: done.append(p), broker=h.broker, actor_name="ahead", queue_name="ahead")
+    h.send(actor, *range(300))
+    receives = _count_in_flight(h.broker.receive_client, "ReceiveMessage", 0.03)
+    held: list[int] = []
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            held.append(h.broker.capacity.held)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    # When one worker process with 10 threads drains the queue
+    h.start(threads=10)
+    wait_for(lambda: len(done) == 300, timeout=60, what="300 messages processed")
+    sampling.set()
+    sampler.join()
+    h.stop()
+    # Then a second receive went out while the first was in flight (with the default lookahead of
+    # one there is one at a time), and it never held more than its threads and its lookahead
+    assert sorted(done) == list(range(300))
+    assert receives["most"] >= 2, receives
+    assert max(held) <= 20, max(held)
+
+
 def test_join_returns_once_the_queue_and_its_in_flight_messages_are_gone(
     harness: Callable[..., Harness], sqs: Any
 ) -> None:

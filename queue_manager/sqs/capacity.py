@@ -37,13 +37,15 @@ class Capacity:
 
         After the first slot frees, wait up to `linger_seconds` more for others to free, so
         one receive can fill more threads. With `whole_thread`, wait until a thread is free, not
-        only a lookahead slot: a busy queue's receive then waits for work to finish rather than
-        fetching one message ahead between full receives. Returns 0 on timeout.
+        only a lookahead slot, or until all of `most` fits in the lookahead: a busy queue's receive
+        then waits for work to finish rather than fetching one message ahead between full
+        receives, while a lookahead of a whole receive lets the next one overlap the work of the
+        last. Returns 0 on timeout.
         """
         deadline = time.monotonic() + timeout_seconds
         want = min(most, self.total)
         with self._cond:
-            first = self.lookahead + 1 if whole_thread else 1
+            first = min(self.lookahead + 1, want) if whole_thread else 1
             if not self._wait_free(first, deadline):
                 return 0
             if linger_seconds > 0:
