@@ -73,6 +73,7 @@ class WorkerMetrics(dramatiq.Middleware):
         self.host = host
         self._metrics: dict[str, Any] = {}
         self._started: dict[str, float] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
 
     @property
     def forks(self) -> list[Any]:
@@ -103,13 +104,21 @@ class WorkerMetrics(dramatiq.Middleware):
             broker.request_listeners.append(lambda action: m["sqs"].labels(action).inc())
             broker.acks.delete_batch_listeners.append(lambda size: m["ack_batch"].observe(size))
 
+    def _child(self, metric: str, *labels: str) -> Any:
+        """A metric's child for these labels, looked up once (`labels()` takes a lock and builds a key)."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metrics[metric].labels(*labels)
+        return child
+
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if not self._metrics:
             return
         self._started[message.message_id] = time.monotonic()
         if int(getattr(message, "sqs_receive_count", 1)) == 1:  # a retry's wait is its backoff
             waited = time.time() - message.message_timestamp / 1000
-            self._metrics["waiting"].labels(message.actor_name).observe(max(waited, 0.0))
+            self._child("waiting", message.actor_name).observe(max(waited, 0.0))
 
     def after_process_message(
         self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, *, result: Any = None,
@@ -117,11 +126,11 @@ class WorkerMetrics(dramatiq.Middleware):
     ) -> None:  # fmt: skip
         if not self._metrics:
             return
+        actor = message.actor_name
         started = self._started.pop(message.message_id, None)
         if started is not None:
-            self._metrics["processing"].labels(message.actor_name).observe(time.monotonic() - started)
-        outcome = "processed" if exception is None else "failed"
-        self._metrics["messages"].labels(message.actor_name, outcome).inc()
+            self._child("processing", actor).observe(time.monotonic() - started)
+        self._child("messages", actor, "processed" if exception is None else "failed").inc()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self._started.pop(message.message_id, None)
@@ -131,4 +140,4 @@ class WorkerMetrics(dramatiq.Middleware):
         # (after-hooks run in reverse order, so after_process_message is too early to tell).
         if self._metrics:
             outcome = "retried" if RETRY_DELAY_OPTION in message.options else "dead_lettered"
-            self._metrics["messages"].labels(message.actor_name, outcome).inc()
+            self._child("messages", message.actor_name, outcome).inc()
