@@ -290,11 +290,15 @@ class Acks:
             for kind, pending_by_queue in (("delete", self._deletes), ("visibility", self._visibility)):
                 for queue_url, entries in pending_by_queue.items():
                     due = kind == "delete" and queue_url in self._due
-                    while entries and (most is None or len(work) < most) and (
-                        force
-                        or due
-                        or len(entries) >= constants.MAX_BATCH_ENTRIES
-                        or now - entries[0].queued_at >= self.flush_interval_seconds
+                    while (
+                        entries
+                        and (most is None or len(work) < most)
+                        and (
+                            force
+                            or due
+                            or len(entries) >= constants.MAX_BATCH_ENTRIES
+                            or now - entries[0].queued_at >= self.flush_interval_seconds
+                        )
                     ):
                         batch = entries[: constants.MAX_BATCH_ENTRIES]
                         del entries[: constants.MAX_BATCH_ENTRIES]
