@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -261,3 +262,63 @@ def test_a_quick_retry_that_succeeds_sends_no_visibility_change_for_its_backoff(
     assert [r["attempt"] for r in journal.of("a")] == [1, 2]
     assert h.broker.request_counts().get("ChangeMessageVisibilityBatch", 0) == 0, h.broker.request_counts()
     assert queue_depth(sqs, h.queue("seq")) == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
+def test_a_fifo_receive_whose_answer_is_lost_is_retried_with_the_same_attempt_id(
+    harness: Callable[..., Harness], sqs: Any
+) -> None:
+    # Given 2 groups of 5 messages, and the answer to each first try of a receive lost (a 500)
+    h = harness()
+    journal = Journal()
+    actor = fifo_actor(h, journal)
+    send_groups(h, actor, {"a": 5, "b": 5})
+    tries: list[str] = []
+    lost = threading.Lock()
+
+    def record_attempt(params: dict[str, Any], **_: Any) -> None:
+        tries.append(str(params.get("ReceiveRequestAttemptId")))
+
+    def answer(request: Any, **_: Any) -> Any:
+        from botocore.awsrequest import AWSResponse
+
+        body = json.loads(request.body or b"{}")
+        attempt = body.get("ReceiveRequestAttemptId")
+        sends.append(attempt)
+        with lost:
+            first = attempt not in answered
+            answered.add(attempt)
+        if first:
+            return AWSResponse(request.url, 500, {}, _Raw(b'{"__type": "InternalFailure"}'))
+        return None
+
+    answered: set[str | None] = set()
+    sends: list[str | None] = []
+    events = h.broker.receive_client.meta.events
+    events.register("before-parameter-build.sqs.ReceiveMessage", record_attempt)
+    events.register("before-send.sqs.ReceiveMessage", answer)
+    # When one process works them
+    h.start(threads=4)
+    wait_for(lambda: all(len(journal.done(g)) == 5 for g in "ab"), timeout=30, what="every message processed")
+    h.stop()
+    # Then every receive carried an attempt id of its own, each was answered on its retry (the
+    # server saw the same id twice), and each message ran once, in order, on its first attempt
+    assert "None" not in tries and len(set(tries)) == len(tries), tries
+    assert None not in answered
+    assert sorted(sends) == sorted(tries * 2), (sends, tries)
+    for group in "ab":
+        assert [r["n"] for r in journal.of(group)] == list(range(5))
+        assert {r["attempt"] for r in journal.of(group)} == {1}
+
+
+class _Raw:
+    """A response body botocore can read, for a response made up in a before-send hook."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Any:
+        yield self.data
+
+    def read(self, *_: Any) -> bytes:
+        data, self.data = self.data, b""
+        return data

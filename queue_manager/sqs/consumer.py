@@ -265,9 +265,14 @@ class QMConsumer(dramatiq.Consumer):
             VisibilityTimeout=self.broker.visibility_timeout_seconds,
             MessageSystemAttributeNames=list(self.system_attribute_names),
             MessageAttributeNames=["All"],
+            **self._receive_options(),
         )
         messages: list[dict[str, Any]] = response.get("Messages", [])
         return messages
+
+    def _receive_options(self) -> dict[str, Any]:
+        """More ReceiveMessage parameters, for one receive (botocore's retries of it included)."""
+        return {}
 
     def _accept(self, sqs_message: dict[str, Any]) -> SQSMessage | None:
         now = time.monotonic()

@@ -19,6 +19,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
@@ -61,6 +62,12 @@ class FifoConsumer(QMConsumer):
         self.gate: GroupGate[SQSMessage] = GroupGate()
         self._lock = threading.Lock()
         self._retrying: dict[str, tuple[SQSMessage, threading.Timer]] = {}
+
+    def _receive_options(self) -> dict[str, Any]:
+        # A receive whose answer is lost (a dropped connection, a 5xx) leaves what it took in flight,
+        # blocking those groups for a visibility timeout. botocore's retry carries the same
+        # parameters, so with an attempt id SQS hands the retry those same messages instead.
+        return {"ReceiveRequestAttemptId": uuid.uuid4().hex}
 
     def _accept(self, sqs_message: dict[str, Any]) -> SQSMessage | None:
         message = super()._accept(sqs_message)
