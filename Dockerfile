@@ -28,12 +28,13 @@ HEALTHCHECK --interval=10s --timeout=3s CMD ["python", "-c", "import urllib.requ
 CMD ["/venv-sqs/bin/ministack"]
 
 # The application: API by default; run the workers with `dramatiq actors --processes 2 --threads 10`.
+# /state holds the API's idempotency keys (compose mounts a volume there, so they outlive the container).
 FROM python:3.11-slim AS app
-RUN useradd --create-home --uid 10001 qm
+RUN useradd --create-home --uid 10001 qm && mkdir -p /state && chown qm /state
 COPY --from=build /venv /venv
 USER 10001
 WORKDIR /home/qm
-ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 QM_HOST=0.0.0.0 QM_PORT=8000
+ENV PATH=/venv/bin:$PATH PYTHONUNBUFFERED=1 QM_HOST=0.0.0.0 QM_PORT=8000 QM_STATE_DIR=/state
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 STOPSIGNAL SIGTERM

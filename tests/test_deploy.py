@@ -54,6 +54,20 @@ def test_compose_runs_the_same_programs_as_supervisord() -> None:
         assert all(str(p).startswith("127.0.0.1:") for p in service.get("ports", []))
 
 
+def test_the_api_keeps_its_idempotency_keys_on_a_volume_in_compose_as_under_supervisord() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    app_stage = dockerfile[dockerfile.index("AS app") :]
+    # The image points QM_STATE_DIR at /state, owned by its user, and compose mounts a named volume there
+    assert "QM_STATE_DIR=/state" in app_stage
+    assert "chown qm /state" in app_stage
+    api = compose["services"]["api"]
+    assert "api-state:/state" in api["volumes"]
+    assert "api-state" in compose["volumes"]
+    # supervisord keeps them under .state as well
+    assert 'QM_STATE_DIR="${QM_STATE_DIR:-%(here)s/.state/api}"' in (ROOT / "supervisord.conf").read_text()
+
+
 def test_dockerfile_is_multi_stage_non_root_with_healthchecks() -> None:
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
     stages = [line for line in lines if line.startswith("FROM ")]
