@@ -250,7 +250,11 @@ class Run:
                 except Exception as exc:
                     self.failed(f"idle {rtt:g} ms {impl}", exc)
         self.log(f"{len(started)} idle workers up; waiting {c['idle_seconds']:.0f} s")
-        time.sleep(c["idle_seconds"])
+        settle = workers.idle_settle_seconds(c["idle_seconds"])
+        time.sleep(settle)
+        for idle_run in started.values():
+            workers.settle_idle(idle_run)
+        time.sleep(c["idle_seconds"] - settle)
         for key, idle_run in started.items():
             workers.stop_idle(idle_run, self.reaper)
             self.report.idle[key] = idle_run

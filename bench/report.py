@@ -15,7 +15,7 @@ from bench.api_load import LoadResult
 from bench.e2e import EndToEnd
 from bench.overhead import Probe
 from bench.tables import table
-from bench.workers import WorkerRun
+from bench.workers import WorkerRun, idle_settle_seconds
 
 #: The round-trip time the project's targets are set at.
 TARGET_RTT_MS = 15.0
@@ -123,10 +123,18 @@ class Report:
         return run.requests.get("ReceiveMessage", 0) / queues / (run.exited_at - run.ready_at) * 3600
 
     def _idle_cpu(self, rtt: float, impl: str) -> float | None:
+        """Steady idle CPU: from the end of start-up to just before SIGTERM."""
         run = self.idle.get((rtt, impl))
-        if run is None or run.empty_at <= run.ready_at:
+        if run is None or not run.settled_at or run.empty_at <= run.settled_at:
             return None
-        return (run.cpu_at_empty - run.cpu_at_ready) / (run.empty_at - run.ready_at) * 3600
+        return (run.cpu_at_empty - run.cpu_at_settled) / (run.empty_at - run.settled_at) * 3600
+
+    def _idle_startup_cpu(self, rtt: float, impl: str) -> float | None:
+        """CPU seconds from ready to the end of start-up (the first receives)."""
+        run = self.idle.get((rtt, impl))
+        if run is None or not run.settled_at:
+            return None
+        return run.cpu_at_settled - run.cpu_at_ready
 
     @staticmethod
     def _round_trips(rtt: float, ms: float) -> float:
@@ -199,9 +207,11 @@ class Report:
             Row(s, "proxy cpu ms/msg", self._e2e(lambda r: r.cpu_ms_per_message(r.proxy_cpu_seconds))),
         ]
         s = f"idle, 1 process x {c['threads']} threads, {c['idle_queues']} queues, {c['idle_seconds']:.0f} s"
+        settle = idle_settle_seconds(c["idle_seconds"])
         rows += [
             Row(s, "receives/h/queue/process", self.idle_rate, Target("<= 200", operator.le, 200.0)),
-            Row(s, "cpu s/h", self._idle_cpu),
+            Row(s, f"cpu s/h, steady (after the first {settle:g} s)", self._idle_cpu),
+            Row(s, f"cpu s in the first {settle:g} s after ready", self._idle_startup_cpu),
         ]
         s = f"worker drain, no-op, {c['noop_messages']} preloaded, {c['noop_processes']} x {c['threads']}"
         rows += [

@@ -29,6 +29,10 @@ from bench.common import (
 
 READY_LINE = "Worker process is ready for action."
 
+#: An idle worker's CPU is counted from this long after it is ready: its first receives (the
+#: queues looked up, botocore's first calls) are start-up, not idling.
+IDLE_SETTLE_SECONDS = 5.0
+
 #: Implementations: the dramatiq module the workers import.
 MODULES = {"ours": "bench.worker_ours", "stock": "bench.worker_stock"}
 
@@ -55,6 +59,9 @@ class WorkerRun:
     empty_at: float = 0.0
     cpu_at_ready: float = 0.0
     cpu_at_empty: float = 0.0
+    #: Idle runs: when the start-up is over (IDLE_SETTLE_SECONDS after ready) and the CPU used by then.
+    settled_at: float = 0.0
+    cpu_at_settled: float = 0.0
     server_cpu_at_ready: float = 0.0
     server_cpu_at_empty: float = 0.0
     host_busy_percent: float = float("nan")
@@ -306,6 +313,17 @@ def idle(
     run.ready_at = time.monotonic()
     run.cpu_at_ready = tree_cpu_seconds(run.process.pid)
     return run
+
+
+def idle_settle_seconds(idle_seconds: float) -> float:
+    """How long an idle run's start-up counts: IDLE_SETTLE_SECONDS, or a third of a shorter run."""
+    return min(IDLE_SETTLE_SECONDS, idle_seconds / 3)
+
+
+def settle_idle(run: WorkerRun) -> None:
+    """Mark the end of an idle worker's start-up: its idle CPU is counted from here."""
+    run.settled_at = time.monotonic()
+    run.cpu_at_settled = tree_cpu_seconds(run.process.pid)
 
 
 def stop_idle(run: WorkerRun, reaper: Reaper) -> None:
