@@ -19,7 +19,7 @@ from api.bodies import read_json
 from api.middlewares import bearer_token, key_position
 from queue_manager.sqs import constants, deadletters
 from queue_manager.sqs.admin import QueueMissing
-from queue_manager.sqs.errors import SQSUnavailable
+from queue_manager.sqs.errors import SQSUnavailable, logged, public
 from schemas import Validator, Violation, same_dialect, violations
 
 logger = logging.getLogger(__name__)
@@ -158,8 +158,10 @@ async def _run(request: web.Request, work: Callable[[], T], what: str) -> T:
     try:
         return await loop.run_in_executor(request.app[keys.EXECUTOR], work)
     except (BotoCoreError, ClientError, SQSUnavailable, QueueMissing) as exc:
-        logger.warning("Could not %s: %s.", what, exc)
-        raise problems.ServiceUnavailable(f"Could not {what}: {exc}", retry_after_seconds=RETRY_AFTER_SECONDS) from None
+        logger.warning("Could not %s: %s.", what, logged(exc))
+        raise problems.ServiceUnavailable(
+            f"Could not {what}: {public(exc)}", retry_after_seconds=RETRY_AFTER_SECONDS
+        ) from None
 
 
 def caller(request: web.Request) -> str:

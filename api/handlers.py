@@ -12,6 +12,7 @@ from api import keys, problems
 from api.bodies import read_json
 from api.ingest import Prepared, prepare, submit
 from api.schemas import MAX_BATCH_BODY_BYTES, MAX_MESSAGE_BODY_BYTES, batch_violations
+from queue_manager.sqs.errors import logged, public
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,10 @@ async def list_queues(request: web.Request) -> web.Response:
             *(loop.run_in_executor(request.app[keys.EXECUTOR], broker.depths, t) for t in registry.types)
         )
     except Exception as exc:  # SQS down, a queue missing: the client gets a 503 that says which
-        raise problems.ServiceUnavailable(f"Could not read queue depths: {exc}", retry_after_seconds=5) from None
+        logger.warning("Could not read queue depths: %s.", logged(exc))
+        raise problems.ServiceUnavailable(
+            f"Could not read queue depths: {public(exc)}", retry_after_seconds=5
+        ) from None
     return web.json_response(
         {
             "queues": [

@@ -23,7 +23,7 @@ from api.schemas import envelope_violations
 from api.sender import Overloaded
 from queue_manager.sqs import constants, fifo
 from queue_manager.sqs.broker import SendResult
-from queue_manager.sqs.errors import MessageTooLarge, SQSOutcomeUnknown, SQSUnavailable, describe
+from queue_manager.sqs.errors import MessageTooLarge, SQSOutcomeUnknown, SQSUnavailable, logged, public
 from schemas import Violation
 from schemas.checks import PAYLOAD_CHECKS
 
@@ -300,10 +300,9 @@ def _answer(
         raise _outcome_unknown(prepared, str(exc))
     if isinstance(exc, SQSUnavailable | ClientError):
         _count_error(app, exc)
-        reason = describe(exc) if isinstance(exc, ClientError) else str(exc)
-        logger.warning("Could not send message %r: %s.", message.message_id, reason)
+        logger.warning("Could not send message %r: %s.", message.message_id, logged(exc))
         raise problems.ServiceUnavailable(
-            f"SQS did not accept the message: {reason}", retry_after_seconds=RETRY_AFTER_SECONDS
+            f"SQS did not accept the message: {public(exc)}", retry_after_seconds=RETRY_AFTER_SECONDS
         ) from None
     result = future.result()  # anything else was a bug: raised, logged with its traceback, a 500
     if result.unknown:

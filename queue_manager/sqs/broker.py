@@ -573,7 +573,8 @@ def _raise_unavailable(exc: BotoCoreError | ClientError) -> NoReturn:
         if classify_exception(exc).retryable:
             raise SQSUnavailable(describe(exc)) from exc
         raise exc
-    raise SQSUnavailable(f"SQS cannot be reached: {exc}") from exc
+    # Clients read this (503 problems): the endpoint and botocore's text stay with the cause, for the log.
+    raise SQSUnavailable(f"SQS cannot be reached ({describe(exc)})") from exc
 
 
 def _send_fault(exc: BotoCoreError | ClientError) -> Fault:

@@ -119,3 +119,16 @@ def describe(exc: BaseException) -> str:
         error = exc.response.get("Error", {})
         return f"SQS answered {error.get('Code')}: {error.get('Message')}"
     return type(exc).__name__
+
+
+def public(exc: BaseException) -> str:
+    """What a client may read of a failure: botocore's own text (endpoints included) left out."""
+    if isinstance(exc, BotoCoreError | ClientError):
+        return describe(exc)
+    return str(exc)
+
+
+def logged(exc: BaseException) -> str:
+    """What the log says of a failure: the client's description and, after it, what caused it."""
+    cause = exc.__cause__
+    return f"{public(exc)} ({type(cause).__name__}: {cause})" if cause is not None else str(exc)
