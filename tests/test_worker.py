@@ -336,28 +336,34 @@ def test_actor_sees_the_message_id_it_was_sent_with(harness: Callable[..., Harne
     assert sorted(seen) == sorted(ids)
 
 
+def _count_in_flight(client: Any, action: str, delay_seconds: float) -> dict[str, int]:
+    """Delay every `action` call of `client` by `delay_seconds` and count how many are in flight at once."""
+    in_flight = {"now": 0, "most": 0, "calls": 0}
+    lock = threading.Lock()
+
+    def slow(**_: Any) -> None:
+        with lock:
+            in_flight["now"] += 1
+            in_flight["calls"] += 1
+            in_flight["most"] = max(in_flight["most"], in_flight["now"])
+        time.sleep(delay_seconds)
+
+    def answered(**_: Any) -> None:
+        with lock:
+            in_flight["now"] -= 1
+
+    client.meta.events.register(f"before-send.sqs.{action}", slow)
+    client.meta.events.register(f"after-call.sqs.{action}", answered)
+    return in_flight
+
+
 def test_a_busy_queue_keeps_enough_receives_in_flight_to_fill_its_threads(harness: Callable[..., Harness]) -> None:
     # Given 300 quick messages waiting, and SQS answering each receive 60 ms late (a distant region)
     h = harness()
     done: list[int] = []
     actor = dramatiq.actor(lambda p: done.append(p), broker=h.broker, actor_name="busy", queue_name="busy")
     h.send(actor, *range(300))
-    in_flight = {"now": 0, "most": 0}
-    lock = threading.Lock()
-
-    def slow_receive(**_: Any) -> None:
-        with lock:
-            in_flight["now"] += 1
-            in_flight["most"] = max(in_flight["most"], in_flight["now"])
-        time.sleep(0.06)
-
-    def answered(**_: Any) -> None:
-        with lock:
-            in_flight["now"] -= 1
-
-    events = h.broker.receive_client.meta.events
-    events.register("before-send.sqs.ReceiveMessage", slow_receive)
-    events.register("after-call.sqs.ReceiveMessage", answered)
+    in_flight = _count_in_flight(h.broker.receive_client, "ReceiveMessage", 0.06)
     # When one worker process with 30 threads drains the queue
     h.start(threads=30)
     wait_for(lambda: len(done) == 300, timeout=60, what="300 messages processed")
@@ -391,27 +397,6 @@ def test_a_busy_queue_of_quick_messages_is_received_ten_at_a_time(harness: Calla
     full = sum(1 for n in asked if n == 10)
     assert len(asked) <= 300 / 10 * 1.25 + 3, asked
     assert full >= 0.8 * 300 / 10, asked
-
-
-def _count_in_flight(client: Any, action: str, delay_seconds: float) -> dict[str, int]:
-    """Delay every `action` call of `client` by `delay_seconds` and count how many are in flight at once."""
-    in_flight = {"now": 0, "most": 0, "calls": 0}
-    lock = threading.Lock()
-
-    def slow(**_: Any) -> None:
-        with lock:
-            in_flight["now"] += 1
-            in_flight["calls"] += 1
-            in_flight["most"] = max(in_flight["most"], in_flight["now"])
-        time.sleep(delay_seconds)
-
-    def answered(**_: Any) -> None:
-        with lock:
-            in_flight["now"] -= 1
-
-    client.meta.events.register(f"before-send.sqs.{action}", slow)
-    client.meta.events.register(f"after-call.sqs.{action}", answered)
-    return in_flight
 
 
 def test_acks_keep_several_delete_batches_in_flight_when_sqs_answers_late(

@@ -4,6 +4,40 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+
+
+class Thresholds:
+    """Threads waiting on `cond` for a count to reach the least each of them needs.
+
+    `notify` wakes them only once the smallest need is met, not on every change of the count:
+    each wake-up costs the woken thread the GIL, and a busy worker changes its counts on every
+    message. Call both holding `cond`.
+    """
+
+    def __init__(self, cond: threading.Condition) -> None:
+        self.cond = cond
+        self._needs: list[int] = []
+
+    def wait(
+        self, need: int, available: Callable[[], int], deadline: float, stop: Callable[[], bool] = lambda: False
+    ) -> bool:
+        """Wait until `available()` reaches `need`, `stop()` holds or `deadline` passes; whether it reached it."""
+        while available() < need and not stop():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._needs.append(need)
+            try:
+                self.cond.wait(remaining)
+            finally:
+                self._needs.remove(need)
+        return not stop()
+
+    def notify(self, available: int) -> None:
+        """Wake the waiters if `available` meets the smallest need among them."""
+        if self._needs and available >= min(self._needs):
+            self.cond.notify_all()
 
 
 class Capacity:
@@ -15,9 +49,8 @@ class Capacity:
         self.lookahead = 0
         self.held = 0
         self._cond = threading.Condition()
-        #: The free counts reserves are waiting for: a release wakes them only once one is met,
-        #: not on every finished message (each wake-up costs the woken thread the GIL).
-        self._needs: list[int] = []
+        #: Reserves waiting for free slots: a release wakes them only once the slots they need are free.
+        self._waiting = Thresholds(self._cond)
 
     def set_threads(self, threads: int, lookahead: int = 0) -> None:
         """Size the count to a worker's threads plus the messages it may hold ready beyond them."""
@@ -56,16 +89,7 @@ class Capacity:
 
     def _wait_free(self, need: int, deadline: float) -> bool:
         """Wait (holding the condition) until `need` slots are free or `deadline`; whether they are."""
-        while self.total - self.held < need:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._needs.append(need)
-            try:
-                self._cond.wait(remaining)
-            finally:
-                self._needs.remove(need)
-        return True
+        return self._waiting.wait(need, lambda: self.total - self.held, deadline)
 
     def take(self, n: int) -> None:
         """Count `n` messages as held even if no thread is free (bounded over-commit)."""
@@ -75,5 +99,4 @@ class Capacity:
     def release(self, n: int = 1) -> None:
         with self._cond:
             self.held = max(self.held - n, 0)
-            if self._needs and self.total - self.held >= min(self._needs):
-                self._cond.notify_all()
+            self._waiting.notify(self.total - self.held)

@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from queue_manager.sqs import constants, fifo
 from queue_manager.sqs.acks import Lease
+from queue_manager.sqs.capacity import Thresholds
 
 if TYPE_CHECKING:
     from queue_manager.sqs.broker import QMBroker
@@ -118,9 +119,8 @@ class QMConsumer(dramatiq.Consumer):
         #: Wakes Dramatiq's consumer thread and idle receivers: messages arrived, the queue's state changed.
         mutex = threading.RLock()
         self._cond = threading.Condition(mutex)
-        #: Wakes receivers waiting for prefetch room (same lock), only once the room they need is there.
-        self._room = threading.Condition(mutex)
-        self._room_needs: list[int] = []
+        #: Receivers waiting for prefetch room (same lock), woken only once the room they need is there.
+        self._room = Thresholds(threading.Condition(mutex))
         self._closed = False
         self._receivers: list[threading.Thread] = []
 
@@ -174,24 +174,14 @@ class QMConsumer(dramatiq.Consumer):
     def _wait_room(self, need: int, timeout_seconds: float) -> bool:
         """Wait (holding the lock) until `need` of the prefetch is free, or the timeout; whether it is."""
         deadline = time.monotonic() + timeout_seconds
-        while self.prefetch - self.held < need and not self._closed:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._room_needs.append(need)
-            try:
-                self._room.wait(remaining)
-            finally:
-                self._room_needs.remove(need)
-        return not self._closed
+        return self._room.wait(need, lambda: self.prefetch - self.held, deadline, lambda: self._closed)
 
     def _give_room(self, n: int) -> None:
         if n <= 0:
             return
         with self._cond:
             self.held = max(self.held - n, 0)
-            if self._room_needs and self.prefetch - self.held >= min(self._room_needs):
-                self._room.notify_all()
+            self._room.notify(self.prefetch - self.held)
 
     def _receive_once(self, index: int) -> None:
         if self.broker.stopping:
@@ -394,7 +384,7 @@ class QMConsumer(dramatiq.Consumer):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-            self._room.notify_all()
+            self._room.cond.notify_all()
         for thread in self._receivers:
             # A receiver in an idle long poll is waited out, not cut off: what it brings is released.
             thread.join(timeout=self.idle_wait_seconds + RECEIVE_JOIN_MARGIN_SECONDS)
