@@ -1,7 +1,8 @@
-"""The composition root: settings in, the SQS broker with its middleware out.
+"""The composition root: settings and the schema registry in, the SQS broker with its middleware out.
 
-`dramatiq actors` imports `actors`, which imports `broker` from here: the broker built
-from the process environment. The API builds its own with `build_broker(settings)`.
+`dramatiq actors` imports `actors`, which imports `broker` from here: the broker built from the
+process environment and the schemas it names. The API builds its own with
+`build_broker(settings, fifo_types=registry.fifo_types)` and never imports `actors`.
 
 A message type is a schema in `schemas/` plus one function here::
 
@@ -10,13 +11,11 @@ A message type is a schema in `schemas/` plus one function here::
     @message_type("invoice")
     def invoice(payload: dict[str, Any]) -> None: ...
 
-    @message_type("ledger", fifo=True)  # an SQS FIFO queue: in order per group_id
-    def ledger(payload: dict[str, Any]) -> None: ...
+A schema with `"x-qm-queue": "fifo"` puts its type on an SQS FIFO queue (in order per group_id).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,17 +25,21 @@ from dramatiq.middleware import AgeLimit, CurrentMessage, ShutdownNotifications,
 
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker
+from queue_manager.sqs.constants import FIFO_OPTION
 from queue_manager.sqs.errors import PermanentFailure
-from queue_manager.sqs.fifo import FIFO_OPTION
 from queue_manager.sqs.middleware.fifo import FifoQueues
-from queue_manager.sqs.middleware.lifecycle import WorkerLifecycle
 from queue_manager.sqs.middleware.logcontext import StructuredLogs
 from queue_manager.sqs.middleware.metrics import WorkerMetrics
 from queue_manager.sqs.middleware.retries import RetriesInPlace
+from schemas import SchemaRegistry
 
 
-def build_broker(settings: Settings) -> QMBroker:
-    """Build the SQS broker and its middleware from the settings."""
+def build_broker(settings: Settings, *, fifo_types: frozenset[str] = frozenset()) -> QMBroker:
+    """Build the SQS broker and its middleware from the settings.
+
+    `fifo_types` are the message types on SQS FIFO queues: the schema registry's `fifo_types`.
+    Nothing here reads the environment or installs a global broker.
+    """
     middleware: list[dramatiq.Middleware] = [
         AgeLimit(max_age=settings.max_age_ms or None),
         TimeLimit(time_limit=settings.time_limit_ms),
@@ -47,7 +50,6 @@ def build_broker(settings: Settings) -> QMBroker:
             min_backoff=settings.min_backoff_ms,
             max_backoff=settings.max_backoff_ms,
         ),
-        WorkerLifecycle(stats_dir=settings.stats_dir, lookahead=settings.receive_lookahead),
         StructuredLogs(log_format=settings.log_format, log_level=settings.log_level),
         FifoQueues(),
         WorkerMetrics(port=settings.worker_metrics_port, host=settings.worker_metrics_host),
@@ -67,21 +69,13 @@ def build_broker(settings: Settings) -> QMBroker:
         receive_linger_ms=settings.receive_linger_ms,
         receive_gather_ms=settings.receive_gather_ms,
         max_pool_connections=settings.send_concurrency + 16,
+        fifo_queues=fifo_types,
+        receive_lookahead=settings.receive_lookahead,
+        stats_dir=settings.stats_dir,
     )
 
 
-def declared_fifo_types() -> frozenset[str]:
-    """The message types whose actors declare a FIFO queue (`fifo=True`).
-
-    The declarations live with the actors, so this imports them; the API, which runs none, asks
-    here to know which of its types need a `group_id` and go to `.fifo` queues.
-    """
-    importlib.import_module("actors")  # importing the package declares every message type
-    declared: QMBroker = __getattr__("broker")
-    return frozenset(actor.queue_name for actor in declared.actors.values() if actor.options.get(FIFO_OPTION))
-
-
-__all__ = ["PermanentFailure", "Retry", "build_broker", "declared_fifo_types", "message_type"]
+__all__ = ["PermanentFailure", "Retry", "build_broker", "message_type"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -91,10 +85,19 @@ def message_type(name: str, **options: Any) -> Callable[[_F], dramatiq.Actor[Any
     default to the settings; `options` (any Dramatiq actor option) override them.
 
     `PermanentFailure` dead-letters a message at once; `Retry(delay=ms)` retries it after `delay`.
-    `fifo=True` puts the type on an SQS FIFO queue: its messages need a `group_id`, and those of one
-    group are processed one at a time, in order.
+    The queue kind is the schema's (`"x-qm-queue": "fifo"`); `fifo=` may restate it, and an actor
+    that contradicts its schema is refused here, at import, rather than sending to the wrong queue.
     """
     settings: Settings = __getattr__("settings")
+    declared_broker: QMBroker = __getattr__("broker")
+    if FIFO_OPTION in options:
+        said = bool(options.pop(FIFO_OPTION))
+        declared_kind = "fifo" if options.get("queue_name", name) in declared_broker.fifo_queues else "standard"
+        if said != (declared_kind == "fifo"):
+            raise ValueError(
+                f"Actor {name!r} says {FIFO_OPTION}={said}, but its schema declares a {declared_kind} queue: "
+                f'the queue kind is declared in {name}.json ("x-qm-queue": "fifo" or "standard").'
+            )
     declared: dict[str, Any] = {
         "actor_name": name,
         "queue_name": name,
@@ -107,7 +110,7 @@ def message_type(name: str, **options: Any) -> Callable[[_F], dramatiq.Actor[Any
     }
 
     def decorate(fn: _F) -> dramatiq.Actor[Any, Any]:
-        make: Callable[[_F], dramatiq.Actor[Any, Any]] = dramatiq.actor(broker=__getattr__("broker"), **declared)
+        make: Callable[[_F], dramatiq.Actor[Any, Any]] = dramatiq.actor(broker=declared_broker, **declared)
         return make(fn)
 
     return decorate
@@ -118,7 +121,7 @@ _settings: Settings | None = None
 
 
 def __getattr__(name: str) -> Any:
-    """Build `broker` and `settings` from the environment on first use, once per process."""
+    """Build `broker` and `settings` from the environment (and the schemas it names) on first use, once per process."""
     global _broker, _settings
     if name == "settings":
         if _settings is None:
@@ -126,7 +129,8 @@ def __getattr__(name: str) -> Any:
         return _settings
     if name == "broker":
         if _broker is None:
-            _broker = build_broker(__getattr__("settings"))
+            settings: Settings = __getattr__("settings")
+            _broker = build_broker(settings, fifo_types=SchemaRegistry.load(settings.schemas_dir).fifo_types)
             dramatiq.set_broker(_broker)
         return _broker
     raise AttributeError(name)

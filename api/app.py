@@ -27,17 +27,19 @@ from api.openapi import build_openapi
 from api.routes import setup_routes
 from api.schemas import MAX_BATCH_BODY_BYTES
 from api.sender import Sender
-from broker import build_broker, declared_fifo_types
+from broker import build_broker
 from queue_manager import logs
 from queue_manager.settings import Settings, SettingsError
-from queue_manager.sqs.broker import SEND_ATTEMPTS
+from queue_manager.sqs.sending import SEND_ATTEMPTS
 from schemas import SchemaLoadError, SchemaRegistry
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
-    """Build the API: schemas are loaded and checked here, so a broken one stops start-up.
+    """Build the API from `settings` alone: schemas are loaded and checked here, so a broken one stops start-up.
+
+    The queue kind of each type is its schema's; the environment and the actors are never read.
 
     Raises SettingsError when the API would listen beyond loopback with no API keys.
     """
@@ -57,7 +59,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.API_KEYS] = api_keys
     app[keys.METRICS] = metrics
     app[keys.REGISTRY] = registry
-    app[keys.FIFO_TYPES] = declared_fifo_types() & frozenset(registry.types)
+    app[keys.FIFO_TYPES] = registry.fifo_types
     app[keys.OPENAPI] = build_openapi(registry, settings, fifo_types=app[keys.FIFO_TYPES])
     # The interactive docs: Swagger UI's assets as installed by swagger-ui-py, served locally.
     swagger_ui.api_doc(app, config=app[keys.OPENAPI], url_prefix="/docs", title="queue-manager API", host_inject=False)
@@ -69,9 +71,7 @@ def create_app(settings: Settings) -> web.Application:
 async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     executor = ThreadPoolExecutor(max_workers=settings.send_concurrency, thread_name_prefix="qm-sqs")
-    broker = build_broker(settings)
-    fifo_types: frozenset[str] = app[keys.FIFO_TYPES]
-    broker.fifo_queues.update(fifo_types)
+    broker = build_broker(settings, fifo_types=app[keys.FIFO_TYPES])
     for message_type in app[keys.REGISTRY].types:
         broker.declare_queue(message_type)
     app[keys.EXECUTOR] = executor

@@ -18,8 +18,8 @@ from api import keys, problems
 from api.bodies import read_json
 from api.middlewares import bearer_token, key_position
 from queue_manager.sqs import constants, deadletters
-from queue_manager.sqs.admin import QueueMissing
 from queue_manager.sqs.errors import SQSUnavailable, logged, public
+from queue_manager.sqs.queues import QueueMissing
 from schemas import Validator, Violation, same_dialect, violations
 
 logger = logging.getLogger(__name__)
@@ -30,8 +30,7 @@ audit_logger = logging.getLogger("queue_manager.audit")
 #: The number of dead letters a peek shows when the request does not say.
 DEFAULT_PEEK_LIMIT = 10
 
-#: Seconds a client is asked to wait after SQS trouble.
-RETRY_AFTER_SECONDS = 5
+RETRY_AFTER_SECONDS = problems.RETRY_AFTER_READ_SECONDS
 
 #: The largest body of a redrive request.
 MAX_REDRIVE_BODY_BYTES = 256 * 1024
@@ -75,7 +74,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
     def work() -> list[deadletters.DeadLetter]:
         urls = broker.ensure_queue(message_type)
-        return deadletters.peek(broker.client, urls.dead_letter_url, limit=limit)
+        return broker.dead_letters.peek(urls.dead_letter_url, limit=limit)
 
     items = await _run(request, work, "read the dead-letter queue")
     queue = broker.dead_letter_queue_name(message_type)
@@ -99,7 +98,7 @@ async def redrive(request: web.Request) -> web.Response:
 
     def work() -> deadletters.RedriveResult:
         urls = broker.ensure_queue(message_type)
-        return deadletters.redrive(broker.client, urls.dead_letter_url, urls.url, ids=ids)
+        return broker.dead_letters.redrive(urls.dead_letter_url, urls.url, ids=ids)
 
     result = await _run(request, work, "redrive the dead-letter queue")
     _audit(

@@ -13,6 +13,7 @@ from api.bodies import read_json
 from api.ingest import Prepared, prepare, submit
 from api.schemas import MAX_BATCH_BODY_BYTES, MAX_MESSAGE_BODY_BYTES, batch_violations
 from queue_manager.sqs.errors import logged, public
+from queue_manager.sqs.queues import queue_arn
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ async def readyz(request: web.Request) -> web.Response:
         queue = broker.sqs_queue_name(checking[-1]) if checking else "?"
         logger.warning("Not ready: the check of queue %r failed: %s: %s.", queue, type(exc).__name__, exc)
         raise problems.ServiceUnavailable(
-            f"Not ready: the check of queue {queue!r} failed; the API's log says why.", retry_after_seconds=5
+            f"Not ready: the check of queue {queue!r} failed; the API's log says why.",
+            retry_after_seconds=problems.RETRY_AFTER_READ_SECONDS,
         ) from None
     return web.json_response({"status": "ready", "queues": [broker.sqs_queue_name(t) for t in registry.types]})
 
@@ -125,7 +127,8 @@ def _check_queues(broker: Any, types: list[str], checking: list[str]) -> None:
         checking.append(message_type)  # read back by the caller when this raises
         urls = broker.ensure_queue(message_type)
         for url in (urls.url, urls.dead_letter_url):
-            broker.client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            if url:
+                queue_arn(broker.client, url)
 
 
 async def list_queues(request: web.Request) -> web.Response:
@@ -140,7 +143,7 @@ async def list_queues(request: web.Request) -> web.Response:
     except Exception as exc:  # SQS down, a queue missing: the client gets a 503 that says which
         logger.warning("Could not read queue depths: %s.", logged(exc))
         raise problems.ServiceUnavailable(
-            f"Could not read queue depths: {public(exc)}", retry_after_seconds=5
+            f"Could not read queue depths: {public(exc)}", retry_after_seconds=problems.RETRY_AFTER_READ_SECONDS
         ) from None
     return web.json_response(
         {

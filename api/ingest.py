@@ -19,24 +19,21 @@ from botocore.exceptions import ClientError
 from api import keys, problems
 from api.groups import group_violations
 from api.idempotency import Claim, KeyReused
-from api.schemas import envelope_violations
+from api.schemas import IDEMPOTENCY_KEY_PATTERN, envelope_violations
 from api.sender import Overloaded
-from queue_manager.sqs import constants, fifo
-from queue_manager.sqs.broker import SendResult
+from queue_manager.sqs import constants
 from queue_manager.sqs.errors import MessageTooLarge, SQSOutcomeUnknown, SQSUnavailable, logged, public
+from queue_manager.sqs.sending import SendResult
 from schemas import Violation
 from schemas.checks import PAYLOAD_CHECKS
 
 logger = logging.getLogger(__name__)
 
-#: Seconds a client is asked to wait after a 503.
-RETRY_AFTER_SECONDS = 1
-
-#: Seconds a client is asked to wait after a 429 (a queue over its depth ceiling).
-BACKLOG_RETRY_AFTER_SECONDS = 5
+RETRY_AFTER_SECONDS = problems.RETRY_AFTER_SEND_SECONDS
+BACKLOG_RETRY_AFTER_SECONDS = problems.RETRY_AFTER_BACKLOG_SECONDS
 
 #: An idempotency key: 1 to 255 visible ASCII characters.
-IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}")
+IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 #: The namespace of message ids made from idempotency keys (uuid5).
 MESSAGE_ID_NAMESPACE = uuid.UUID("5f0c5a52-8c41-4b7e-9d0e-6a1f3f2b9c17")
@@ -87,7 +84,11 @@ def prepare(app: web.Application, document: Any, *, header_key: str | None = Non
     options: dict[str, Any] = {IDEMPOTENCY_KEY_OPTION: key} if key else {}
     # The group travels with the message (the actor and the logs see it); the broker turns both
     # into the MessageGroupId and MessageDeduplicationId of the send.
-    group = {name: document[name] for name in (fifo.GROUP_ID_OPTION, fifo.DEDUPLICATION_ID_OPTION) if name in document}
+    group = {
+        name: document[name]
+        for name in (constants.GROUP_ID_OPTION, constants.DEDUPLICATION_ID_OPTION)
+        if name in document
+    }
     options.update(group)
     message: dramatiq.Message[Any] = dramatiq.Message(
         queue_name=message_type, actor_name=message_type, args=(payload,), kwargs={}, options=options
@@ -128,7 +129,7 @@ def _idempotency_key(header: str | None, field: Any) -> str | None:
     key = header if header is not None else field
     if key is None:
         return None
-    if not isinstance(key, str) or not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
+    if not isinstance(key, str) or not IDEMPOTENCY_KEY.fullmatch(key):
         raise problems.Unprocessable(
             "The idempotency key must be 1 to 255 visible ASCII characters.",
             errors=[Violation("/idempotency_key", "pattern", "must be 1 to 255 visible ASCII characters")],

@@ -5,30 +5,46 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from api import problems
 from api.bodies import MAX_JSON_DEPTH
-from api.deadletters import MAX_REDRIVE_BODY_BYTES, REDRIVE_SCHEMA
+from api.deadletters import DEFAULT_PEEK_LIMIT, MAX_REDRIVE_BODY_BYTES, REDRIVE_SCHEMA
 from api.groups import FIFO_ONLY, FIFO_REQUIRED, NOT_FIFO
-from api.schemas import BATCH_SCHEMA, ENVELOPE_SCHEMA, MAX_BATCH_BODY_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BODY_BYTES
+from api.schemas import (
+    BATCH_SCHEMA,
+    ENVELOPE_SCHEMA,
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_BATCH_BODY_BYTES,
+    MAX_BATCH_MESSAGES,
+    MAX_MESSAGE_BODY_BYTES,
+)
 from queue_manager.settings import Settings
 from queue_manager.sqs import constants
-from queue_manager.sqs.admin import dead_letter_name
-from queue_manager.sqs.fifo import fifo_name
+from queue_manager.sqs.deadletters import MAX_PEEK_MESSAGES
+from queue_manager.sqs.queues import dead_letter_name, fifo_name
 from schemas import SchemaRegistry
 
 #: The version of the HTTP API this document describes.
 API_VERSION = "1.0.0"
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
-_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}}
 
 
-def _problem(description: str, *, retry_after: bool = False) -> dict[str, Any]:
+def _retry_after(seconds: int) -> dict[str, Any]:
+    return {
+        "Retry-After": {
+            "description": f"Seconds to wait before trying again: {seconds}.",
+            "schema": {"type": "integer", "example": seconds},
+        }
+    }
+
+
+def _problem(description: str, *, retry_after: int | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
         "content": {"application/problem+json": {"schema": _PROBLEM}},
     }
-    if retry_after:
-        response["headers"] = copy.deepcopy(_RETRY_AFTER)
+    if retry_after is not None:
+        response["headers"] = _retry_after(retry_after)
     return response
 
 
@@ -116,15 +132,17 @@ def build_openapi(
     send_errors = {
         **common,
         "422": _problem("The envelope or payload breaks its schema, or an idempotency key was reused."),
-        "429": _problem("The queue is over QM_MAX_QUEUE_DEPTH.", retry_after=True),
-        "503": _problem("SQS cannot be reached, is too slow or throttles.", retry_after=True),
+        "429": _problem("The queue is over QM_MAX_QUEUE_DEPTH.", retry_after=problems.RETRY_AFTER_BACKLOG_SECONDS),
+        "503": _problem(
+            "SQS cannot be reached, is too slow or throttles.", retry_after=problems.RETRY_AFTER_SEND_SECONDS
+        ),
     }
     idempotency_header = {
         "name": "Idempotency-Key",
         "in": "header",
         "required": False,
         "description": "A retry with the same key and message returns the first answer.",
-        "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+        "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
     }
     type_parameter = {
         "name": "type",
@@ -222,7 +240,7 @@ def build_openapi(
                     "summary": "Approximate depths of every queue and its dead-letter queue",
                     "responses": {
                         "200": _json("The depths.", {"$ref": "#/components/schemas/Queues"}),
-                        "503": _problem("SQS cannot be reached.", retry_after=True),
+                        "503": _problem("SQS cannot be reached.", retry_after=problems.RETRY_AFTER_READ_SECONDS),
                         **common,
                     },
                 }
@@ -237,14 +255,19 @@ def build_openapi(
                             "name": "limit",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_PEEK_MESSAGES,
+                                "default": DEFAULT_PEEK_LIMIT,
+                            },
                         },
                     ],
                     "responses": {
                         "200": _json("The dead letters, left on the queue.", {"type": "object"}),
                         "404": _problem("No such message type or queue."),
                         "422": _problem("A bad limit."),
-                        "503": _problem("SQS cannot be reached.", retry_after=True),
+                        "503": _problem("SQS cannot be reached.", retry_after=problems.RETRY_AFTER_READ_SECONDS),
                         **common,
                     },
                 }
@@ -259,7 +282,7 @@ def build_openapi(
                         "200": _json("What was moved.", {"type": "object"}),
                         "404": _problem("No such message type or queue."),
                         "422": _problem("A bad body."),
-                        "503": _problem("SQS cannot be reached.", retry_after=True),
+                        "503": _problem("SQS cannot be reached.", retry_after=problems.RETRY_AFTER_READ_SECONDS),
                         **common,
                         **_body_errors(MAX_REDRIVE_BODY_BYTES, encoded=False),
                     },
@@ -280,7 +303,7 @@ def build_openapi(
                     "security": [],
                     "responses": {
                         "200": _json("Ready.", {"type": "object"}),
-                        "503": _problem("Not ready.", retry_after=True),
+                        "503": _problem("Not ready.", retry_after=problems.RETRY_AFTER_READ_SECONDS),
                         **default,
                     },
                 }

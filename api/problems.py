@@ -99,6 +99,16 @@ class UnsupportedMediaType(Problem):
     status, slug, title = 415, "unsupported-media-type", "Unsupported Media Type"
 
 
+#: Seconds a client is asked to wait (the Retry-After header), by what went wrong; the OpenAPI
+#: document states each.
+#: A send SQS did not take, or the API's own queue of sends is full: soon gone, try again soon.
+RETRY_AFTER_SEND_SECONDS = 1
+#: A queue over QM_MAX_QUEUE_DEPTH: the workers need time to drain it.
+RETRY_AFTER_BACKLOG_SECONDS = 5
+#: SQS could not be read (depths, dead letters, readiness).
+RETRY_AFTER_READ_SECONDS = 5
+
+
 class Unprocessable(Problem):
     status, slug, title = 422, "invalid-message", "Invalid Message"
 
@@ -106,14 +116,14 @@ class Unprocessable(Problem):
 class TooManyRequests(Problem):
     status, slug, title = 429, "queue-backlog", "Too Many Requests"
 
-    def __init__(self, detail: str, *, retry_after_seconds: int = 5) -> None:
+    def __init__(self, detail: str, *, retry_after_seconds: int = RETRY_AFTER_BACKLOG_SECONDS) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
 
 
 class ServiceUnavailable(Problem):
     status, slug, title = 503, "sqs-unavailable", "Service Unavailable"
 
-    def __init__(self, detail: str, *, retry_after_seconds: int = 1) -> None:
+    def __init__(self, detail: str, *, retry_after_seconds: int = RETRY_AFTER_SEND_SECONDS) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after_seconds)})
 
 

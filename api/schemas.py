@@ -7,6 +7,9 @@ from typing import Any
 from queue_manager.sqs import constants
 from schemas import TYPE_NAME_PATTERN, Validator, Violation, same_dialect, violations
 
+#: An idempotency key: 1 to 255 visible ASCII characters (a JSON Schema pattern).
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+
 #: The request body of POST /messages.
 ENVELOPE_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -28,19 +31,19 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
         },
         "idempotency_key": {
             "type": "string",
-            "pattern": "^[\\x21-\\x7e]{1,255}$",
+            "pattern": IDEMPOTENCY_KEY_PATTERN,
             "description": "A retried request with the same key returns the first answer instead of sending again.",
         },
         "group_id": {
             "type": "string",
-            "pattern": "^[\\x21-\\x7e]{1,128}$",
+            "pattern": constants.GROUP_ID_PATTERN,
             "description": "The SQS MessageGroupId: 1 to 128 letters, digits or ASCII punctuation. Required by FIFO "
             "types, whose messages of one group are processed one at a time in the order accepted; on other "
             "types it names the tenant of an SQS fair queue.",
         },
         "deduplication_id": {
             "type": "string",
-            "pattern": "^[\\x21-\\x7e]{1,128}$",
+            "pattern": constants.GROUP_ID_PATTERN,
             "description": "FIFO types only: the SQS MessageDeduplicationId. A second message with the same id "
             "within 5 minutes of the first is accepted and dropped. Defaults to the message id.",
         },

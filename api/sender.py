@@ -10,9 +10,10 @@ from concurrent.futures import Executor
 from typing import Any
 
 from queue_manager.sqs import constants
-from queue_manager.sqs.broker import QMBroker, SendResult
+from queue_manager.sqs.broker import QMBroker
 from queue_manager.sqs.errors import SQSOutcomeUnknown
 from queue_manager.sqs.groups import next_batch, plan_resend
+from queue_manager.sqs.sending import SendResult
 
 logger = logging.getLogger(__name__)
 

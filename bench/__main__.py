@@ -79,11 +79,11 @@ def _make_queue(client: Any, impl: str, prefix: str, queue: str) -> str:
     name = f"{prefix}_{queue}"
     if impl == "ours":
         from queue_manager.settings import Settings
-        from queue_manager.sqs import admin
+        from queue_manager.sqs import queues
 
         defaults = Settings()
         return str(
-            admin.ensure_queue(
+            queues.ensure_queue(
                 client,
                 name,
                 max_receive_count=defaults.max_retries + 1,

@@ -21,6 +21,11 @@ from referencing.jsonschema import DRAFT202012
 #: A message type's name: also its schema's file name, its actor's name and its queue's name.
 TYPE_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
+#: The keyword by which a schema declares its type's queue kind: "standard" (the default) or "fifo"
+#: (an SQS FIFO queue: every message needs a `group_id`, and a group's messages run one at a time).
+QUEUE_KEYWORD = "x-qm-queue"
+QUEUE_KINDS = ("standard", "fifo")
+
 #: The most violations reported for one payload.
 MAX_VIOLATIONS = 50
 
@@ -162,6 +167,11 @@ class SchemaRegistry:
                 raise SchemaLoadError(f"{path}: not a valid JSON Schema (draft 2020-12): {detail}") from exc
             if not isinstance(schema, dict):
                 raise SchemaLoadError(f"{path}: a message schema must be a JSON object.")
+            kind = schema.get(QUEUE_KEYWORD, QUEUE_KINDS[0])
+            if kind not in QUEUE_KINDS:
+                raise SchemaLoadError(
+                    f"{path}: {QUEUE_KEYWORD!r} must be one of {', '.join(map(repr, QUEUE_KINDS))}, not {kind!r}."
+                )
             schemas[name] = schema
         registry = schema_registry(schemas.values())
         for name, schema in schemas.items():
@@ -177,6 +187,11 @@ class SchemaRegistry:
     @property
     def types(self) -> list[str]:
         return list(self._schemas)
+
+    @property
+    def fifo_types(self) -> frozenset[str]:
+        """The types whose schema declares an SQS FIFO queue (`"x-qm-queue": "fifo"`)."""
+        return frozenset(name for name, schema in self._schemas.items() if schema.get(QUEUE_KEYWORD) == "fifo")
 
     def __contains__(self, message_type: object) -> bool:
         return message_type in self._schemas

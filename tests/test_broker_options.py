@@ -17,8 +17,8 @@ from dramatiq.middleware import Retries, TimeLimit
 from broker import build_broker
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker
+from queue_manager.sqs.consumer import ConsumerContext, QMConsumer
 from queue_manager.sqs.errors import MessageDelayTooLong, MessageTooLarge
-from queue_manager.sqs.middleware.lifecycle import WorkerLifecycle
 from queue_manager.sqs.middleware.retries import RetriesInPlace
 from tests.conftest import queue_depth, wait_for
 
@@ -28,7 +28,7 @@ def make_broker(settings: Settings, sqs_env: dict[str, str]) -> Iterator[Callabl
     """Build QMBrokers as dramatiq-sqs users build SQSBrokers, on this test's namespace; closed after."""
     made: list[QMBroker] = []
 
-    def make(**options: Any) -> QMBroker:
+    def make(*, broker_class: type[QMBroker] = QMBroker, **options: Any) -> QMBroker:
         options = {
             "namespace": settings.queue_prefix,
             "middleware": [],
@@ -36,7 +36,7 @@ def make_broker(settings: Settings, sqs_env: dict[str, str]) -> Iterator[Callabl
             "region_name": "us-east-1",
             **options,
         }
-        broker = QMBroker(**options)
+        broker = broker_class(**options)
         made.append(broker)
         return broker
 
@@ -171,22 +171,56 @@ def test_no_middleware_means_dramatiqs_defaults_with_retries_in_place(make_broke
     broker = make_broker(middleware=None, max_retries=7)
     kinds = [type(m) for m in broker.middleware]
     # Then it has Dramatiq's defaults, its Retries replaced by retries in place that agree with the
-    # queues' redrive policy, and the lifecycle that sizes receives to the worker's threads
-    assert Retries not in kinds
-    assert kinds.count(RetriesInPlace) == 1
-    assert kinds.count(WorkerLifecycle) == 1
-    assert TimeLimit in kinds
+    # queues' redrive policy
+    assert kinds == [RetriesInPlace if cls is Retries else cls for cls in dramatiq.middleware.default_middleware]
     retries = next(m for m in broker.middleware if isinstance(m, RetriesInPlace))
     assert retries.max_retries == 7
 
 
-def test_an_explicit_middleware_list_is_kept_and_gets_the_lifecycle_once(make_broker: Callable[..., QMBroker]) -> None:
-    # When brokers are built with a stock list, and with one that has the lifecycle already
-    stock = make_broker(middleware=[TimeLimit(), Retries(max_retries=3)])
-    ours = make_broker(middleware=[WorkerLifecycle(lookahead=0)])
-    # Then the stock list is kept as given, with the lifecycle added; ours is not doubled
-    assert [type(m) for m in stock.middleware] == [TimeLimit, Retries, WorkerLifecycle]
-    assert [type(m) for m in ours.middleware] == [WorkerLifecycle]
+def test_an_explicit_middleware_list_is_kept_and_the_broker_still_sizes_receives_to_the_threads(
+    make_broker: Callable[..., QMBroker],
+) -> None:
+    # Given a broker with a stock middleware list, nothing of ours in it
+    broker = make_broker(middleware=[TimeLimit(), Retries(max_retries=3)], receive_lookahead=0)
+    assert [type(m) for m in broker.middleware] == [TimeLimit, Retries]
+    broker.declare_queue("sized")
+    # When a worker with 3 threads boots on it, and stops
+    worker = dramatiq.Worker(broker, worker_threads=3, worker_timeout=100)
+    worker.start()
+    try:
+        # Then the broker itself learnt the thread count (it owns its lifecycle, no middleware needed)
+        assert broker.capacity.total == 3
+        assert not broker.stopping.is_set()
+    finally:
+        worker.stop(timeout=10_000)
+    assert broker.stopping.is_set()
+
+
+def test_a_consumer_class_override_builds_every_standard_queues_consumer(make_broker: Callable[..., QMBroker]) -> None:
+    # Given a broker whose consumer_class is a user's subclass, as dramatiq-sqs allows
+    built: list[ConsumerContext] = []
+
+    class Counting(QMConsumer):
+        def __init__(self, context: ConsumerContext) -> None:
+            built.append(context)
+            super().__init__(context)
+
+    class Mine(QMBroker):
+        @property
+        def consumer_class(self) -> type[QMConsumer]:
+            return Counting
+
+    broker = make_broker(broker_class=Mine)
+    broker.declare_queue("mine")
+    # When it consumes the queue
+    consumer = broker.consume("mine", prefetch=4, timeout=100)
+    try:
+        # Then the consumer is the user's, given exactly the queue's context
+        assert type(consumer) is Counting
+        assert [(c.queue_name, c.prefetch, c.timeout_ms) for c in built] == [("mine", 4, 100)]
+        assert built[0].urls == broker.ensure_queue("mine")
+    finally:
+        consumer.close()
 
 
 def test_boto3_options_reach_both_clients_and_a_given_config_is_merged(make_broker: Callable[..., QMBroker]) -> None:

@@ -229,7 +229,7 @@ class FakeClient:
 
 def test_redrive_of_all_uses_a_move_task_where_the_server_has_one() -> None:
     client = FakeClient()
-    result = deadletters.redrive(client, "dlq", "src")
+    result = deadletters.DeadLetters(client).redrive("dlq", "src")
     assert result.method == "start-message-move-task"
     assert result.moved == 7
     assert result.task_handle == "handle-1"

@@ -19,8 +19,9 @@ from api import keys
 from api.sender import Sender
 from broker import build_broker
 from queue_manager.settings import Settings
-from queue_manager.sqs.broker import QMBroker, SendResult
+from queue_manager.sqs.broker import QMBroker
 from queue_manager.sqs.errors import SQSOutcomeUnknown
+from queue_manager.sqs.sending import SendResult
 
 pytestmark = pytest.mark.api
 

@@ -236,9 +236,7 @@ def test_a_dead_letter_redriven_to_a_fifo_queue_keeps_its_group(harness: Callabl
     urls = h.broker.ensure_queue("seq")
     wait_for(lambda: queue_depth(sqs, h.broker.dead_letter_queue_name("seq"))["visible"], timeout=10, what="dlq")
     # When it is redriven at once (well inside the 5-minute deduplication window of its first send)
-    from queue_manager.sqs import deadletters
-
-    result = deadletters.redrive(h.broker.client, urls.dead_letter_url, urls.url)
+    result = h.broker.dead_letters.redrive(urls.dead_letter_url, urls.url)
     # Then it is back on the FIFO queue, not dropped as a duplicate, and runs again
     assert result.moved == 1, result
     wait_for(lambda: journal.done("a") == [0], timeout=20, what="the redriven message processed")

@@ -13,22 +13,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from queue_manager.sqs import constants
-from queue_manager.sqs.batches import call_batch, chunks
-from queue_manager.sqs.errors import Fault, describe
+from queue_manager.sqs.batches import MAX_SETTLE_ATTEMPTS, chunks, settle_batch
 
 logger = logging.getLogger(__name__)
 
-#: Failed batch entries are tried this many times before they are given up (and logged).
-MAX_ENTRY_ATTEMPTS = 5
-
 #: The heartbeat extends a lease once less than this share of the visibility timeout is left.
 HEARTBEAT_THRESHOLD = 0.5
-
-#: Margin kept below SQS's 12 h visibility limit, counted from receipt.
-VISIBILITY_CAP_MARGIN_SECONDS = 30
 
 #: Batches (DeleteMessageBatch, ChangeMessageVisibilityBatch) one process keeps in flight at once.
 #: One at a time caps a process at ten acks per round trip: 500 a second at 20 ms, fewer than ten
@@ -320,7 +311,7 @@ class Acks:
                 self._restore(failed)
             for entry in failed:
                 entry.attempts += 1
-                if entry.attempts >= MAX_ENTRY_ATTEMPTS:
+                if entry.attempts >= MAX_SETTLE_ATTEMPTS:
                     logger.error("Gave up on %s of a message on %r after %d attempts.", kind, queue_url, entry.attempts)
                 else:
                     retry.append(entry)
@@ -354,22 +345,8 @@ class Acks:
         batch: list[_Entry],
         entries: list[dict[str, Any]],
     ) -> list[_Entry]:
-        """Send one batch; the entries worth another try (a lost receipt is dropped: its new holder owns it)."""
-        try:
-            outcome = call_batch(method, queue_url, entries)
-        except (BotoCoreError, ClientError) as exc:
-            logger.warning("The %s batch on %r failed (%s); it is tried again.", kind, queue_url, describe(exc))
-            return batch
-        retry = []
-        for failure in outcome.failed:
-            if failure.fault in (Fault.TRANSIENT, Fault.UNKNOWN_OUTCOME):
-                # Deleting or hiding a message twice does no harm: an unknown outcome is retried too.
-                retry.append(batch[failure.index])
-            else:
-                logger.warning(
-                    "Dropped %s of a message on %r: %s (%s).", kind, queue_url, failure.code, failure.message
-                )
-        return retry
+        """Send one batch; the entries worth another try (the policy of `batches.settle_batch`)."""
+        return [batch[i] for i in settle_batch(kind, method, queue_url, entries)]
 
     def _heartbeat(self) -> None:
         now = time.monotonic()
@@ -381,7 +358,7 @@ class Acks:
                     continue
                 cap = min(
                     lease.hold_until,
-                    lease.received_at + constants.MAX_VISIBILITY_TIMEOUT_SECONDS - VISIBILITY_CAP_MARGIN_SECONDS,
+                    lease.received_at + constants.MAX_HIDE_SECONDS,
                 )
                 new_until = min(now + vt, cap)
                 if new_until <= lease.visible_until:

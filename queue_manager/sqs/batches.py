@@ -1,13 +1,31 @@
-"""One way to make SQS's batch calls: chunk entries, send a batch, read each entry's outcome."""
+"""One way to make SQS's batch calls: chunk entries, send a batch, read each entry's outcome.
+
+And one per-entry policy for settling received messages (DeleteMessageBatch and
+ChangeMessageVisibilityBatch), shared by the worker's acks and the dead-letter redrive: deleting
+or hiding a message twice does no harm, so a failed request and an entry with an unknown outcome
+are tried again; a lost receipt (the message was received again elsewhere) or a refusal is not.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from queue_manager.sqs import constants
-from queue_manager.sqs.errors import Fault, classify
+from queue_manager.sqs.errors import Fault, classify, describe
+
+logger = logging.getLogger(__name__)
+
+#: Attempts at one delete or visibility change before it is given up (and logged).
+MAX_SETTLE_ATTEMPTS = 5
+
+#: The pause between a synchronous settle's attempts; it doubles after each.
+SETTLE_RETRY_PAUSE_SECONDS = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,3 +93,50 @@ def chunks(
         total += size
     if current:
         yield current
+
+
+def settle_batch(
+    kind: str, method: Callable[..., dict[str, Any]], queue_url: str, entries: Sequence[dict[str, Any]]
+) -> list[int]:
+    """Send one delete or visibility-change batch (`kind` names it in the log); the indexes worth another try."""
+    try:
+        outcome = call_batch(method, queue_url, entries)
+    except (BotoCoreError, ClientError) as exc:
+        logger.warning("The %s batch on %r failed (%s); it is tried again.", kind, queue_url, describe(exc))
+        return list(range(len(entries)))
+    retry = []
+    for failure in outcome.failed:
+        if failure.fault in (Fault.TRANSIENT, Fault.UNKNOWN_OUTCOME):
+            retry.append(failure.index)
+        else:
+            logger.warning("Dropped %s of a message on %r: %s (%s).", kind, queue_url, failure.code, failure.message)
+    return retry
+
+
+def settle_all(
+    kind: str,
+    method: Callable[..., dict[str, Any]],
+    queue_url: str,
+    entries: Sequence[dict[str, Any]],
+    *,
+    attempts: int = MAX_SETTLE_ATTEMPTS,
+) -> list[dict[str, Any]]:
+    """Send deletes or visibility changes now, in batches of ten, each tried up to `attempts` times.
+
+    Returns the entries given up on (logged): never raises for SQS's failures.
+    """
+    given_up: list[dict[str, Any]] = []
+    for indexes in chunks([0] * len(entries)):
+        pending = [entries[i] for i in indexes]
+        for attempt in range(attempts):
+            pending = [pending[i] for i in settle_batch(kind, method, queue_url, pending)]
+            if not pending:
+                break
+            if attempt < attempts - 1:
+                time.sleep(SETTLE_RETRY_PAUSE_SECONDS * 2**attempt)
+        if pending:
+            logger.error(
+                "Gave up on %s of %d message(s) on %r after %d attempts.", kind, len(pending), queue_url, attempts
+            )
+            given_up.extend(pending)
+    return given_up

@@ -1,55 +1,42 @@
-"""The SQS broker: dramatiq-sqs's SQSBroker with our consumer, queue setup and batched sends."""
+"""The SQS broker: dramatiq-sqs's SQSBroker with our consumers, queue setup, sends and worker lifecycle.
+
+It owns the process's SQS clients and the parts its consumers share (acks, capacity), builds each
+consumer through `consumer_class` (`fifo_consumer_class` for a FIFO queue) from a ConsumerContext,
+and reacts to the worker's boot and shutdown itself: no middleware needs to know this class.
+"""
 
 from __future__ import annotations
 
-import base64
-import dataclasses
+import json
 import logging
-import math
+import os
 import threading
 import time
 import weakref
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any
 
+import boto3
 import dramatiq
 import dramatiq.middleware
-from botocore import exceptions as botocore_exceptions
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    HTTPClientError,
-    ProxyConnectionError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 from dramatiq.middleware import MiddlewareError, Retries
 from dramatiq_sqs import SQSBroker
 
-from queue_manager.sqs import admin, constants, fifo
+from queue_manager.sqs import constants, queues
 from queue_manager.sqs.acks import Acks
-from queue_manager.sqs.batches import call_batch
 from queue_manager.sqs.capacity import Capacity
-from queue_manager.sqs.consumer import QMConsumer
-from queue_manager.sqs.errors import (
-    Fault,
-    MessageDelayTooLong,
-    MessageTooLarge,
-    SQSOutcomeUnknown,
-    SQSUnavailable,
-    classify_exception,
-    describe,
-)
+from queue_manager.sqs.consumer import ConsumerContext, QMConsumer
+from queue_manager.sqs.deadletters import DeadLetters
+from queue_manager.sqs.errors import raise_unavailable
+from queue_manager.sqs.fifo_consumer import FifoConsumer
+from queue_manager.sqs.middleware.retries import RetriesInPlace
+from queue_manager.sqs.sending import Sender, SendResult
 
 logger = logging.getLogger(__name__)
-
-#: Attempts of one send after failures that kept it from SQS (refused connection, throttling, 5xx).
-SEND_ATTEMPTS = 3
-
-#: The pause before a send's second attempt; it doubles after each.
-SEND_RETRY_PAUSE_SECONDS = 0.05
 
 #: Seconds a receive may take beyond its long-poll wait before botocore gives up.
 RECEIVE_READ_MARGIN_SECONDS = 10
@@ -64,18 +51,8 @@ DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 30
 JOIN_INTERVAL_SECONDS = 0.1
 
 
-@dataclasses.dataclass(frozen=True)
-class SendResult:
-    """The outcome of one entry of a batched send."""
-
-    message_id: str
-    ok: bool
-    sqs_message_id: str | None = None
-    code: str | None = None
-    detail: str | None = None
-    retryable: bool = False
-    #: SQS answered nothing for this entry: it may be on the queue.
-    unknown: bool = False
+#: Messages held beyond the worker's threads, ready for the next thread to free.
+DEFAULT_RECEIVE_LOOKAHEAD = 1
 
 
 class QMBroker(SQSBroker):  # type: ignore[misc]
@@ -90,8 +67,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
     Parameters:
       namespace: Prefix of every queue name (`<namespace>_<queue>`); None names queues as declared.
       middleware: The middleware, in order. None means Dramatiq's defaults with RetriesInPlace
-        for Retries. WorkerLifecycle, which sizes receives to the worker's threads, is added
-        when missing.
+        for Retries.
       retention: How long the queue keeps a message, 60 s to 14 days.
       dead_letter: Whether queues get a dead-letter queue and a redrive policy; without one, a
         message that fails for good is deleted (and logged).
@@ -114,6 +90,11 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
       receive_linger_ms: How long a receive waits for more threads to free once one has.
       receive_gather_ms: How long a receive that came back part-full waits before the next one.
       max_pool_connections: The size of each SQS client's connection pool.
+      fifo_queues: The Dramatiq queues that are SQS FIFO queues (as the schemas declare them);
+        a queue whose actor has the option `fifo=True` is one too.
+      receive_lookahead: Messages held beyond the worker's threads, so a freed thread need not
+        wait for a receive.
+      stats_dir: If set, each worker process writes its SQS request counts there on exit.
       **options: Passed to boto3 for every SQS client (credentials, `config`, ...); a given
         botocore `config` is merged over ours.
     """
@@ -145,6 +126,9 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         receive_linger_ms: int = 2,
         max_pool_connections: int = 32,
         receive_gather_ms: int = 0,
+        fifo_queues: frozenset[str] | set[str] = frozenset(),
+        receive_lookahead: int = DEFAULT_RECEIVE_LOOKAHEAD,
+        stats_dir: Path | None = None,
         **options: Any,
     ) -> None:
         visibility = _visibility_seconds(visibility_timeout, visibility_timeout_seconds)
@@ -172,7 +156,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         boto_options = {"endpoint_url": endpoint_url, "region_name": region_name, **options}
         super().__init__(
             namespace=namespace,
-            middleware=_with_lifecycle(_default_middleware(max_retries) if middleware is None else middleware),
+            middleware=_default_middleware(max_retries) if middleware is None else middleware,
             retention=retention,
             dead_letter=dead_letter,
             dead_letter_retention=dead_letter_retention,
@@ -183,8 +167,6 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             **boto_options,
         )
         self.client: Any = self.sqs.meta.client
-        import boto3  # local: only the receive and send clients need more session objects
-
         receive_read_seconds = (receive_wait_seconds or constants.MAX_WAIT_TIME_SECONDS) + RECEIVE_READ_MARGIN_SECONDS
         self.receive_client: Any = boto3.client(
             "sqs", config=config.merge(Config(read_timeout=receive_read_seconds)), **boto_options
@@ -194,7 +176,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         self.request_listeners: list[Callable[[str], None]] = []
         self._count_lock = threading.Lock()
         # Sends are never re-sent by botocore: after a read timeout SQS may have the message, and a
-        # blind re-send makes a copy. `_call_send` retries only what surely did not land.
+        # blind re-send makes a copy. The Sender retries only what surely did not land.
         self.send_client: Any = boto3.client(
             "sqs", config=config.merge(Config(retries={"mode": "standard", "total_max_attempts": 1})), **boto_options
         )
@@ -202,13 +184,15 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             client.meta.events.register("before-call.sqs", self._count_call)
         self.visibility_timeout_seconds = visibility
         self.sqs_timeout_seconds = sqs_timeout_seconds
+        self.sender = Sender(self.send_client, sqs_timeout_seconds=sqs_timeout_seconds)
+        self.dead_letters = DeadLetters(self.client, no_retry_client=self.send_client)
         #: The idle long-poll wait; None takes it from each consumer's timeout.
         self.receive_wait_seconds = receive_wait_seconds
         self.receive_linger_seconds = receive_linger_ms / 1000
         self.receive_gather_seconds = receive_gather_ms / 1000
         self.max_retries = max_retries
         self.max_receives = max_receives
-        self.time_limit_ms = time_limit_ms
+        self.default_time_limit_ms = time_limit_ms
         self.create_queues = create_queues
         self.capacity = Capacity()
         self.acks = Acks(
@@ -216,15 +200,25 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             visibility_timeout_seconds=visibility,
             flush_interval_seconds=ack_flush_interval_ms / 1000,
         )
-        self.stopping = False
-        self.urls: dict[str, admin.QueueUrls] = {}
+        #: Called with the size of every DeleteMessageBatch, e.g. to export it as a metric.
+        self.delete_batch_listeners: list[Callable[[int], None]] = self.acks.delete_batch_listeners
+        #: Set when the worker stops: consumers receive nothing more and hand back what arrives.
+        self.stopping = threading.Event()
+        self.receive_lookahead = receive_lookahead
+        self.stats_dir = stats_dir
+        self.urls: dict[str, queues.QueueUrls] = {}
         self._queue_lock = threading.Lock()
         self._consumers: weakref.WeakSet[QMConsumer] = weakref.WeakSet()
-        #: Queues known to be FIFO beyond those whose actors say so (the API has no actors).
-        self.fifo_queues: set[str] = set()
+        #: The Dramatiq queues that are SQS FIFO queues, beyond those whose actors say `fifo=True`.
+        self.fifo_queues: set[str] = set(fifo_queues)
 
     def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
-        # As Dramatiq's: in order, and a MiddlewareError (SkipMessage) stops the message.
+        # As Dramatiq's: in order, and a MiddlewareError (SkipMessage) stops the message. The worker's
+        # boot and shutdown reach the broker first (its consumers need the thread count, and stop).
+        if signal == "worker_boot":
+            self._worker_boot(args[0])
+        elif signal == "worker_shutdown":
+            self.stop_receiving()
         for middleware, hook in self._hooks("before_" + signal, reverse=False):
             try:
                 hook(self, *args, **kwargs)
@@ -235,6 +229,8 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
 
     def emit_after(self, signal: str, *args: Any, **kwargs: Any) -> None:
         # As Dramatiq's: in reverse order, and no failure stops the others.
+        if signal == "worker_shutdown":
+            self._worker_stopped()
         for middleware, hook in self._hooks("after_" + signal, reverse=True):
             try:
                 hook(self, *args, **kwargs)
@@ -271,24 +267,29 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
 
     @property
     def consumer_class(self) -> type[QMConsumer]:
+        """The consumer of a standard queue, built from a ConsumerContext; override it to extend the consumer."""
         return QMConsumer
 
+    @property
+    def fifo_consumer_class(self) -> type[QMConsumer]:
+        """The consumer of a FIFO queue, built from a ConsumerContext."""
+        return FifoConsumer
+
     def is_fifo(self, queue_name: str) -> bool:
-        """Whether a Dramatiq queue is an SQS FIFO queue: its actors say `fifo=True`, or it was declared so."""
+        """Whether a Dramatiq queue is an SQS FIFO queue: declared so, or its actors say `fifo=True`."""
         if queue_name in self.fifo_queues:
             return True
         return any(
-            actor.options.get(fifo.FIFO_OPTION) for actor in self.actors.values() if actor.queue_name == queue_name
+            actor.options.get(constants.FIFO_OPTION) for actor in self.actors.values() if actor.queue_name == queue_name
         )
 
     def sqs_queue_name(self, queue_name: str) -> str:
         """The SQS name of a Dramatiq queue (`.fifo` at the end of a FIFO queue's)."""
-        name = f"{self.namespace}_{queue_name}" if self.namespace else queue_name
-        return fifo.fifo_name(name) if self.is_fifo(queue_name) else name
+        return queues.sqs_name(self.namespace, queue_name, fifo=self.is_fifo(queue_name))
 
     def dead_letter_queue_name(self, queue_name: str) -> str:
         """The SQS name of a Dramatiq queue's dead-letter queue."""
-        return admin.dead_letter_name(self.sqs_queue_name(queue_name))
+        return queues.dead_letter_name(self.sqs_queue_name(queue_name))
 
     def max_receive_count(self, queue_name: str) -> int:
         """Receives before SQS dead-letters: `max_receives`, else the most retries of the queue's actors, plus one."""
@@ -302,7 +303,13 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         most = max([r for r in retries if r is not None] or [self.max_retries])
         return max(1, min(int(most) + 1, constants.MAX_RECEIVE_COUNT))
 
-    def ensure_queue(self, queue_name: str, *, reconcile: bool = False) -> admin.QueueUrls:
+    def time_limit_ms(self, actor_name: str) -> int:
+        """How long one attempt of an actor's message may run: its `time_limit`, else the broker's."""
+        actor = self.actors.get(actor_name)
+        limit = actor.options.get("time_limit") if actor is not None else None
+        return int(limit or self.default_time_limit_ms)
+
+    def ensure_queue(self, queue_name: str, *, reconcile: bool = False) -> queues.QueueUrls:
         """Return the URLs of a declared queue and its dead-letter queue, creating them if allowed."""
         if queue_name not in self.queue_names:
             raise dramatiq.QueueNotFound(queue_name)  # type: ignore[no-untyped-call]
@@ -312,7 +319,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         with self._queue_lock:
             urls = self.urls.get(queue_name)
             if urls is None:
-                urls = admin.ensure_queue(
+                urls = queues.ensure_queue(
                     self.client,
                     self.sqs_queue_name(queue_name),
                     max_receive_count=self.max_receive_count(queue_name),
@@ -344,60 +351,50 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         broker's `receive_wait_seconds`, or if that is None this timeout (1-20 s), as dramatiq-sqs.
         """
         urls = self.ensure_queue(queue_name, reconcile=True)
-        consumer_class: type[QMConsumer] = QMConsumer
-        if self.is_fifo(queue_name):
-            from queue_manager.sqs.fifo_consumer import FifoConsumer  # local: it builds on QMConsumer
-
-            consumer_class = FifoConsumer
-        consumer = consumer_class(
-            self, queue_name, urls.url, urls.dead_letter_url, prefetch=prefetch, timeout_ms=timeout
+        if self.receive_wait_seconds is not None:
+            idle_wait_seconds = int(self.receive_wait_seconds)
+        else:
+            idle_wait_seconds = max(1, min(timeout // 1000, constants.MAX_WAIT_TIME_SECONDS))
+        context = ConsumerContext(
+            queue_name=queue_name,
+            urls=urls,
+            prefetch=prefetch,
+            timeout_ms=timeout,
+            receive_client=self.receive_client,
+            client=self.client,
+            acks=self.acks,
+            capacity=self.capacity,
+            stopping=self.stopping,
+            visibility_timeout_seconds=self.visibility_timeout_seconds,
+            idle_wait_seconds=idle_wait_seconds,
+            receive_linger_seconds=self.receive_linger_seconds,
+            receive_gather_seconds=self.receive_gather_seconds,
+            time_limit_ms=self.time_limit_ms,
         )
+        consumer_class = self.fifo_consumer_class if self.is_fifo(queue_name) else self.consumer_class
+        consumer = consumer_class(context)
         self._consumers.add(consumer)
         return consumer
 
     def encode(self, message: dramatiq.Message[Any]) -> str:
         """The SQS body of a message: base64 of Dramatiq's encoding, checked against the limit."""
-        body = base64.b64encode(message.encode()).decode()
-        if len(body) > self.max_message_size:
-            raise MessageTooLarge(len(body), self.max_message_size)
-        return body
+        return self.sender.encode(message, limit_bytes=self.max_message_size)
 
     def build_entry(self, message: dramatiq.Message[Any], delay_ms: int | None) -> dict[str, Any]:
         """The SendMessage arguments of a message: body, delay and attributes, checked against SQS limits.
 
         A message for a FIFO queue needs the `group_id` option and may not be delayed.
         """
-        delay_seconds = math.ceil((delay_ms or 0) / 1000)
-        if delay_seconds > constants.MAX_DELAY_SECONDS:
-            raise MessageDelayTooLong(
-                f"SQS delays a message by at most {constants.MAX_DELAY_SECONDS} s, not {delay_seconds} s."
-            )
-        entry = {
-            "MessageBody": self.encode(message),
-            "DelaySeconds": delay_seconds,
-            "MessageAttributes": {
-                constants.ATTR_TYPE: {"DataType": "String", "StringValue": message.actor_name},
-                constants.ATTR_MESSAGE_ID: {"DataType": "String", "StringValue": message.message_id},
-            },
-        }
-        return self._with_group(message, entry, delay_seconds)
-
-    def _with_group(self, message: dramatiq.Message[Any], entry: dict[str, Any], delay_seconds: int) -> dict[str, Any]:
-        """The entry with its MessageGroupId (and, on FIFO, MessageDeduplicationId and no delay)."""
-        is_fifo = self.is_fifo(message.queue_name)
-        if is_fifo:
-            if delay_seconds:
-                raise MessageDelayTooLong("A FIFO queue has no per-message delay; SQS can only delay the whole queue.")
-            del entry["DelaySeconds"]
-        entry.update(fifo.group_fields(message, fifo=is_fifo))
-        return entry
+        return self.sender.build_entry(
+            message, delay_ms, fifo_queue=self.is_fifo(message.queue_name), limit_bytes=self.max_message_size
+        )
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         """Send one message; returns once SQS has accepted it."""
         urls = self.ensure_queue(message.queue_name)
         entry = self.build_entry(message, delay)
         self.emit_before("enqueue", message, delay)
-        self._call_send(self.send_client.send_message, QueueUrl=urls.url, **entry)
+        self.sender.send_one(urls.url, entry)
         self.emit_after("enqueue", message, delay)
         return message
 
@@ -407,74 +404,21 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         Returns one result per entry, in order. Raises SQSOutcomeUnknown when the request may have
         reached SQS (a read timeout), SQSUnavailable when it surely did not.
         """
-        if not 0 < len(entries) <= constants.MAX_BATCH_ENTRIES:
-            raise ValueError(f"A batch holds 1 to {constants.MAX_BATCH_ENTRIES} messages, not {len(entries)}.")
         try:
             urls = self.ensure_queue(queue_name)
         except (BotoCoreError, ClientError) as exc:  # nothing was sent yet
-            _raise_unavailable(exc)
-        if len(entries) == 1:
-            # A batch of one is cheaper to build and parse as a plain SendMessage, same permission.
-            try:
-                sent = self._call_send(self.send_client.send_message, QueueUrl=urls.url, **entries[0])
-            except ClientError as exc:
-                fault = classify_exception(exc)
-                if fault.retryable:
-                    _raise_unavailable(exc)
-                error = exc.response.get("Error", {})
-                return [
-                    SendResult(
-                        _message_id(entries[0]), False, code=error.get("Code", ""), detail=error.get("Message", "")
-                    )
-                ]
-            return [SendResult(_message_id(entries[0]), True, sqs_message_id=sent.get("MessageId"))]
-        outcome = self._call_send(call_batch, self.send_client.send_message_batch, urls.url, entries)
-        results = [
-            SendResult(_message_id(entries[i]), True, sqs_message_id=ok.get("MessageId"))
-            for i, ok in sorted(outcome.succeeded.items())
-        ]
-        by_index: dict[int, SendResult] = dict(zip(sorted(outcome.succeeded), results, strict=True))
-        for failure in outcome.failed:
-            by_index[failure.index] = SendResult(
-                _message_id(entries[failure.index]),
-                False,
-                code=failure.code,
-                detail=failure.message,
-                # An entry SQS answered nothing for may be on the queue: its re-send carries the same id.
-                retryable=failure.fault in (Fault.TRANSIENT, Fault.UNKNOWN_OUTCOME),
-                unknown=failure.fault is Fault.UNKNOWN_OUTCOME,
-            )
-        return [by_index[i] for i in range(len(entries))]
-
-    def _call_send(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Make a send call, trying again only after failures that surely kept it from SQS."""
-        for attempt in range(SEND_ATTEMPTS):
-            try:
-                return method(*args, **kwargs)
-            except (BotoCoreError, ClientError) as exc:
-                fault = _send_fault(exc)
-                if fault is Fault.UNKNOWN_OUTCOME:
-                    if isinstance(exc, botocore_exceptions.ReadTimeoutError):
-                        reason = f"SQS did not answer within {self.sqs_timeout_seconds:g} s"
-                    else:
-                        reason = "the connection to SQS broke before its answer"
-                    raise SQSOutcomeUnknown(f"{reason} ({type(exc).__name__})") from exc
-                if not fault.retryable or attempt == SEND_ATTEMPTS - 1:
-                    if isinstance(exc, ClientError) and not fault.retryable:
-                        raise
-                    _raise_unavailable(exc)
-                time.sleep(SEND_RETRY_PAUSE_SECONDS * 2**attempt)
-        raise AssertionError("unreachable")
+            raise_unavailable(exc)
+        return self.sender.send_entries(urls.url, entries)
 
     def depths(self, queue_name: str) -> dict[str, dict[str, int]]:
         """Approximate counts of a queue and its dead-letter queue (if it has one)."""
         urls = self.ensure_queue(queue_name)
         try:
-            depths = {"queue": admin.queue_depth(self.client, urls.url).as_dict()}
+            depths = {"queue": queues.queue_depth(self.client, urls.url).as_dict()}
             if urls.dead_letter_url:
-                depths["dead_letter"] = admin.queue_depth(self.client, urls.dead_letter_url).as_dict()
+                depths["dead_letter"] = queues.queue_depth(self.client, urls.dead_letter_url).as_dict()
         except (BotoCoreError, ClientError) as exc:
-            _raise_unavailable(exc)
+            raise_unavailable(exc)
         return depths
 
     def join(self, queue_name: str, *, timeout: int | None = None) -> None:
@@ -496,9 +440,9 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         deadline = None if timeout is None else time.monotonic() + timeout / 1000
         while True:
             try:
-                depth = admin.queue_depth(self.client, urls.url)
+                depth = queues.queue_depth(self.client, urls.url)
             except (BotoCoreError, ClientError) as exc:
-                _raise_unavailable(exc)
+                raise_unavailable(exc)
             if depth.visible + depth.in_flight + depth.delayed == 0:
                 return
             pause = JOIN_INTERVAL_SECONDS
@@ -511,13 +455,28 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
 
     def stop_receiving(self) -> None:
         """Receive no more messages; what arrives from a poll in flight is released at once."""
-        self.stopping = True
+        self.stopping.set()
 
     def close(self) -> None:
         """Close the consumers still open (releasing what they hold), then flush every ack."""
         for consumer in list(self._consumers):
             consumer.close()
         self.acks.stop()
+
+    def _worker_boot(self, worker: Any) -> None:
+        """A worker starts: receives are sized to its threads."""
+        self.stopping.clear()
+        self.capacity.set_threads(worker.worker_threads, self.receive_lookahead)
+
+    def _worker_stopped(self) -> None:
+        """The worker's consumers are closed: flush the acks, and say what SQS was asked."""
+        self.acks.stop()
+        counts = self.request_counts()
+        logger.info("Worker stopped; SQS requests by action: %s.", json.dumps(counts, sort_keys=True))
+        if self.stats_dir is not None:
+            self.stats_dir.mkdir(parents=True, exist_ok=True)
+            path = self.stats_dir / f"worker-{os.getpid()}.json"
+            path.write_text(json.dumps({"sqs_requests": counts}, sort_keys=True))
 
 
 def _check_range(name: str, value: int, low: int, high: int | None) -> None:
@@ -550,49 +509,7 @@ def _visibility_seconds(visibility_timeout: int | None, visibility_timeout_secon
 
 def _default_middleware(max_retries: int) -> list[dramatiq.Middleware]:
     """Dramatiq's default middleware, its Retries (which re-sends) replaced by retries in place."""
-    from queue_manager.sqs.middleware.retries import RetriesInPlace  # local: the package imports this module
-
     return [
         RetriesInPlace(max_retries=max_retries) if cls is Retries else cls()
         for cls in dramatiq.middleware.default_middleware
     ]
-
-
-def _with_lifecycle(middleware: list[dramatiq.Middleware]) -> list[dramatiq.Middleware]:
-    """The middleware, with WorkerLifecycle added if missing: the consumer needs the thread count."""
-    from queue_manager.sqs.middleware.lifecycle import WorkerLifecycle  # local: it imports this module
-
-    if any(isinstance(m, WorkerLifecycle) for m in middleware):
-        return list(middleware)
-    return [*middleware, WorkerLifecycle()]
-
-
-def _raise_unavailable(exc: BotoCoreError | ClientError) -> NoReturn:
-    """Raise SQSUnavailable for a failure on SQS's side; re-raise anything else."""
-    if isinstance(exc, ClientError):
-        if classify_exception(exc).retryable:
-            raise SQSUnavailable(describe(exc)) from exc
-        raise exc
-    # Clients read this (503 problems): the endpoint and botocore's text stay with the cause, for the log.
-    raise SQSUnavailable(f"SQS cannot be reached ({describe(exc)})") from exc
-
-
-def _send_fault(exc: BotoCoreError | ClientError) -> Fault:
-    """Classify a failed send strictly: only what surely never reached SQS may be sent again.
-
-    SQS's own error answers are classified as for any call. Of botocore's failures, only those
-    before the request was written (no connection, a connect timeout, a proxy that refused) and the
-    local ones (credentials, configuration) kept it from SQS; after a read timeout, a dropped
-    connection, a broken response or a TLS error mid-stream, SQS may have the message.
-    """
-    if isinstance(exc, ClientError):
-        return classify_exception(exc)
-    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ProxyConnectionError):
-        return Fault.TRANSIENT
-    if isinstance(exc, HTTPClientError | botocore_exceptions.ConnectionError):
-        return Fault.UNKNOWN_OUTCOME
-    return Fault.TRANSIENT
-
-
-def _message_id(entry: dict[str, Any]) -> str:
-    return str(entry["MessageAttributes"][constants.ATTR_MESSAGE_ID]["StringValue"])

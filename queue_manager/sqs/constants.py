@@ -1,4 +1,6 @@
-"""SQS quotas and the names derived from them, with units in every name.
+"""SQS quotas, the 12 h rule, and the wire names queue-manager puts on messages: the bottom of the tree.
+
+Units are in every name. Nothing here imports anything of the project.
 
 Quotas: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-messages.html
 and https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/quotas-queues.html
@@ -30,6 +32,13 @@ MAX_WAIT_TIME_SECONDS = 20
 MAX_VISIBILITY_TIMEOUT_SECONDS = 12 * 3600
 MAX_VISIBILITY_TIMEOUT_MS = MAX_VISIBILITY_TIMEOUT_SECONDS * 1000
 
+#: Kept below the 12 h limit by everything that hides a message (a retry's backoff, the heartbeat,
+#: a FIFO message waiting its turn): the limit counts from receipt, and the call itself takes time.
+VISIBILITY_MARGIN_SECONDS = 60
+
+#: The longest a message may be kept hidden, counted from its receipt (the 12 h rule, less the margin).
+MAX_HIDE_SECONDS = MAX_VISIBILITY_TIMEOUT_SECONDS - VISIBILITY_MARGIN_SECONDS
+
 #: The shortest visibility timeout the heartbeat can keep ahead of.
 MIN_HEARTBEAT_VISIBILITY_SECONDS = 5
 
@@ -54,3 +63,20 @@ ATTR_MESSAGE_ID = "qm-message-id"
 ATTR_ERROR = "qm-error"
 ATTR_RECEIVE_COUNT = "qm-receive-count"
 ATTR_SOURCE_QUEUE = "qm-source-queue"
+
+#: Message options (Dramatiq's `message.options`) by which middleware and consumer speak.
+#: A retry in place, after this many milliseconds (set by the retry middleware, read by the consumer's nack).
+RETRY_DELAY_OPTION = "qm_retry_delay_ms"
+#: Why a message is dead-lettered (set by the retry middleware, carried onto the dead letter).
+DEAD_LETTER_REASON_OPTION = "qm_dead_letter_reason"
+#: The MessageGroupId of a message (the envelope's `group_id`).
+GROUP_ID_OPTION = "group_id"
+#: An explicit MessageDeduplicationId (the envelope's `deduplication_id`).
+DEDUPLICATION_ID_OPTION = "deduplication_id"
+
+#: MessageGroupId and MessageDeduplicationId: 1 to 128 visible ASCII characters (a JSON Schema pattern).
+GROUP_ID_PATTERN = r"^[\x21-\x7e]{1,128}$"
+
+#: The actor option that puts a queue on SQS FIFO (a broker used without schemas reads it; with
+#: schemas, a type's queue kind is declared in its schema file, `"x-qm-queue": "fifo"`).
+FIFO_OPTION = "fifo"

@@ -1,26 +1,35 @@
-"""The SQS consumer: receives only what free threads can run, acks in batches, retries in place."""
+"""The SQS consumer: receives only what free threads can run, acks in batches, retries in place.
+
+A consumer is built by the broker's `consumer_class` from a `ConsumerContext`: the queue, and the
+shared parts of its process (clients, acks, capacity) and settings it needs, nothing more.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
+import dataclasses
 import logging
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import dramatiq
 from botocore.exceptions import BotoCoreError, ClientError
 
 from queue_manager.sqs import constants, fifo
-from queue_manager.sqs.acks import Lease
-from queue_manager.sqs.capacity import Thresholds
-
-if TYPE_CHECKING:
-    from queue_manager.sqs.broker import QMBroker
+from queue_manager.sqs.acks import Acks, Lease
+from queue_manager.sqs.capacity import Capacity, Thresholds
+from queue_manager.sqs.message import (
+    SYSTEM_ATTRIBUTE_NAMES,
+    SQSMessage,
+    UndecodableBody,
+    decode,
+    describe_failure,
+    receive_count,
+)
+from queue_manager.sqs.queues import QueueUrls, is_fifo_name
 
 logger = logging.getLogger(__name__)
 
@@ -43,34 +52,42 @@ MAX_ERROR_BACKOFF_SECONDS = 10.0
 #: has just emptied hands its threads back quickly and then waits idle without holding any.
 BUSY_WAIT_SECONDS = 1
 
-#: The option a retry middleware sets to ask for a retry in place, in milliseconds.
-RETRY_DELAY_OPTION = "qm_retry_delay_ms"
 
-#: The option that carries why a message is dead-lettered.
-DEAD_LETTER_REASON_OPTION = "qm_dead_letter_reason"
+@dataclasses.dataclass(frozen=True)
+class ConsumerContext:
+    """What a consumer of one queue is given: the queue, its process's shared parts, its settings.
 
+    Parameters:
+      queue_name: The Dramatiq queue.
+      urls: Its SQS URL and its dead-letter queue's (empty without one).
+      prefetch: The most messages it holds, those in progress included.
+      timeout_ms: How long `next()` waits for a message.
+      receive_client: The SQS client of receives (its read timeout covers a long poll).
+      client: The SQS client of other calls (copies to the dead-letter queue).
+      acks: The process's batched deletes, visibility changes and heartbeat.
+      capacity: The process's free threads, shared by its consumers.
+      stopping: Set when the worker stops: receive nothing more, hand back what arrives.
+      visibility_timeout_seconds: How long a receive hides a message before the heartbeat extends it.
+      idle_wait_seconds: The long-poll wait of an idle queue (1-20 s).
+      receive_linger_seconds: How long a receive waits for more threads to free once one has.
+      receive_gather_seconds: How long a receive that came back part-full waits before the next one.
+      time_limit_ms: The time limit of an actor, by name (the heartbeat holds its messages that long).
+    """
 
-class SQSMessage(dramatiq.MessageProxy):
-    """A Dramatiq message with the SQS receipt it came with."""
-
-    def __init__(
-        self,
-        message: dramatiq.Message[Any],
-        *,
-        queue_url: str,
-        receipt_handle: str,
-        receive_count: int,
-        body: str,
-        attributes: dict[str, Any],
-        system_attributes: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.sqs_queue_url = queue_url
-        self.sqs_receipt_handle = receipt_handle
-        self.sqs_receive_count = receive_count
-        self.sqs_body = body
-        self.sqs_attributes = attributes
-        self.sqs_system_attributes = system_attributes or {}
+    queue_name: str
+    urls: QueueUrls
+    prefetch: int
+    timeout_ms: int
+    receive_client: Any
+    client: Any
+    acks: Acks
+    capacity: Capacity
+    stopping: threading.Event
+    visibility_timeout_seconds: int
+    idle_wait_seconds: int
+    receive_linger_seconds: float
+    receive_gather_seconds: float
+    time_limit_ms: Callable[[str], int]
 
 
 class QMConsumer(dramatiq.Consumer):
@@ -82,35 +99,24 @@ class QMConsumer(dramatiq.Consumer):
 
     The consumer holds at most `prefetch` messages, those in progress included (Dramatiq's
     meaning of a queue's prefetch): a receive asks for no more than the room left. `next()`
-    waits up to `timeout_ms` for a message; the idle long poll is the broker's
-    `receive_wait_seconds`, or this timeout (1-20 s) when the broker has none, as dramatiq-sqs.
+    waits up to `timeout_ms` for a message; an idle queue long-polls `idle_wait_seconds`.
     """
 
     #: The system attributes every receive asks for.
-    system_attribute_names: tuple[str, ...] = ("ApproximateReceiveCount", "SentTimestamp")
+    system_attribute_names: tuple[str, ...] = SYSTEM_ATTRIBUTE_NAMES
 
-    def __init__(
-        self,
-        broker: QMBroker,
-        queue_name: str,
-        queue_url: str,
-        dead_letter_url: str,
-        *,
-        prefetch: int,
-        timeout_ms: int,
-    ) -> None:
-        self.broker = broker
-        self.queue_name = queue_name
-        self.queue_url = queue_url
-        self.dead_letter_url = dead_letter_url
-        self.prefetch = max(1, prefetch)
+    def __init__(self, context: ConsumerContext) -> None:
+        self.context = context
+        self.queue_name = context.queue_name
+        self.queue_url = context.urls.url
+        self.dead_letter_url = context.urls.dead_letter_url
+        self.acks = context.acks
+        self.capacity = context.capacity
+        self.prefetch = max(1, context.prefetch)
         #: Messages received and not yet acknowledged, rejected or released, and receives' room.
         self.held = 0
-        self.handout_wait_seconds = max(timeout_ms / 1000, MIN_HANDOUT_WAIT_SECONDS)
-        if broker.receive_wait_seconds is not None:
-            self.idle_wait_seconds = broker.receive_wait_seconds
-        else:
-            self.idle_wait_seconds = max(1, min(timeout_ms // 1000, constants.MAX_WAIT_TIME_SECONDS))
+        self.handout_wait_seconds = max(context.timeout_ms / 1000, MIN_HANDOUT_WAIT_SECONDS)
+        self.idle_wait_seconds = context.idle_wait_seconds
         self.busy_wait_seconds = min(BUSY_WAIT_SECONDS, self.idle_wait_seconds)
         self.buffer: deque[SQSMessage] = deque()
         self.idle = True
@@ -137,7 +143,7 @@ class QMConsumer(dramatiq.Consumer):
 
     def _start_receivers(self) -> None:
         # One receiver per ten threads (a receive brings at most ten), at least one.
-        count = max(1, min(MAX_RECEIVERS, math.ceil(self.broker.capacity.total / constants.MAX_RECEIVE_MESSAGES)))
+        count = max(1, min(MAX_RECEIVERS, math.ceil(self.capacity.total / constants.MAX_RECEIVE_MESSAGES)))
         for index in range(count):
             thread = threading.Thread(
                 target=self._receive_loop, args=(index,), name=f"qm-receive-{self.queue_name}-{index}", daemon=True
@@ -184,7 +190,7 @@ class QMConsumer(dramatiq.Consumer):
             self._room.notify(self.prefetch - self.held)
 
     def _receive_once(self, index: int) -> None:
-        if self.broker.stopping:
+        if self.context.stopping.is_set():
             time.sleep(0.1)
             return
         if index and not self.full:
@@ -195,7 +201,7 @@ class QMConsumer(dramatiq.Consumer):
         room = (
             self._take_room(1)
             if self.idle
-            else self._take_room(constants.MAX_RECEIVE_MESSAGES, self.broker.receive_linger_seconds)
+            else self._take_room(constants.MAX_RECEIVE_MESSAGES, self.context.receive_linger_seconds)
         )
         if not room:
             return
@@ -204,10 +210,10 @@ class QMConsumer(dramatiq.Consumer):
             # queue never holds threads another queue could use.
             reserved, most = 0, 1
         else:
-            reserved = most = self.broker.capacity.reserve(
+            reserved = most = self.capacity.reserve(
                 room,
                 timeout_seconds=CAPACITY_WAIT_SECONDS,
-                linger_seconds=self.broker.receive_linger_seconds,
+                linger_seconds=self.context.receive_linger_seconds,
                 whole_thread=True,
             )
             self._give_room(room - most)
@@ -216,7 +222,7 @@ class QMConsumer(dramatiq.Consumer):
         try:
             received = self._receive(most, wait_seconds=self.idle_wait_seconds if self.idle else self.busy_wait_seconds)
         except (BotoCoreError, ClientError) as exc:
-            self.broker.capacity.release(reserved)
+            self.capacity.release(reserved)
             self._give_room(most)
             self.errors += 1
             pause = min(2.0 ** (self.errors - 1), MAX_ERROR_BACKOFF_SECONDS)
@@ -226,13 +232,13 @@ class QMConsumer(dramatiq.Consumer):
         self.errors = 0
         self._give_room(most - len(received))
         if reserved > len(received):
-            self.broker.capacity.release(reserved - len(received))
+            self.capacity.release(reserved - len(received))
         elif len(received) > reserved:
-            self.broker.capacity.take(len(received) - reserved)
-        if self.broker.stopping or self._closed:
+            self.capacity.take(len(received) - reserved)
+        if self.context.stopping.is_set() or self._closed:
             if received:
-                self.broker.acks.release_now(self.queue_url, (m["ReceiptHandle"] for m in received))
-                self.broker.capacity.release(len(received))
+                self.acks.release_now(self.queue_url, (m["ReceiptHandle"] for m in received))
+                self.capacity.release(len(received))
                 self._give_room(len(received))
             return
         accepted = [m for m in (self._accept(r) for r in received) if m is not None]
@@ -242,17 +248,17 @@ class QMConsumer(dramatiq.Consumer):
             was_idle, self.idle = self.idle, not received
             if accepted or was_idle != self.idle or was_full != self.full:
                 self._cond.notify_all()
-            if received and not self.full and self.broker.receive_gather_seconds:
+            if received and not self.full and self.context.receive_gather_seconds:
                 # A partial receive means a trickle: let messages gather before the next receive
                 # (fewer, fuller receives; SQS answers a long poll as soon as one message is there).
-                self._cond.wait(self.broker.receive_gather_seconds)
+                self._cond.wait(self.context.receive_gather_seconds)
 
     def _receive(self, most: int, *, wait_seconds: int) -> list[dict[str, Any]]:
-        response = self.broker.receive_client.receive_message(
+        response = self.context.receive_client.receive_message(
             QueueUrl=self.queue_url,
             MaxNumberOfMessages=most,
             WaitTimeSeconds=min(wait_seconds, constants.MAX_WAIT_TIME_SECONDS),
-            VisibilityTimeout=self.broker.visibility_timeout_seconds,
+            VisibilityTimeout=self.context.visibility_timeout_seconds,
             MessageSystemAttributeNames=list(self.system_attribute_names),
             MessageAttributeNames=["All"],
             **self._receive_options(),
@@ -270,36 +276,35 @@ class QMConsumer(dramatiq.Consumer):
         body = sqs_message.get("Body", "")
         attributes = sqs_message.get("MessageAttributes", {})
         system_attributes = sqs_message.get("Attributes", {})
-        receive_count = int(system_attributes.get("ApproximateReceiveCount", 1))
+        count = receive_count(system_attributes)
         try:
-            message = dramatiq.Message.decode(base64.b64decode(body, validate=True))
-        except (binascii.Error, ValueError, TypeError, dramatiq.DecodeError) as exc:
+            decoded = decode(body)
+        except UndecodableBody as exc:
             logger.error(
                 "Message %r on %r cannot be decoded (%s); dead-lettering it.",
                 sqs_message.get("MessageId"),
                 self.queue_name,
                 exc,
             )
-            self.broker.capacity.release(1)
+            self.capacity.release(1)
             self._give_room(1)
-            self._dead_letter(receipt, body, attributes, receive_count, f"undecodable body: {exc}", system_attributes)
+            self._dead_letter(receipt, body, attributes, count, f"undecodable body: {exc}", system_attributes)
             return None
-        actor = self.broker.actors.get(message.actor_name)
-        time_limit_ms = (actor.options.get("time_limit") if actor else None) or self.broker.time_limit_ms
-        self.broker.acks.track(
+        time_limit_ms = self.context.time_limit_ms(decoded.actor_name)
+        self.acks.track(
             Lease(
                 queue_url=self.queue_url,
                 receipt_handle=receipt,
                 received_at=now,
-                visible_until=now + self.broker.visibility_timeout_seconds,
-                hold_until=now + time_limit_ms / 1000 + self.broker.visibility_timeout_seconds,
+                visible_until=now + self.context.visibility_timeout_seconds,
+                hold_until=now + time_limit_ms / 1000 + self.context.visibility_timeout_seconds,
             )
         )
         return SQSMessage(
-            message,
+            decoded,
             queue_url=self.queue_url,
             receipt_handle=receipt,
-            receive_count=receive_count,
+            receive_count=count,
             body=body,
             attributes=attributes,
             system_attributes=system_attributes,
@@ -307,20 +312,20 @@ class QMConsumer(dramatiq.Consumer):
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
         assert isinstance(message, SQSMessage)
-        self.broker.acks.delete(message.sqs_queue_url, message.sqs_receipt_handle)
-        self.broker.capacity.release(1)
+        self.acks.delete(message.sqs_queue_url, message.sqs_receipt_handle)
+        self.capacity.release(1)
         self._give_room(1)
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
         assert isinstance(message, SQSMessage)
-        self.broker.capacity.release(1)
+        self.capacity.release(1)
         self._give_room(1)
-        delay_ms = message.options.pop(RETRY_DELAY_OPTION, None)
+        delay_ms = message.options.pop(constants.RETRY_DELAY_OPTION, None)
         if delay_ms is not None:
-            seconds = max(0, min(int(delay_ms) // 1000, constants.MAX_VISIBILITY_TIMEOUT_SECONDS - 60))
-            self.broker.acks.change_visibility(message.sqs_queue_url, message.sqs_receipt_handle, seconds)
+            seconds = max(0, min(int(delay_ms) // 1000, constants.MAX_HIDE_SECONDS))
+            self.acks.change_visibility(message.sqs_queue_url, message.sqs_receipt_handle, seconds)
             return
-        reason = message.options.pop(DEAD_LETTER_REASON_OPTION, None) or describe_failure(message)
+        reason = message.options.pop(constants.DEAD_LETTER_REASON_OPTION, None) or describe_failure(message)
         self._dead_letter(
             message.sqs_receipt_handle,
             message.sqs_body,
@@ -340,7 +345,7 @@ class QMConsumer(dramatiq.Consumer):
         system_attributes: dict[str, Any] | None = None,
     ) -> bool:
         """Copy a message to the dead-letter queue, then delete it; False if it stays put (the copy failed)."""
-        self.broker.acks.untrack(receipt)
+        self.acks.untrack(receipt)
         if not self.dead_letter_url:
             logger.warning(
                 "Deleted a failed message from %r after %d receive(s), as there is no dead-letter queue: %s.",
@@ -348,16 +353,16 @@ class QMConsumer(dramatiq.Consumer):
                 receive_count,
                 reason,
             )
-            self.broker.acks.delete(self.queue_url, receipt)
+            self.acks.delete(self.queue_url, receipt)
             return True
         attrs = {k: v for k, v in attributes.items() if not k.startswith("qm-error")}
         attrs[constants.ATTR_ERROR] = {"DataType": "String", "StringValue": reason[:1000] or "unknown"}
         attrs[constants.ATTR_RECEIVE_COUNT] = {"DataType": "Number", "StringValue": str(receive_count)}
         attrs[constants.ATTR_SOURCE_QUEUE] = {"DataType": "String", "StringValue": self.queue_name}
         # A FIFO dead-letter queue needs the group and deduplication ids; a fair queue's keeps its group.
-        group = fifo.dead_letter_fields(system_attributes or {}, body, fifo=fifo.is_fifo_name(self.dead_letter_url))
+        group = fifo.dead_letter_fields(system_attributes or {}, body, fifo=is_fifo_name(self.dead_letter_url))
         try:
-            self.broker.client.send_message(
+            self.context.client.send_message(
                 QueueUrl=self.dead_letter_url, MessageBody=body, MessageAttributes=attrs, **group
             )
         except (BotoCoreError, ClientError) as exc:
@@ -370,14 +375,14 @@ class QMConsumer(dramatiq.Consumer):
         logger.warning(
             "Dead-lettered a message from %r after %d receive(s): %s.", self.queue_name, receive_count, reason
         )
-        self.broker.acks.delete(self.queue_url, receipt)
+        self.acks.delete(self.queue_url, receipt)
         return True
 
     def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
         handles = [m.sqs_receipt_handle for m in messages if isinstance(m, SQSMessage)]
         if handles:
-            self.broker.acks.release_now(self.queue_url, handles)
-            self.broker.capacity.release(len(handles))
+            self.acks.release_now(self.queue_url, handles)
+            self.capacity.release(len(handles))
             self._give_room(len(handles))
 
     def close(self) -> None:
@@ -391,12 +396,4 @@ class QMConsumer(dramatiq.Consumer):
         with self._cond:
             buffered, self.buffer = list(self.buffer), deque()
         self.requeue(buffered)
-        self.broker.acks.flush()
-
-
-def describe_failure(message: dramatiq.MessageProxy) -> str:
-    """Why a message failed, for its dead letter."""
-    exc = message._exception
-    if exc is None:
-        return "failed without an exception (for example an unknown actor or too old)"
-    return f"{type(exc).__name__}: {exc}"
+        self.acks.flush()

@@ -1,6 +1,7 @@
 """Dead-letter tools: peek at a dead-letter queue without losing anything, and redrive it.
 
-Every function takes a boto3 SQS client and queue URLs, so the API, a script or a test can call it.
+`DeadLetters` takes the broker's SQS clients and queue URLs, so the API, a script or a test can use
+it; it keeps no state beyond whether its server has StartMessageMoveTask.
 
 A peek receives messages (which SQS counts: each peek adds one to every shown message's
 ApproximateReceiveCount on the dead-letter queue) and makes them visible again at once. The
@@ -10,25 +11,21 @@ receive count of the failed processing is kept in the `qm-receive-count` attribu
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime
-import json
 import logging
-import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from queue_manager.sqs import constants
-from queue_manager.sqs.batches import call_batch, chunks
+from queue_manager.sqs.batches import call_batch, chunks, settle_all, settle_batch
+from queue_manager.sqs.errors import denied, describe, unsupported
 from queue_manager.sqs.fifo import dead_letter_fields as _fifo_dead_letter_fields
-from queue_manager.sqs.fifo import is_fifo_name
+from queue_manager.sqs.message import UndecodableBody, decode
+from queue_manager.sqs.queues import is_fifo_name, queue_arn, queue_depth
 
 logger = logging.getLogger(__name__)
 
@@ -53,30 +50,8 @@ MAX_PEEK_MESSAGES = 100
 #: Attributes the consumer adds when it dead-letters; a redriven message starts clean without them.
 DEAD_LETTER_ATTRIBUTES = frozenset({constants.ATTR_ERROR, constants.ATTR_RECEIVE_COUNT, constants.ATTR_SOURCE_QUEUE})
 
-#: Error codes meaning the server does not implement StartMessageMoveTask (ministack: InvalidAction).
-UNSUPPORTED_ERROR_CODES = frozenset(
-    {
-        "UnsupportedOperation",
-        "AWS.SimpleQueueService.UnsupportedOperation",
-        "InvalidAction",
-        "UnknownOperation",
-        "UnknownOperationException",
-        "NotImplemented",
-        "501",
-    }
-)
-
-#: Error codes after which the receive-send-delete path is used instead (the README's IAM policy
-#: does not grant sqs:StartMessageMoveTask).
-DENIED_ERROR_CODES = frozenset({"AccessDenied", "AccessDeniedException"})
-
 METHOD_MOVE_TASK = "start-message-move-task"
 METHOD_RECEIVE_SEND_DELETE = "receive-send-delete"
-
-#: Endpoints (None is AWS) known not to implement StartMessageMoveTask, so it is not tried again.
-_unsupported_endpoints: set[str | None] = set()
-_probe_clients: dict[str | None, Any] = {}
-_probe_lock = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,40 +99,227 @@ class RedriveResult:
         return answer
 
 
-def visible_count(client: Any, url: str) -> int:
-    """The approximate number of visible messages on a queue."""
-    attrs = client.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
-    return int(attrs.get("ApproximateNumberOfMessages", 0))
-
-
-def peek(
-    client: Any, dead_letter_url: str, *, limit: int = 10, visibility_timeout_seconds: int = PEEK_VISIBILITY_SECONDS
-) -> list[DeadLetter]:
-    """Show up to `limit` dead letters and leave every one on the queue, visible again at once.
+class DeadLetters:
+    """Peek at dead-letter queues and redrive them, through the broker's clients.
 
     Parameters:
       client: A boto3 SQS client.
-      dead_letter_url: The URL of the dead-letter queue.
-      limit: The most messages shown (1 to MAX_PEEK_MESSAGES).
-      visibility_timeout_seconds: How long the messages stay hidden should releasing them fail.
+      no_retry_client: The same without botocore's retries: moto answers an action it lacks with a
+        500, which botocore would otherwise retry with backoff before the fallback could start.
     """
-    if not 1 <= limit <= MAX_PEEK_MESSAGES:
-        raise ValueError(f"limit must be between 1 and {MAX_PEEK_MESSAGES}, got {limit}.")
-    held: dict[str, dict[str, Any]] = {}
-    try:
-        target = min(limit, visible_count(client, dead_letter_url))
-        for batch in _receive_until(client, dead_letter_url, target, visibility_timeout_seconds, deadline=None):
-            for message in batch:
-                # A message seen twice keeps only its newest receipt handle: the older one is stale.
-                held[message["MessageId"]] = message
-            if len(held) >= target:
-                break
-    finally:
-        _release(client, dead_letter_url, [m["ReceiptHandle"] for m in held.values()])
-    return [describe(m) for m in list(held.values())[:limit]]
+
+    def __init__(self, client: Any, *, no_retry_client: Any | None = None) -> None:
+        self.client = client
+        self.no_retry_client = no_retry_client if no_retry_client is not None else client
+        #: Whether the server has StartMessageMoveTask: None until it was tried.
+        self.has_move_task: bool | None = None
+
+    def peek(
+        self, dead_letter_url: str, *, limit: int = 10, visibility_timeout_seconds: int = PEEK_VISIBILITY_SECONDS
+    ) -> list[DeadLetter]:
+        """Show up to `limit` dead letters and leave every one on the queue, visible again at once.
+
+        Parameters:
+          dead_letter_url: The URL of the dead-letter queue.
+          limit: The most messages shown (1 to MAX_PEEK_MESSAGES).
+          visibility_timeout_seconds: How long the messages stay hidden should releasing them fail.
+        """
+        if not 1 <= limit <= MAX_PEEK_MESSAGES:
+            raise ValueError(f"limit must be between 1 and {MAX_PEEK_MESSAGES}, got {limit}.")
+        held: dict[str, dict[str, Any]] = {}
+        try:
+            target = min(limit, queue_depth(self.client, dead_letter_url).visible)
+            for batch in self._receive_until(dead_letter_url, target, visibility_timeout_seconds, deadline=None):
+                for message in batch:
+                    # A message seen twice keeps only its newest receipt handle: the older one is stale.
+                    held[message["MessageId"]] = message
+                if len(held) >= target:
+                    break
+        finally:
+            self._release(dead_letter_url, [m["ReceiptHandle"] for m in held.values()])
+        return [dead_letter(m) for m in list(held.values())[:limit]]
+
+    def redrive(
+        self,
+        dead_letter_url: str,
+        source_url: str,
+        *,
+        ids: Iterable[str] | None = None,
+        max_messages: int = MAX_REDRIVE_MESSAGES,
+        time_limit_seconds: float = REDRIVE_TIME_LIMIT_SECONDS,
+        try_move_task: bool = True,
+    ) -> RedriveResult:
+        """Move dead letters back to their source queue: all of them, or those whose id is in `ids`.
+
+        All messages go through StartMessageMoveTask where the server has it; otherwise, and for
+        selected ids, each is received, sent to the source (same body and attributes, less the
+        dead-letter ones) and deleted from the dead-letter queue only once the send was accepted.
+        Messages not selected, and any the send refused, are made visible again at once.
+
+        Parameters:
+          dead_letter_url: The URL of the dead-letter queue.
+          source_url: The URL of the queue the messages go back to.
+          ids: Message ids (`qm-message-id`, or the SQS message id of a message without one); None means all.
+          max_messages: The most messages one call receives; call again for more.
+          time_limit_seconds: The longest one call keeps receiving.
+          try_move_task: Whether to try StartMessageMoveTask when moving all messages.
+        """
+        wanted = None if ids is None else set(ids)
+        if wanted is None and try_move_task:
+            result = self._try_move_task(dead_letter_url, source_url)
+            if result is not None:
+                return result
+        return self._receive_send_delete(
+            dead_letter_url, source_url, wanted, max_messages=max_messages, time_limit_seconds=time_limit_seconds
+        )
+
+    def _try_move_task(self, dead_letter_url: str, source_url: str) -> RedriveResult | None:
+        if self.has_move_task is False:
+            return None
+        dlq_arn = queue_arn(self.client, dead_letter_url)
+        source_arn = queue_arn(self.client, source_url)
+        expected = queue_depth(self.client, dead_letter_url).visible
+        try:
+            response = self.no_retry_client.start_message_move_task(SourceArn=dlq_arn, DestinationArn=source_arn)
+        except ClientError as exc:
+            if unsupported(exc):
+                logger.info("SQS has no StartMessageMoveTask (%s); redriving by receive, send, delete.", describe(exc))
+                self.has_move_task = False
+                return None
+            if denied(exc):
+                logger.warning(
+                    "StartMessageMoveTask was denied (%s); redriving by receive, send, delete. "
+                    "Grant sqs:StartMessageMoveTask to use it.",
+                    describe(exc),
+                )
+                return None
+            raise
+        self.has_move_task = True
+        handle = str(response.get("TaskHandle", ""))
+        logger.info("Started message move task %r from %r to %r.", handle, dead_letter_url, source_url)
+        return RedriveResult(moved=expected, ids=[], method=METHOD_MOVE_TASK, task_handle=handle)
+
+    def _receive_send_delete(
+        self,
+        dead_letter_url: str,
+        source_url: str,
+        wanted: set[str] | None,
+        *,
+        max_messages: int,
+        time_limit_seconds: float,
+    ) -> RedriveResult:
+        moved: list[str] = []
+        failed: list[str] = []
+        found: set[str] = set()
+        held: dict[str, str] = {}  # SQS message id → receipt handle of what stays on the dead-letter queue
+        seen: set[str] = set()
+        deadline = time.monotonic() + time_limit_seconds
+        try:
+            target = min(max_messages, queue_depth(self.client, dead_letter_url).visible)
+            for batch in self._receive_until(dead_letter_url, target, REDRIVE_VISIBILITY_SECONDS, deadline=deadline):
+                selected: list[tuple[dict[str, Any], str]] = []
+                for message in batch:
+                    sqs_id = message["MessageId"]
+                    seen.add(sqs_id)
+                    key = _string(message.get("MessageAttributes", {}), constants.ATTR_MESSAGE_ID) or _text(
+                        _decode(message.get("Body", "")).get("message_id")
+                    )
+                    chosen = wanted is None or (key is not None and key in wanted) or sqs_id in wanted
+                    if chosen and sqs_id not in held:
+                        selected.append((message, key or sqs_id))
+                        if wanted is not None:
+                            found.add(key if key is not None and key in wanted else sqs_id)
+                    else:
+                        held[sqs_id] = message["ReceiptHandle"]
+                if selected:
+                    accepted, refused = self._send_back(source_url, [m for m, _ in selected])
+                    self._delete(dead_letter_url, [selected[i][0]["ReceiptHandle"] for i in accepted])
+                    moved.extend(selected[i][1] for i in accepted)
+                    for i in refused:
+                        failed.append(selected[i][1])
+                        held[selected[i][0]["MessageId"]] = selected[i][0]["ReceiptHandle"]
+                if len(seen) >= target or (wanted is not None and found >= wanted):
+                    break
+        finally:
+            self._release(dead_letter_url, list(held.values()))
+        logger.info("Redrove %d message(s) from %r to %r.", len(moved), dead_letter_url, source_url)
+        not_found = sorted(wanted - found) if wanted is not None else []
+        return RedriveResult(
+            moved=len(moved), ids=moved, method=METHOD_RECEIVE_SEND_DELETE, not_found=not_found, failed=failed
+        )
+
+    def _receive_until(
+        self, url: str, target: int, visibility_timeout_seconds: int, *, deadline: float | None
+    ) -> Iterable[list[dict[str, Any]]]:
+        """Yield received batches until `target` messages came, the queue gives nothing, or the deadline.
+
+        A short poll (no wait) is fast locally; on AWS it samples some servers and may come back empty
+        while messages remain, so an empty answer is confirmed once with a short long poll.
+        """
+        received = 0
+        confirmed = False
+        while received < target and (deadline is None or time.monotonic() < deadline):
+            batch: list[dict[str, Any]] = self.client.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=min(constants.MAX_RECEIVE_MESSAGES, target - received),
+                WaitTimeSeconds=CONFIRM_WAIT_SECONDS if confirmed else 0,
+                VisibilityTimeout=visibility_timeout_seconds,
+                MessageAttributeNames=["All"],
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"],
+            ).get("Messages", [])
+            if not batch:
+                if confirmed:
+                    return
+                confirmed = True
+                continue
+            confirmed = False
+            received += len(batch)
+            yield batch
+
+    def _send_back(self, source_url: str, messages: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+        """Send messages to the source queue in size-bounded batches; the indexes accepted and refused."""
+        accepted: list[int] = []
+        refused: list[int] = []
+        for chunk in chunks([_size(m) for m in messages]):
+            entries = [
+                {
+                    "MessageBody": messages[index].get("Body", ""),
+                    "MessageAttributes": {
+                        k: _attribute(v)
+                        for k, v in messages[index].get("MessageAttributes", {}).items()
+                        if k not in DEAD_LETTER_ATTRIBUTES
+                    },
+                    **_group_fields(messages[index], fifo=is_fifo_name(source_url)),
+                }
+                for index in chunk
+            ]
+            outcome = call_batch(self.client.send_message_batch, source_url, entries)
+            for failure in outcome.failed:
+                logger.warning(
+                    "SQS refused to redrive message %r: %s %s.",
+                    messages[chunk[failure.index]]["MessageId"],
+                    failure.code,
+                    failure.message,
+                )
+            accepted.extend(index for i, index in enumerate(chunk) if i in outcome.succeeded)
+            refused.extend(index for i, index in enumerate(chunk) if i not in outcome.succeeded)
+        return accepted, refused
+
+    def _delete(self, url: str, receipts: list[str]) -> None:
+        """Delete redriven messages from the dead-letter queue (the shared settle policy; never raises).
+
+        One given up on stays on both queues: logged, and its copy on the dead-letter queue comes back.
+        """
+        settle_all("delete", self.client.delete_message_batch, url, [{"ReceiptHandle": r} for r in receipts])
+
+    def _release(self, url: str, receipts: list[str]) -> None:
+        """Make received messages visible again at once; on failure they return after their timeout."""
+        for indexes in chunks([0] * len(receipts)):
+            entries = [{"ReceiptHandle": receipts[i], "VisibilityTimeout": 0} for i in indexes]
+            settle_batch("release", self.client.change_message_visibility_batch, url, entries)
 
 
-def describe(message: dict[str, Any]) -> DeadLetter:
+def dead_letter(message: dict[str, Any]) -> DeadLetter:
     """The DeadLetter view of a message received with all its attributes."""
     attrs = message.get("MessageAttributes", {})
     system = message.get("Attributes", {})
@@ -172,184 +334,6 @@ def describe(message: dict[str, Any]) -> DeadLetter:
         sent_timestamp_ms=_int(system.get("SentTimestamp")),
         dead_letter_receive_count=_int(system.get("ApproximateReceiveCount")),
     )
-
-
-def redrive(
-    client: Any,
-    dead_letter_url: str,
-    source_url: str,
-    *,
-    ids: Iterable[str] | None = None,
-    max_messages: int = MAX_REDRIVE_MESSAGES,
-    time_limit_seconds: float = REDRIVE_TIME_LIMIT_SECONDS,
-    try_move_task: bool = True,
-) -> RedriveResult:
-    """Move dead letters back to their source queue: all of them, or those whose id is in `ids`.
-
-    All messages go through StartMessageMoveTask where the server has it; otherwise, and for
-    selected ids, each is received, sent to the source (same body and attributes, less the
-    dead-letter ones) and deleted from the dead-letter queue only once the send was accepted.
-    Messages not selected, and any the send refused, are made visible again at once.
-
-    Parameters:
-      client: A boto3 SQS client.
-      dead_letter_url: The URL of the dead-letter queue.
-      source_url: The URL of the queue the messages go back to.
-      ids: Message ids (`qm-message-id`, or the SQS message id of a message without one); None means all.
-      max_messages: The most messages one call receives; call again for more.
-      time_limit_seconds: The longest one call keeps receiving.
-      try_move_task: Whether to try StartMessageMoveTask when moving all messages.
-    """
-    wanted = None if ids is None else set(ids)
-    if wanted is None and try_move_task:
-        result = _try_move_task(client, dead_letter_url, source_url)
-        if result is not None:
-            return result
-    return _receive_send_delete(
-        client, dead_letter_url, source_url, wanted, max_messages=max_messages, time_limit_seconds=time_limit_seconds
-    )
-
-
-def _try_move_task(client: Any, dead_letter_url: str, source_url: str) -> RedriveResult | None:
-    endpoint = _endpoint(client)
-    if endpoint in _unsupported_endpoints:
-        return None
-    dlq_arn = _arn(client, dead_letter_url)
-    source_arn = _arn(client, source_url)
-    expected = visible_count(client, dead_letter_url)
-    try:
-        response = _probe_client(client).start_message_move_task(SourceArn=dlq_arn, DestinationArn=source_arn)
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        # moto answers an action it lacks with a bare 500 whose code is the status itself.
-        if code in UNSUPPORTED_ERROR_CODES or status == 501 or (status == 500 and code == "500"):
-            logger.info(
-                "SQS at %s has no StartMessageMoveTask (%s); redriving by receive, send, delete.", endpoint, code
-            )
-            with _probe_lock:
-                _unsupported_endpoints.add(endpoint)
-            return None
-        if code in DENIED_ERROR_CODES:
-            logger.warning(
-                "StartMessageMoveTask was denied (%s); redriving by receive, send, delete. "
-                "Grant sqs:StartMessageMoveTask to use it.",
-                code,
-            )
-            return None
-        raise
-    handle = str(response.get("TaskHandle", ""))
-    logger.info("Started message move task %r from %r to %r.", handle, dead_letter_url, source_url)
-    return RedriveResult(moved=expected, ids=[], method=METHOD_MOVE_TASK, task_handle=handle)
-
-
-def _receive_send_delete(
-    client: Any,
-    dead_letter_url: str,
-    source_url: str,
-    wanted: set[str] | None,
-    *,
-    max_messages: int,
-    time_limit_seconds: float,
-) -> RedriveResult:
-    moved: list[str] = []
-    failed: list[str] = []
-    found: set[str] = set()
-    held: dict[str, str] = {}  # SQS message id → receipt handle of what stays on the dead-letter queue
-    seen: set[str] = set()
-    deadline = time.monotonic() + time_limit_seconds
-    try:
-        target = min(max_messages, visible_count(client, dead_letter_url))
-        for batch in _receive_until(client, dead_letter_url, target, REDRIVE_VISIBILITY_SECONDS, deadline=deadline):
-            selected: list[tuple[dict[str, Any], str]] = []
-            for message in batch:
-                sqs_id = message["MessageId"]
-                seen.add(sqs_id)
-                key = _string(message.get("MessageAttributes", {}), constants.ATTR_MESSAGE_ID) or _text(
-                    _decode(message.get("Body", "")).get("message_id")
-                )
-                chosen = wanted is None or (key is not None and key in wanted) or sqs_id in wanted
-                if chosen and sqs_id not in held:
-                    selected.append((message, key or sqs_id))
-                    if wanted is not None:
-                        found.add(key if key is not None and key in wanted else sqs_id)
-                else:
-                    held[sqs_id] = message["ReceiptHandle"]
-            if selected:
-                accepted, refused = _send_back(client, source_url, [m for m, _ in selected])
-                _delete(client, dead_letter_url, [selected[i][0]["ReceiptHandle"] for i in accepted])
-                moved.extend(selected[i][1] for i in accepted)
-                for i in refused:
-                    failed.append(selected[i][1])
-                    held[selected[i][0]["MessageId"]] = selected[i][0]["ReceiptHandle"]
-            if len(seen) >= target or (wanted is not None and found >= wanted):
-                break
-    finally:
-        _release(client, dead_letter_url, list(held.values()))
-    logger.info("Redrove %d message(s) from %r to %r.", len(moved), dead_letter_url, source_url)
-    not_found = sorted(wanted - found) if wanted is not None else []
-    return RedriveResult(
-        moved=len(moved), ids=moved, method=METHOD_RECEIVE_SEND_DELETE, not_found=not_found, failed=failed
-    )
-
-
-def _receive_until(
-    client: Any, url: str, target: int, visibility_timeout_seconds: int, *, deadline: float | None
-) -> Iterable[list[dict[str, Any]]]:
-    """Yield received batches until `target` messages came, the queue gives nothing, or the deadline.
-
-    A short poll (no wait) is fast locally; on AWS it samples some servers and may come back empty
-    while messages remain, so an empty answer is confirmed once with a short long poll.
-    """
-    received = 0
-    confirmed = False
-    while received < target and (deadline is None or time.monotonic() < deadline):
-        batch: list[dict[str, Any]] = client.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=min(constants.MAX_RECEIVE_MESSAGES, target - received),
-            WaitTimeSeconds=CONFIRM_WAIT_SECONDS if confirmed else 0,
-            VisibilityTimeout=visibility_timeout_seconds,
-            MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"],
-        ).get("Messages", [])
-        if not batch:
-            if confirmed:
-                return
-            confirmed = True
-            continue
-        confirmed = False
-        received += len(batch)
-        yield batch
-
-
-def _send_back(client: Any, source_url: str, messages: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
-    """Send messages to the source queue in size-bounded batches; the indexes accepted and refused."""
-    accepted: list[int] = []
-    refused: list[int] = []
-    for chunk in chunks([_size(m) for m in messages]):
-        entries = [
-            {
-                "MessageBody": messages[index].get("Body", ""),
-                "MessageAttributes": {
-                    k: _attribute(v)
-                    for k, v in messages[index].get("MessageAttributes", {}).items()
-                    if k not in DEAD_LETTER_ATTRIBUTES
-                },
-                **_group_fields(messages[index], fifo=is_fifo_name(source_url)),
-            }
-            for index in chunk
-        ]
-        outcome = call_batch(client.send_message_batch, source_url, entries)
-        for failure in outcome.failed:
-            logger.warning(
-                "SQS refused to redrive message %r: %s %s.",
-                messages[chunk[failure.index]]["MessageId"],
-                failure.code,
-                failure.message,
-            )
-        accepted.extend(index for i, index in enumerate(chunk) if i in outcome.succeeded)
-        refused.extend(index for i, index in enumerate(chunk) if i not in outcome.succeeded)
-    return accepted, refused
 
 
 def _group_fields(message: dict[str, Any], *, fifo: bool) -> dict[str, str]:
@@ -373,77 +357,18 @@ def _size(message: dict[str, Any]) -> int:
     )
 
 
-def _delete(client: Any, url: str, receipts: list[str]) -> None:
-    """Delete received messages; a refused entry is tried once more, then logged (it would come back)."""
-    for chunk_indexes in chunks([0] * len(receipts)):
-        chunk = [receipts[i] for i in chunk_indexes]
-        for attempt in (1, 2):
-            outcome = call_batch(client.delete_message_batch, url, [{"ReceiptHandle": r} for r in chunk])
-            if not outcome.failed:
-                break
-            chunk = [chunk[f.index] for f in outcome.failed]
-            if attempt == 2:
-                logger.error(
-                    "Could not delete %d redriven message(s) from %r (%s); they are on both queues.",
-                    len(chunk),
-                    url,
-                    outcome.failed[0].code,
-                )
-
-
-def _release(client: Any, url: str, receipts: list[str]) -> None:
-    """Make received messages visible again at once; on failure they return after their timeout."""
-    for chunk_indexes in chunks([0] * len(receipts)):
-        entries = [{"ReceiptHandle": receipts[i], "VisibilityTimeout": 0} for i in chunk_indexes]
-        try:
-            outcome = call_batch(client.change_message_visibility_batch, url, entries)
-        except (BotoCoreError, ClientError) as exc:
-            logger.warning("Could not release %d message(s) on %r (%s); they return later.", len(entries), url, exc)
-            continue
-        if outcome.failed:
-            logger.warning("Could not release %d message(s) on %r; they return later.", len(outcome.failed), url)
-
-
 def _attribute(value: dict[str, Any]) -> dict[str, Any]:
     """A received message attribute as SendMessage takes it (received ones may carry empty lists)."""
     return {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
 
 
-def _arn(client: Any, url: str) -> str:
-    return str(client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
-
-
-def _endpoint(client: Any) -> str | None:
-    return getattr(getattr(client, "meta", None), "endpoint_url", None)
-
-
-def _probe_client(client: Any) -> Any:
-    """A client like `client` that does not retry: moto answers an unknown action with a 500, which
-    botocore would otherwise retry with backoff before the fallback could start."""
-    meta = getattr(client, "meta", None)
-    if meta is None or not hasattr(meta, "config"):
-        return client
-    key = meta.endpoint_url
-    with _probe_lock:
-        probe = _probe_clients.get(key)
-        if probe is None:
-            probe = boto3.client(
-                "sqs",
-                endpoint_url=meta.endpoint_url,
-                region_name=meta.region_name,
-                config=meta.config.merge(Config(retries={"mode": "standard", "max_attempts": 1})),
-            )
-            _probe_clients[key] = probe
-    return probe
-
-
 def _decode(body: str) -> dict[str, Any]:
-    """The fields of a Dramatiq message body, or {} when it is not one."""
+    """The id and actor of the Dramatiq message a body carries, or {} when it is not one."""
     try:
-        document = json.loads(base64.b64decode(body, validate=True))
-    except (binascii.Error, ValueError, TypeError):
+        message = decode(body)
+    except UndecodableBody:
         return {}
-    return document if isinstance(document, dict) else {}
+    return {"message_id": message.message_id, "actor_name": message.actor_name}
 
 
 def _string(attributes: dict[str, Any], name: str) -> str | None:

@@ -1,11 +1,27 @@
-"""Exceptions raised by queue-manager's SQS machinery and understood by its middleware."""
+"""SQS failures: the exceptions queue-manager raises, and every decision about what an SQS error means.
+
+One `Fault` vocabulary and one `classify` for requests and batch entries; `classify_send` is the
+stricter reading for sends (only what surely never reached SQS may be sent again); `unsupported`
+and `denied` tell an action a server lacks or a policy refuses.
+"""
 
 from __future__ import annotations
 
 import enum
+from typing import NoReturn
 
 import dramatiq_sqs.exceptions
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
+from botocore import exceptions as botocore_exceptions
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+    ProxyConnectionError,
+    ReadTimeoutError,
+)
 
 
 class PermanentFailure(Exception):
@@ -111,6 +127,63 @@ def classify_exception(exc: BaseException) -> Fault:
     if isinstance(exc, BotoCoreError):
         return Fault.TRANSIENT
     return Fault.REFUSED
+
+
+def classify_send(exc: BotoCoreError | ClientError) -> Fault:
+    """Classify a failed send strictly: only what surely never reached SQS may be sent again.
+
+    SQS's own error answers are classified as for any call. Of botocore's failures, only those
+    before the request was written (no connection, a connect timeout, a proxy that refused) and the
+    local ones (credentials, configuration) kept it from SQS; after a read timeout, a dropped
+    connection, a broken response or a TLS error mid-stream, SQS may have the message.
+    """
+    if isinstance(exc, ClientError):
+        return classify_exception(exc)
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError | ProxyConnectionError):
+        return Fault.TRANSIENT
+    if isinstance(exc, HTTPClientError | botocore_exceptions.ConnectionError):
+        return Fault.UNKNOWN_OUTCOME
+    return Fault.TRANSIENT
+
+
+def raise_unavailable(exc: BotoCoreError | ClientError) -> NoReturn:
+    """Raise SQSUnavailable for a failure on SQS's side; re-raise anything else."""
+    if isinstance(exc, ClientError):
+        if classify_exception(exc).retryable:
+            raise SQSUnavailable(describe(exc)) from exc
+        raise exc
+    # Clients read this (503 problems): the endpoint and botocore's text stay with the cause, for the log.
+    raise SQSUnavailable(f"SQS cannot be reached ({describe(exc)})") from exc
+
+
+#: Error codes meaning the server does not implement an action (ministack: InvalidAction).
+UNSUPPORTED_CODES = frozenset(
+    {
+        "UnsupportedOperation",
+        "AWS.SimpleQueueService.UnsupportedOperation",
+        "InvalidAction",
+        "UnknownOperation",
+        "UnknownOperationException",
+        "NotImplemented",
+        "501",
+    }
+)
+
+#: Error codes of a request the caller's policy does not allow.
+DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException"})
+
+
+def unsupported(exc: ClientError) -> bool:
+    """Whether the server does not implement the action at all."""
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    # moto answers an action it lacks with a bare 500 whose code is the status itself.
+    return code in UNSUPPORTED_CODES or status == 501 or (status == 500 and code == "500")
+
+
+def denied(exc: ClientError) -> bool:
+    """Whether the caller's policy refused the action."""
+    return str(exc.response.get("Error", {}).get("Code", "")) in DENIED_CODES
 
 
 def describe(exc: BaseException) -> str:

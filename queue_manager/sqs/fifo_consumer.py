@@ -20,27 +20,16 @@ import math
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dramatiq
 
 from queue_manager.sqs import constants, fifo
-from queue_manager.sqs.consumer import (
-    DEAD_LETTER_REASON_OPTION,
-    RETRY_DELAY_OPTION,
-    QMConsumer,
-    SQSMessage,
-    describe_failure,
-)
+from queue_manager.sqs.consumer import ConsumerContext, QMConsumer
 from queue_manager.sqs.groups import GroupGate
-
-if TYPE_CHECKING:
-    from queue_manager.sqs.broker import QMBroker
+from queue_manager.sqs.message import SQSMessage, describe_failure
 
 logger = logging.getLogger(__name__)
-
-#: The longest a retry may hide a message (SQS's limit, less a margin for the call itself).
-MAX_DEFER_SECONDS = constants.MAX_VISIBILITY_TIMEOUT_SECONDS - 60
 
 
 class FifoConsumer(QMConsumer):
@@ -48,17 +37,8 @@ class FifoConsumer(QMConsumer):
 
     system_attribute_names = QMConsumer.system_attribute_names + fifo.SYSTEM_ATTRIBUTES
 
-    def __init__(
-        self,
-        broker: QMBroker,
-        queue_name: str,
-        queue_url: str,
-        dead_letter_url: str,
-        *,
-        prefetch: int,
-        timeout_ms: int,
-    ) -> None:
-        super().__init__(broker, queue_name, queue_url, dead_letter_url, prefetch=prefetch, timeout_ms=timeout_ms)
+    def __init__(self, context: ConsumerContext) -> None:
+        super().__init__(context)
         self.gate: GroupGate[SQSMessage] = GroupGate()
         self._lock = threading.Lock()
         self._retrying: dict[str, tuple[SQSMessage, threading.Timer]] = {}
@@ -73,37 +53,37 @@ class FifoConsumer(QMConsumer):
         message = super()._accept(sqs_message)
         if message is None:
             return None
-        if self.gate.admit(_group(message), message):
-            logger.debug("Message %r of group %r may run now.", message.message_id, _group(message))
+        if self.gate.admit(message.group_id, message):
+            logger.debug("Message %r of group %r may run now.", message.message_id, message.group_id)
             return message
-        logger.debug("Holding message %r behind the running one of its group %r.", message.message_id, _group(message))
+        logger.debug("Holding message %r behind the running one of its group %r.", message.message_id, message.group_id)
         # Its group has a message out: it waits its turn without a thread (it still counts against
         # the consumer's prefetch), kept hidden meanwhile (the heartbeat stops at SQS's 12 h limit).
-        self.broker.capacity.release(1)
-        self.broker.acks.hold(message.sqs_receipt_handle, math.inf)
+        self.capacity.release(1)
+        self.acks.hold(message.sqs_receipt_handle, math.inf)
         return None
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
         assert isinstance(message, SQSMessage)
-        group = _group(message)
+        group = message.group_id
         after = self.gate.done(group)
         # With nothing of the group left here, SQS keeps the group blocked until this delete lands.
-        self.broker.acks.delete(message.sqs_queue_url, message.sqs_receipt_handle, soon=group is not None and not after)
-        self.broker.capacity.release(1)
+        self.acks.delete(message.sqs_queue_url, message.sqs_receipt_handle, soon=group is not None and not after)
+        self.capacity.release(1)
         self._give_room(1)
         if after is not None:
             self._start(after)
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
         assert isinstance(message, SQSMessage)
-        self.broker.capacity.release(1)  # its thread is free; while it waits to retry it is still held here
-        delay_ms = message.options.pop(RETRY_DELAY_OPTION, None)
+        self.capacity.release(1)  # its thread is free; while it waits to retry it is still held here
+        delay_ms = message.options.pop(constants.RETRY_DELAY_OPTION, None)
         if delay_ms is not None:
             self._retry_later(message, int(delay_ms))
             return
         self._give_room(1)
-        group = _group(message)
-        reason = message.options.pop(DEAD_LETTER_REASON_OPTION, None) or describe_failure(message)
+        group = message.group_id
+        reason = message.options.pop(constants.DEAD_LETTER_REASON_OPTION, None) or describe_failure(message)
         dead = self._dead_letter(
             message.sqs_receipt_handle,
             message.sqs_body,
@@ -124,10 +104,10 @@ class FifoConsumer(QMConsumer):
     def _retry_later(self, message: SQSMessage, delay_ms: int) -> None:
         """Keep a failed message in flight for its backoff, then run it again here, its group still held."""
         delay_seconds = max(0.0, delay_ms / 1000)
-        hidden = min(math.ceil(delay_seconds) + self.broker.visibility_timeout_seconds, MAX_DEFER_SECONDS)
-        self.broker.acks.defer(message.sqs_queue_url, message.sqs_receipt_handle, hidden)
+        hidden = min(math.ceil(delay_seconds) + self.context.visibility_timeout_seconds, constants.MAX_HIDE_SECONDS)
+        self.acks.defer(message.sqs_queue_url, message.sqs_receipt_handle, hidden)
         until = time.monotonic() + delay_seconds + self._hold_seconds(message)
-        self.broker.acks.hold(message.sqs_receipt_handle, until)
+        self.acks.hold(message.sqs_receipt_handle, until)
         timer = threading.Timer(delay_seconds, self._retry_now, args=(message,))
         timer.daemon = True
         with self._lock:
@@ -140,40 +120,29 @@ class FifoConsumer(QMConsumer):
         with self._lock:
             if self._closed or self._retrying.pop(message.sqs_receipt_handle, None) is None:
                 return
-        again = SQSMessage(
-            message._message,
-            queue_url=message.sqs_queue_url,
-            receipt_handle=message.sqs_receipt_handle,
-            # The attempt number: SQS did not receive it again, this process ran it again.
-            receive_count=message.sqs_receive_count + 1,
-            body=message.sqs_body,
-            attributes=message.sqs_attributes,
-            system_attributes=message.sqs_system_attributes,
-        )
-        self._start(again)
+        # The attempt number goes up: SQS did not hand it out again, this process runs it again.
+        self._start(message.next_attempt())
 
     def _start(self, message: SQSMessage) -> None:
         """Let a held message out to the worker threads."""
-        if self.broker.stopping or self._closed:
-            self._release([message, *self.gate.release(_group(message))])
+        if self.context.stopping.is_set() or self._closed:
+            self._release([message, *self.gate.release(message.group_id)])
             return
-        self.broker.capacity.take(1)
-        self.broker.acks.hold(message.sqs_receipt_handle, time.monotonic() + self._hold_seconds(message))
+        self.capacity.take(1)
+        self.acks.hold(message.sqs_receipt_handle, time.monotonic() + self._hold_seconds(message))
         # Dramatiq's consumer thread waits on this condition for what to hand out: it goes at once.
         with self._cond:
             self.buffer.append(message)
             self._cond.notify_all()
 
     def _hold_seconds(self, message: SQSMessage) -> float:
-        actor = self.broker.actors.get(message.actor_name)
-        time_limit_ms = (actor.options.get("time_limit") if actor else None) or self.broker.time_limit_ms
-        return float(time_limit_ms) / 1000 + self.broker.visibility_timeout_seconds
+        return self.context.time_limit_ms(message.actor_name) / 1000 + self.context.visibility_timeout_seconds
 
     def _release(self, messages: list[SQSMessage]) -> None:
         """Hand held messages (no thread, but prefetch room) back to SQS at once."""
         if messages:
             logger.debug("Handing back %d held message(s) on %r.", len(messages), self.queue_name)
-            self.broker.acks.release_now(self.queue_url, (m.sqs_receipt_handle for m in messages))
+            self.acks.release_now(self.queue_url, (m.sqs_receipt_handle for m in messages))
             self._give_room(len(messages))
 
     def close(self) -> None:
@@ -183,13 +152,8 @@ class FifoConsumer(QMConsumer):
         for message, timer in retrying:
             # It stays hidden for its backoff (its group with it), then any worker retries it.
             timer.cancel()
-            self.broker.acks.untrack(message.sqs_receipt_handle)
+            self.acks.untrack(message.sqs_receipt_handle)
         self._give_room(len(retrying))
         super().close()  # stops the receivers: nothing joins the gate after this
         self._release(self.gate.release_all())
-        self.broker.acks.flush()
-
-
-def _group(message: SQSMessage) -> str | None:
-    group = message.sqs_system_attributes.get("MessageGroupId")
-    return str(group) if group else None
+        self.acks.flush()

@@ -1,9 +1,8 @@
-"""Dramatiq middleware for the SQS broker, one class per module."""
+"""Dramatiq middleware for the SQS broker, one class per module; none imports a broker class."""
 
 from queue_manager.sqs.middleware.fifo import FifoQueues
-from queue_manager.sqs.middleware.lifecycle import WorkerLifecycle
 from queue_manager.sqs.middleware.logcontext import StructuredLogs
 from queue_manager.sqs.middleware.metrics import WorkerMetrics
 from queue_manager.sqs.middleware.retries import RetriesInPlace
 
-__all__ = ["FifoQueues", "RetriesInPlace", "StructuredLogs", "WorkerLifecycle", "WorkerMetrics"]
+__all__ = ["FifoQueues", "RetriesInPlace", "StructuredLogs", "WorkerMetrics"]

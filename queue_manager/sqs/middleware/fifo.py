@@ -8,15 +8,16 @@ import dramatiq
 from dramatiq.logging import get_logger
 
 from queue_manager import logs
-from queue_manager.sqs import fifo
+from queue_manager.sqs import constants
 
 
 class FifoQueues(dramatiq.Middleware):
-    """Accepts the actor option `fifo`: the actor's queue is an SQS FIFO queue (`<prefix>_<type>.fifo`).
+    """Accepts the actor option `fifo` and adds a message's group to each of its log records.
 
-    The broker creates such queues as FIFO, the API requires a `group_id` for their messages, and
-    the consumer runs each group's messages one after another. This middleware adds the group to
-    each log record of a message that has one, so a group can be followed through the logs.
+    A message type's queue kind is declared in its schema (`"x-qm-queue": "fifo"`); an actor may
+    say `fifo=True` as well (a broker used without schemas reads it). The broker creates such
+    queues as FIFO, the API requires a `group_id` for their messages, and the consumer runs each
+    group's messages one after another. The group in every log record lets a group be followed.
     """
 
     def __init__(self) -> None:
@@ -24,10 +25,10 @@ class FifoQueues(dramatiq.Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        return {fifo.FIFO_OPTION}
+        return {constants.FIFO_OPTION}
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        group_id = message.options.get(fifo.GROUP_ID_OPTION)
+        group_id = message.options.get(constants.GROUP_ID_OPTION)
         context = logs.message_context.get()
         if group_id is not None and context is not None:
             logs.message_context.set({**context, "group_id": group_id})

@@ -11,14 +11,15 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import dramatiq
 from dramatiq.logging import get_logger
 
-from queue_manager.sqs.broker import QMBroker
-from queue_manager.sqs.consumer import RETRY_DELAY_OPTION
+from queue_manager.sqs.constants import RETRY_DELAY_OPTION
+from queue_manager.sqs.message import attempt
 
 #: Where the worker serves /metrics; port 0 disables it.
 DEFAULT_METRICS_HOST = "127.0.0.1"
@@ -40,6 +41,14 @@ def samples_dir(master_pid: int) -> Path:
     except (OSError, IndexError):
         started = "0"
     return Path(tempfile.gettempdir()) / f"qm-prometheus-{master_pid}-{started}"
+
+
+@runtime_checkable
+class CountsRequests(Protocol):
+    """A broker that tells its SQS requests and DeleteMessageBatch sizes to listeners (as QMBroker does)."""
+
+    request_listeners: list[Callable[[str], None]]
+    delete_batch_listeners: list[Callable[[int], None]]
 
 
 class ForkFunction:
@@ -100,9 +109,9 @@ class WorkerMetrics(dramatiq.Middleware):
         )
         m["ack_batch"] = Histogram("qm_worker_ack_batch_size", "Acks per DeleteMessageBatch.", buckets=range(1, 11))
         m["sqs"] = Counter("qm_worker_sqs_requests", "SQS requests made, by action.", ["action"])
-        if isinstance(broker, QMBroker):
+        if isinstance(broker, CountsRequests):
             broker.request_listeners.append(lambda action: m["sqs"].labels(action).inc())
-            broker.acks.delete_batch_listeners.append(lambda size: m["ack_batch"].observe(size))
+            broker.delete_batch_listeners.append(lambda size: m["ack_batch"].observe(size))
 
     def _child(self, metric: str, *labels: str) -> Any:
         """A metric's child for these labels, looked up once (`labels()` takes a lock and builds a key)."""
@@ -116,7 +125,7 @@ class WorkerMetrics(dramatiq.Middleware):
         if not self._metrics:
             return
         self._started[message.message_id] = time.monotonic()
-        if int(getattr(message, "sqs_receive_count", 1)) == 1:  # a retry's wait is its backoff
+        if attempt(message) == 1:  # a retry's wait is its backoff
             waited = time.time() - message.message_timestamp / 1000
             self._child("waiting", message.actor_name).observe(max(waited, 0.0))
 

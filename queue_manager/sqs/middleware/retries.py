@@ -11,8 +11,9 @@ from dramatiq.errors import Retry
 from dramatiq.logging import get_logger
 
 from queue_manager.sqs import constants
-from queue_manager.sqs.consumer import DEAD_LETTER_REASON_OPTION, RETRY_DELAY_OPTION
+from queue_manager.sqs.constants import DEAD_LETTER_REASON_OPTION, RETRY_DELAY_OPTION
 from queue_manager.sqs.errors import PermanentFailure
+from queue_manager.sqs.message import attempt as attempt_of
 
 #: Retries after the first attempt, unless the actor says otherwise.
 DEFAULT_MAX_RETRIES = 5
@@ -70,7 +71,7 @@ class RetriesInPlace(dramatiq.Middleware):
         if exception is None:
             return
         actor = broker.actors.get(message.actor_name)
-        attempt = int(getattr(message, "sqs_receive_count", 1))
+        attempt = attempt_of(message)
         throws = self._option(message, actor, "throws")
         if isinstance(exception, PermanentFailure) or (throws and isinstance(exception, throws)):
             self._dead_letter(message, f"permanent failure: {type(exception).__name__}: {exception}")

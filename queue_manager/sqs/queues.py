@@ -1,4 +1,8 @@
-"""Queue administration: create a queue with its dead-letter queue, read depths."""
+"""Queues: their SQS names, their provisioning with a dead-letter queue, and every attribute read.
+
+The one home of a queue's name (`<namespace>_<queue>`, `.fifo` for a FIFO queue, `_dlq` for its
+dead-letter queue), of creating and reconciling queues, and of reading their counts and ARNs.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from queue_manager.sqs import constants
-from queue_manager.sqs import fifo as _fifo
 from queue_manager.sqs.errors import Fault, classify_exception
 
 logger = logging.getLogger(__name__)
+
+#: The suffix SQS requires of a FIFO queue's name.
+FIFO_SUFFIX = ".fifo"
+
+#: The longest queue name SQS accepts, the `.fifo` suffix included.
+MAX_QUEUE_NAME_CHARS = 80
 
 #: Attributes read to describe a queue's depth.
 DEPTH_ATTRIBUTES = [
@@ -47,11 +56,34 @@ class QueueDepth:
         return dataclasses.asdict(self)
 
 
+def sqs_name(namespace: str | None, queue_name: str, *, fifo: bool = False) -> str:
+    """The SQS name of a Dramatiq queue: `<namespace>_<queue>` (as dramatiq-sqs), `.fifo` at the end of a FIFO one."""
+    name = f"{namespace}_{queue_name}" if namespace else queue_name
+    return fifo_name(name) if fifo else name
+
+
+def fifo_name(name: str) -> str:
+    """The name of the FIFO queue called `name` (the suffix added once)."""
+    return name if name.endswith(FIFO_SUFFIX) else name + FIFO_SUFFIX
+
+
+def is_fifo_name(name_or_url: str) -> bool:
+    """Whether a queue name or URL is that of a FIFO queue."""
+    return name_or_url.endswith(FIFO_SUFFIX)
+
+
 def dead_letter_name(name: str) -> str:
     """The name of the dead-letter queue of the queue called `name` (`x_dlq`, or `x_dlq.fifo` for `x.fifo`)."""
-    if _fifo.is_fifo_name(name):
-        return _fifo.fifo_name(name.removesuffix(_fifo.FIFO_SUFFIX) + constants.DEAD_LETTER_SUFFIX)
+    if is_fifo_name(name):
+        return fifo_name(name.removesuffix(FIFO_SUFFIX) + constants.DEAD_LETTER_SUFFIX)
     return name + constants.DEAD_LETTER_SUFFIX
+
+
+def fifo_attributes() -> dict[str, str]:
+    """The attributes a FIFO queue is created with: deduplication by id, never by content."""
+    # Content-based deduplication would drop two equal payloads sent on purpose within 5 minutes;
+    # every message carries its own deduplication id instead.
+    return {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
 
 
 def ensure_queue(
@@ -84,16 +116,16 @@ def ensure_queue(
       fifo: Whether both are FIFO queues (`name` then ends in `.fifo`; SQS needs a FIFO queue's
         dead-letter queue to be FIFO as well).
     """
-    if fifo and not _fifo.is_fifo_name(name):
-        raise ValueError(f"A FIFO queue's name ends in {_fifo.FIFO_SUFFIX!r}: {name!r} does not.")
+    if fifo and not is_fifo_name(name):
+        raise ValueError(f"A FIFO queue's name ends in {FIFO_SUFFIX!r}: {name!r} does not.")
     dlq_name = dead_letter_name(name)
     for queue_name in (name, dlq_name):
-        if len(queue_name) > _fifo.MAX_QUEUE_NAME_CHARS:
+        if len(queue_name) > MAX_QUEUE_NAME_CHARS:
             raise ValueError(
-                f"Queue name {queue_name!r} has {len(queue_name)} characters; SQS allows {_fifo.MAX_QUEUE_NAME_CHARS}."
+                f"Queue name {queue_name!r} has {len(queue_name)} characters; SQS allows {MAX_QUEUE_NAME_CHARS}."
             )
     # FifoQueue can only be set at creation: reconciling sets the other attributes only.
-    kind = _fifo.queue_attributes() if fifo else {}
+    kind = fifo_attributes() if fifo else {}
     attributes = {
         "MessageRetentionPeriod": str(retention_seconds),
         "MaximumMessageSize": str(constants.MAX_MESSAGE_SIZE_BYTES),
@@ -106,7 +138,7 @@ def ensure_queue(
             "MaximumMessageSize": str(constants.MAX_MESSAGE_SIZE_BYTES),
         }
         dlq_url = _get_or_create(client, dlq_name, {**dlq_attributes, **kind}, tags, create=create)[0]
-        dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        dlq_arn = queue_arn(client, dlq_url)
         attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count})
     url, created = _get_or_create(client, name, {**attributes, **kind}, tags, create=create)
     if not created and create and reconcile:
@@ -135,8 +167,13 @@ def _get_or_create(
     return client.create_queue(QueueName=name, Attributes=attributes, **extra)["QueueUrl"], True
 
 
+def queue_arn(client: Any, url: str) -> str:
+    """Read a queue's ARN."""
+    return str(client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+
+
 def queue_depth(client: Any, url: str) -> QueueDepth:
-    """Read the approximate visible, in-flight and delayed counts of a queue."""
+    """Read the approximate visible, in-flight and delayed counts of a queue: the one depth read."""
     attrs = client.get_queue_attributes(QueueUrl=url, AttributeNames=DEPTH_ATTRIBUTES)["Attributes"]
     return QueueDepth(
         visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
