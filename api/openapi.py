@@ -7,13 +7,13 @@ from typing import Any
 
 from api.bodies import MAX_JSON_DEPTH
 from api.deadletters import MAX_REDRIVE_BODY_BYTES, REDRIVE_SCHEMA
-from api.groups import FIFO_ONLY, FIFO_REQUIRED, NOT_FIFO
 from api.schemas import BATCH_SCHEMA, ENVELOPE_SCHEMA, MAX_BATCH_BODY_BYTES, MAX_BATCH_MESSAGES, MAX_MESSAGE_BODY_BYTES
 from queue_manager.settings import Settings
 from queue_manager.sqs import constants
 from queue_manager.sqs.admin import dead_letter_name
 from queue_manager.sqs.fifo import fifo_name
 from schemas import SchemaRegistry
+from schemas.envelopes import FIFO_ONLY, FIFO_REQUIRED, NOT_FIFO
 
 #: The version of the HTTP API this document describes.
 API_VERSION = "1.0.0"
@@ -63,6 +63,10 @@ def _body_errors(limit_bytes: int, *, encoded: bool) -> dict[str, Any]:
         "413": _problem(too_large + "."),
         "415": _problem("The body is not application/json, or declares a charset other than UTF-8."),
     }
+
+
+#: The component holding the envelope's fields and their limits, whatever the type.
+ENVELOPE_FIELDS = "EnvelopeFields"
 
 
 def build_openapi(
@@ -324,6 +328,12 @@ def build_openapi(
             "schemas": {
                 **payloads,
                 **{f"message.{t}": envelope for t, envelope in zip(registry.types, envelopes, strict=True)},
+                # The fields every envelope may have and their limits, whatever its type: the API checks
+                # these first, then its type's queue rules (message.<type>), then the payload, and the
+                # `qm` client does the same from this document.
+                ENVELOPE_FIELDS: {
+                    k: copy.deepcopy(v) for k, v in ENVELOPE_SCHEMA.items() if k not in ("$schema", "$id")
+                },
                 "Envelope": {
                     "description": "A message of one type: `type` selects which (each branch has a const on it).",
                     "oneOf": [{"$ref": f"#/components/schemas/message.{t}"} for t in registry.types],

@@ -210,3 +210,42 @@ def test_envelope_rules_come_from_the_server_and_are_checked_locally(api_process
     # Then it finds the same fields wrong, for the same reasons
     assert {(v.path, v.keyword) for v in local} == {(e["path"], e["keyword"]) for e in server_errors}
     assert client.max_batch_messages() == 100
+
+
+#: Envelopes that break their envelope's rules and their payload's at once.
+BROKEN_TWICE = [
+    pytest.param({"type": "log", "delay_seconds": -1, "payload": BAD_LOG}, id="log-negative-delay-bad-level"),
+    pytest.param({"type": "ordered", "payload": {"url": "http://127.0.0.1:9/x"}}, id="ordered-no-group-no-body"),
+]
+
+
+def post(url: str, document: Any) -> tuple[int, dict[str, Any]]:
+    """POST a document to /messages as any HTTP client would; the status and the JSON answer."""
+    request = urllib.request.Request(
+        url + "/messages", data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize("document", BROKEN_TWICE)
+def test_the_client_reports_envelope_and_payload_violations_together_as_the_api_does(
+    api_process: Any, document: dict[str, Any]
+) -> None:
+    # Given the API's one answer to an envelope that breaks both its own rules and its payload's
+    _, url = api_process()
+    status, answer = post(url, document)
+    assert status == 422, answer
+    # When the client is asked to send the same message
+    client = QMClient(url)
+    with pytest.raises(ValidationFailed) as failed:
+        client.send(document["type"], document["payload"], delay_seconds=document.get("delay_seconds"))
+    # Then it refuses it locally with the API's words: the same detail, the same violations in the same order
+    assert failed.value.detail == answer["detail"]
+    assert [v.as_dict() for v in failed.value.violations] == answer["errors"]
+    assert {e["path"].split("/")[1] for e in answer["errors"]} >= {"payload"}
+    assert len({e["path"].split("/")[1] for e in answer["errors"]}) == 2  # the envelope's field and the payload
