@@ -231,7 +231,10 @@ class QMClient:
         if validate:
             errors = [v for i, e in enumerate(items) for v in self.envelope_violations(e, prefix=("messages", i))]
             if errors:
-                raise ValidationFailed("The batch is not valid; nothing was sent.", errors)
+                invalid = len({e.path.split("/")[2] for e in errors})
+                raise ValidationFailed(
+                    f"{invalid} of the {len(items)} messages {'is' if invalid == 1 else 'are'} not valid.", errors
+                )
         results: list[dict[str, Any]] = []
         most = self.max_batch_messages()
         for start in range(0, len(items), most):
