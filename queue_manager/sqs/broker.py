@@ -42,6 +42,7 @@ from queue_manager.sqs.errors import (
     classify_exception,
     describe,
 )
+from queue_manager.sqs.pending import NOT_YET, PendingConsumer
 
 logger = logging.getLogger(__name__)
 
@@ -337,13 +338,18 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
 
     def consume(
         self, queue_name: str, prefetch: int = 1, timeout: int = constants.MAX_WAIT_TIME_SECONDS * 1000
-    ) -> QMConsumer:
+    ) -> QMConsumer | PendingConsumer:
         """A consumer of the queue holding at most `prefetch` messages, in progress ones included.
 
         Its `next()` waits up to `timeout` ms for a message. The long poll of an idle queue is the
         broker's `receive_wait_seconds`, or if that is None this timeout (1-20 s), as dramatiq-sqs.
+        A queue that cannot be set up yet (no credentials, SQS down) gets a PendingConsumer, which
+        says so once and consumes the queue once it can.
         """
-        urls = self.ensure_queue(queue_name, reconcile=True)
+        try:
+            urls = self.ensure_queue(queue_name, reconcile=True)
+        except NOT_YET as exc:
+            return PendingConsumer(self, queue_name, exc, prefetch=prefetch, timeout_ms=timeout)
         consumer_class: type[QMConsumer] = QMConsumer
         if self.is_fifo(queue_name):
             from queue_manager.sqs.fifo_consumer import FifoConsumer  # local: it builds on QMConsumer
