@@ -125,7 +125,7 @@ def __getattr__(name: str) -> Any:
     global _broker, _settings
     if name == "settings":
         if _settings is None:
-            _settings = Settings.from_env()
+            _settings = Settings.from_env_or_exit("dramatiq")
         return _settings
     if name == "broker":
         if _broker is None:

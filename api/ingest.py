@@ -17,7 +17,6 @@ from aiohttp import web
 from botocore.exceptions import ClientError
 
 from api import keys, problems
-from api.groups import group_violations
 from api.idempotency import Claim, KeyReused
 from api.schemas import IDEMPOTENCY_KEY_PATTERN, envelope_violations
 from api.sender import Overloaded
@@ -26,6 +25,7 @@ from queue_manager.sqs.errors import MessageTooLarge, SQSOutcomeUnknown, SQSUnav
 from queue_manager.sqs.sending import SendResult
 from schemas import Violation
 from schemas.checks import PAYLOAD_CHECKS
+from schemas.envelopes import message_violations
 
 logger = logging.getLogger(__name__)
 
@@ -54,31 +54,23 @@ class Prepared:
 
 
 def prepare(app: web.Application, document: Any, *, header_key: str | None = None) -> Prepared:
-    """Validate an envelope and its payload and encode the message; raises 422 or 413 problems."""
-    errors = envelope_violations(document)
-    if errors:
-        raise problems.Unprocessable("The envelope is not valid.", errors=errors)
+    """Validate an envelope and its payload and encode the message; raises 422 or 413 problems.
+
+    A 422 names every violation at once: the envelope's, its queue's rules, and the payload's.
+    """
     registry = app[keys.REGISTRY]
-    message_type = document["type"]
-    if message_type not in registry:
-        raise problems.Unprocessable(
-            f"Unknown message type {message_type!r}.",
-            errors=[Violation("/type", "enum", f"{message_type!r} is not one of {registry.types}")],
-        )
-    payload = document["payload"]
-    errors = registry.validate(message_type, payload)
-    check = PAYLOAD_CHECKS.get(message_type)
-    if check is not None:
-        # Checked with the schema, not after it, so one answer lists every violation; a field the
-        # schema refused already is not reported twice.
-        refused = {v.path for v in errors}
-        errors += [v for v in check(payload, app[keys.SETTINGS].webhook_allowed_hosts) if v.path not in refused]
-    if errors:
-        raise problems.Unprocessable(f"The payload is not a valid {message_type!r} message.", errors=errors)
     broker = app[keys.BROKER]
-    errors = group_violations(document, message_type, fifo=broker.is_fifo(message_type))
+    detail, errors = message_violations(
+        document,
+        envelope=envelope_violations,
+        types=registry.types,
+        is_fifo=broker.is_fifo,
+        payload=lambda message_type, payload: _payload_violations(app, message_type, payload),
+    )
     if errors:
-        raise problems.Unprocessable(f"The envelope is not valid for a {message_type!r} message.", errors=errors)
+        raise problems.Unprocessable(detail, errors=errors)
+    message_type = document["type"]
+    payload = document["payload"]
     key = _idempotency_key(header_key, document.get("idempotency_key"))
     delay_seconds = int(document.get("delay_seconds", 0))
     options: dict[str, Any] = {IDEMPOTENCY_KEY_OPTION: key} if key else {}
@@ -109,6 +101,18 @@ def prepare(app: web.Application, document: Any, *, header_key: str | None = Non
             f"{exc.limit_bytes} bytes, about {constants.MAX_ENCODED_JSON_BYTES} bytes of JSON."
         ) from None
     return Prepared(message_type, message, entry, key, fingerprint)
+
+
+def _payload_violations(app: web.Application, message_type: str, payload: Any) -> list[Violation]:
+    """The payload's violations of its schema, then of the checks that depend on configuration."""
+    errors = app[keys.REGISTRY].validate(message_type, payload)
+    check = PAYLOAD_CHECKS.get(message_type)
+    if check is not None:
+        # Checked with the schema, not after it, so one answer lists every violation; a field the
+        # schema refused already is not reported twice.
+        refused = {v.path for v in errors}
+        errors += [v for v in check(payload, app[keys.SETTINGS].webhook_allowed_hosts) if v.path not in refused]
+    return errors
 
 
 def keyed_message_id(queue_prefix: str, key: str, fingerprint: str) -> str:

@@ -8,7 +8,6 @@ from typing import Any
 from api import problems
 from api.bodies import MAX_JSON_DEPTH
 from api.deadletters import DEFAULT_PEEK_LIMIT, MAX_REDRIVE_BODY_BYTES, REDRIVE_SCHEMA
-from api.groups import FIFO_ONLY, FIFO_REQUIRED, NOT_FIFO
 from api.schemas import (
     BATCH_SCHEMA,
     ENVELOPE_SCHEMA,
@@ -22,6 +21,7 @@ from queue_manager.sqs import constants
 from queue_manager.sqs.deadletters import MAX_PEEK_MESSAGES
 from queue_manager.sqs.queues import dead_letter_name, fifo_name
 from schemas import SchemaRegistry
+from schemas.envelopes import FIFO_ONLY, FIFO_REQUIRED, NOT_FIFO
 
 #: The version of the HTTP API this document describes.
 API_VERSION = "1.0.0"
@@ -79,6 +79,10 @@ def _body_errors(limit_bytes: int, *, encoded: bool) -> dict[str, Any]:
         "413": _problem(too_large + "."),
         "415": _problem("The body is not application/json, or declares a charset other than UTF-8."),
     }
+
+
+#: The component holding the envelope's fields and their limits, whatever the type.
+ENVELOPE_FIELDS = "EnvelopeFields"
 
 
 def build_openapi(
@@ -347,6 +351,12 @@ def build_openapi(
             "schemas": {
                 **payloads,
                 **{f"message.{t}": envelope for t, envelope in zip(registry.types, envelopes, strict=True)},
+                # The fields every envelope may have and their limits, whatever its type: the API checks
+                # these first, then its type's queue rules (message.<type>), then the payload, and the
+                # `qm` client does the same from this document.
+                ENVELOPE_FIELDS: {
+                    k: copy.deepcopy(v) for k, v in ENVELOPE_SCHEMA.items() if k not in ("$schema", "$id")
+                },
                 "Envelope": {
                     "description": "A message of one type: `type` selects which (each branch has a const on it).",
                     "oneOf": [{"$ref": f"#/components/schemas/message.{t}"} for t in registry.types],

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,11 @@ DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 #: A bound of a range: a number, or a function of the other settings (e.g. max ≥ min).
 Bound = float | Callable[["Settings"], float] | None
+
+
+#: The processes that report an invalid setting: a program's own, and the first worker process a
+#: `dramatiq` master starts (multiprocessing names its children Process-1, Process-2, ... in order).
+_SPEAKING_PROCESSES = frozenset({"MainProcess", "Process-1"})
 
 
 class SettingsError(ValueError):
@@ -282,6 +289,20 @@ class Settings:
                 kwargs[field.name] = _parse(name, field, raw)
                 break
         return cls(**kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env_or_exit(cls, program: str) -> Settings:
+        """The settings from the environment; if one is invalid, say so in one line and exit with status 2.
+
+        The line is `<program>: cannot start: <why>`, as `qm-api` says it. A `dramatiq` master's
+        worker processes all read the same environment, so only the first of them says it.
+        """
+        try:
+            return cls.from_env()
+        except SettingsError as exc:
+            if multiprocessing.current_process().name in _SPEAKING_PROCESSES:
+                print(f"{program}: cannot start: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
     def accepted_api_keys(self) -> list[str]:
         """Every API key: QM_API_KEYS, then the lines of QM_API_KEYS_FILE."""

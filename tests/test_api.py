@@ -338,6 +338,26 @@ async def test_a_payload_breaking_its_schema_is_422_naming_every_violation_best_
     )
 
 
+async def test_envelope_and_payload_violations_come_in_one_answer(api_client: Any) -> None:
+    # Given a log message with a negative delay and a payload with no message and a bad level
+    document = {"type": "log", "delay_seconds": -1, "payload": {"level": "loud"}}
+    # When it is posted
+    response = await api_client.post("/messages", json=document)
+    # Then one 422 names the envelope's violation and the payload's, the envelope's first
+    assert await problem(response, 422) == invalid(
+        "The envelope and the payload are not valid for a 'log' message.",
+        [
+            {"path": "/delay_seconds", "keyword": "minimum", "message": "-1 is less than the minimum of 0"},
+            {"path": "/payload", "keyword": "required", "message": "'message' is a required property"},
+            {
+                "path": "/payload/level",
+                "keyword": "enum",
+                "message": "'loud' is not one of ['debug', 'info', 'warning', 'error']",
+            },
+        ],
+    )
+
+
 async def test_violation_paths_escape_tilde_as_json_pointers(api_client: Any) -> None:
     # Given a webhook whose header named "X~Y" is not a string
     document = {"type": "webhook", "payload": {"url": "http://127.0.0.1/x", "body": {}, "headers": {"X~Y": 5}}}
@@ -486,19 +506,19 @@ async def test_a_webhook_breaking_its_schema_and_the_allow_list_gets_one_422_lis
         ),
         pytest.param(
             {**LOG, "delay_seconds": -1},
-            "The envelope is not valid.",
+            "The envelope is not valid for a 'log' message.",
             [("/delay_seconds", "minimum", "-1 is less than the minimum of 0")],
             id="negative-delay",
         ),
         pytest.param(
             {**LOG, "delay_seconds": 1.5},
-            "The envelope is not valid.",
+            "The envelope is not valid for a 'log' message.",
             [("/delay_seconds", "type", "1.5 is not of type 'integer'")],
             id="fractional-delay",
         ),
         pytest.param(
             {**LOG, "delay_seconds": True},
-            "The envelope is not valid.",
+            "The envelope is not valid for a 'log' message.",
             [("/delay_seconds", "type", "True is not of type 'integer'")],
             id="boolean-delay",
         ),

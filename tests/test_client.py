@@ -210,3 +210,87 @@ def test_envelope_rules_come_from_the_server_and_are_checked_locally(api_process
     # Then it finds the same fields wrong, for the same reasons
     assert {(v.path, v.keyword) for v in local} == {(e["path"], e["keyword"]) for e in server_errors}
     assert client.max_batch_messages() == 100
+
+
+#: Envelopes that break their envelope's rules and their payload's at once.
+BROKEN_TWICE = [
+    pytest.param({"type": "log", "delay_seconds": -1, "payload": BAD_LOG}, id="log-negative-delay-bad-level"),
+    pytest.param({"type": "ordered", "payload": {"url": "http://127.0.0.1:9/x"}}, id="ordered-no-group-no-body"),
+]
+
+
+def post(url: str, document: Any) -> tuple[int, dict[str, Any]]:
+    """POST a document to /messages as any HTTP client would; the status and the JSON answer."""
+    request = urllib.request.Request(
+        url + "/messages", data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize("document", BROKEN_TWICE)
+def test_the_client_reports_envelope_and_payload_violations_together_as_the_api_does(
+    api_process: Any, document: dict[str, Any]
+) -> None:
+    # Given the API's one answer to an envelope that breaks both its own rules and its payload's
+    _, url = api_process()
+    status, answer = post(url, document)
+    assert status == 422, answer
+    # When the client is asked to send the same message
+    client = QMClient(url)
+    with pytest.raises(ValidationFailed) as failed:
+        client.send(document["type"], document["payload"], delay_seconds=document.get("delay_seconds"))
+    # Then it refuses it locally with the API's words: the same detail, the same violations in the same order
+    assert failed.value.detail == answer["detail"]
+    assert [v.as_dict() for v in failed.value.violations] == answer["errors"]
+    assert {e["path"].split("/")[1] for e in answer["errors"]} >= {"payload"}
+    assert len({e["path"].split("/")[1] for e in answer["errors"]}) == 2  # the envelope's field and the payload
+
+
+def test_the_cli_tells_envelope_errors_from_payload_errors_and_says_nothing_was_sent_once(
+    api_process: Any, settings: Settings, sqs: Any, tmp_path: Path
+) -> None:
+    _, url = api_process()
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps({"message": "fine"}))
+    bad.write_text(json.dumps(BAD_LOG))
+    # An envelope error is the envelope's, not the payload's
+    envelope = qm(url, "send", "log", str(good), "--delay", "-1")
+    assert envelope.returncode == 2, envelope.stderr
+    assert envelope.stderr.splitlines()[0] == "qm: The envelope is not valid for a 'log' message. Nothing was sent."
+    assert "  /delay_seconds: -1 is less than the minimum of 0 (minimum)" in envelope.stderr.splitlines()
+    # Both at once are named together
+    both = qm(url, "send", "log", str(bad), "--delay", "-1")
+    assert both.returncode == 2, both.stderr
+    assert both.stderr.splitlines()[0] == (
+        "qm: The envelope and the payload are not valid for a 'log' message. Nothing was sent."
+    )
+    assert [line.split(":")[0].strip() for line in both.stderr.splitlines()[1:]] == [
+        "/delay_seconds",
+        "/payload",
+        "/payload/level",
+    ]
+    # A batch with an invalid entry says once that nothing was sent
+    batch = tmp_path / "batch.json"
+    batch.write_text(json.dumps([{"type": "log", "payload": {"message": "ok"}}, {"type": "log", "payload": BAD_LOG}]))
+    refused = qm(url, "send-batch", str(batch))
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.lower().count("nothing was sent") == 1, refused.stderr
+    assert refused.stderr.splitlines()[0] == "qm: 1 of the 2 messages is not valid. Nothing was sent."
+    assert queue_depth(sqs, settings.queue_name("log"))["visible"] == 0
+
+
+def test_a_redrive_of_an_unknown_id_exits_non_zero(api_process: Any) -> None:
+    # Given an API whose log dead-letter queue does not hold the id asked for
+    _, url = api_process()
+    # When `qm dlq redrive` is asked to move it
+    redriven = qm(url, "dlq", "redrive", "log", "--id", "nope")
+    # Then the answer is still printed, but the exit status tells a script that not everything moved
+    assert json.loads(redriven.stdout)["not_found"] == ["nope"]
+    assert redriven.returncode == 1, redriven.stderr
+    assert "nope" in redriven.stderr
+    assert "redrive" in qm(url, "--help").stdout.split("exit codes")[1]

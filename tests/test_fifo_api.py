@@ -195,6 +195,21 @@ async def test_group_fields_that_break_the_queue_rules_are_422_naming_the_field(
     assert results[1]["errors"][0]["path"] == path
 
 
+async def test_a_fifo_message_without_group_and_with_a_bad_payload_is_told_both_at_once(api_client: Any) -> None:
+    # Given an ordered message with no group_id and a payload with no body
+    document = {"type": "ordered", "payload": {"url": RECEIVER}}
+    # When it is posted
+    response = await api_client.post("/messages", json=document)
+    # Then one 422 names the missing group and the missing body, with the article its type takes
+    body = await problem(response, 422)
+    assert body["detail"] == "The envelope and the payload are not valid for an 'ordered' message."
+    assert [(e["path"], e["keyword"]) for e in body["errors"]] == [("/group_id", "required"), ("/payload", "required")]
+    assert body["errors"][1]["message"] == "'body' is a required property"
+    # And an envelope alone that breaks the FIFO rules is "an 'ordered'" message's too
+    alone = await problem(await api_client.post("/messages", json=ordered(None)), 422)
+    assert alone["detail"] == "The envelope is not valid for an 'ordered' message."
+
+
 async def test_the_openapi_document_shows_the_group_fields_and_what_a_fifo_type_requires(api_client: Any) -> None:
     schemas = api_client.server.app[keys.OPENAPI]["components"]["schemas"]
     fifo, standard = schemas["message.ordered"], schemas["message.webhook"]

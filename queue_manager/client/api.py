@@ -23,6 +23,10 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from schemas import Validator, Violation, violations
+from schemas.envelopes import FIFO_REQUIRED, message_violations
+
+#: The OpenAPI component holding the fields every envelope may have (the API's `ENVELOPE_FIELDS`).
+ENVELOPE_FIELDS = "EnvelopeFields"
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +104,7 @@ class QMClient:
         self.sleep = sleep
         self._types: list[str] | None = None
         self._validators: dict[str, Any] = {}
-        self._envelopes: dict[str, Any] = {}
+        self._envelope: Any = None
         self._openapi: dict[str, Any] | None = None
 
     # Schemas and local validation.
@@ -140,33 +144,35 @@ class QMClient:
         batch = self.openapi()["components"]["schemas"]["Batch"]
         return int(batch["properties"]["messages"]["maxItems"])
 
-    def envelope_validator(self, message_type: str) -> Any:
-        """The validator of a type's envelope around its payload, from the API's OpenAPI document."""
-        validator = self._envelopes.get(message_type)
-        if validator is None:
-            components = json.loads(json.dumps(self.openapi()["components"]))
-            # The payload is checked on its own with its type's schema, so its paths match the server's.
-            components["schemas"][f"message.{message_type}"]["properties"]["payload"] = {}
-            root = {"$ref": f"#/components/schemas/message.{message_type}", "components": components}
-            validator = Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
-            self._envelopes[message_type] = validator
-        return validator
+    def envelope_validator(self) -> Any:
+        """The validator of the fields every envelope may have, from the API's OpenAPI document."""
+        if self._envelope is None:
+            components = self.openapi()["components"]["schemas"]
+            # A server older than this component: only the shape is checked here, the server does the rest.
+            schema = components.get(ENVELOPE_FIELDS, {"type": "object", "required": ["type", "payload"]})
+            self._envelope = Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        return self._envelope
+
+    def is_fifo(self, message_type: str) -> bool:
+        """Whether a type is on a FIFO queue: its envelope in the OpenAPI document requires a group."""
+        envelope = self.openapi()["components"]["schemas"].get(f"message.{message_type}", {})
+        return set(FIFO_REQUIRED) <= set(envelope.get("required", []))
+
+    def check(self, envelope: Any) -> tuple[str, list[Violation]]:
+        """The API's verdict on an envelope, reached locally: its detail and every violation, in the API's order."""
+        return message_violations(
+            envelope,
+            envelope=lambda document: violations(self.envelope_validator(), document),
+            types=self.types(),
+            is_fifo=self.is_fifo,
+            payload=lambda message_type, payload: violations(
+                self.validator(message_type), payload, prefix=("payload",)
+            ),
+        )
 
     def envelope_violations(self, envelope: Any, *, prefix: Sequence[Any] = ()) -> list[Violation]:
-        """Every way an envelope breaks the server's rules, checked locally, the most relevant first."""
-        errors: list[Violation]
-        if not isinstance(envelope, dict):
-            errors = [Violation("", "type", f"{envelope!r} is not of type 'object'")]
-        elif "type" not in envelope or "payload" not in envelope:
-            missing = "type" if "type" not in envelope else "payload"
-            errors = [Violation("", "required", f"{missing!r} is a required property")]
-        elif not isinstance(envelope["type"], str) or envelope["type"] not in self.types():
-            errors = [Violation("/type", "enum", f"{envelope['type']!r} is not one of {self.types()}")]
-        else:
-            message_type = envelope["type"]
-            errors = violations(self.envelope_validator(message_type), envelope)
-            if not errors:
-                errors = violations(self.validator(message_type), envelope["payload"], prefix=("payload",))
+        """Every way an envelope breaks the server's rules, checked locally, in the API's order."""
+        _, errors = self.check(envelope)
         if prefix:
             base = "".join("/" + str(p) for p in prefix)
             errors = [Violation(base + e.path, e.keyword, e.message) for e in errors]
@@ -205,9 +211,9 @@ class QMClient:
         if deduplication_id is not None:
             envelope["deduplication_id"] = deduplication_id
         if validate:
-            errors = self.envelope_violations(envelope)
+            detail, errors = self.check(envelope)
             if errors:
-                raise ValidationFailed(f"The payload is not a valid {message_type!r} message.", errors)
+                raise ValidationFailed(detail, errors)
         answer: dict[str, Any] = self.request("POST", "/messages", envelope)
         return answer
 
@@ -225,7 +231,10 @@ class QMClient:
         if validate:
             errors = [v for i, e in enumerate(items) for v in self.envelope_violations(e, prefix=("messages", i))]
             if errors:
-                raise ValidationFailed("The batch is not valid; nothing was sent.", errors)
+                invalid = len({e.path.split("/")[2] for e in errors})
+                raise ValidationFailed(
+                    f"{invalid} of the {len(items)} messages {'is' if invalid == 1 else 'are'} not valid.", errors
+                )
         results: list[dict[str, Any]] = []
         most = self.max_batch_messages()
         for start in range(0, len(items), most):

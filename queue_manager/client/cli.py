@@ -27,8 +27,10 @@ environment:
 
 exit codes:
   {EXIT_OK}  done (for send-batch: every message was accepted)
-  {EXIT_REFUSED}  the API answered an error other than 503/429 (e.g. 404, 422), or refused some messages of a batch
-  {EXIT_INVALID}  bad usage or input, or a payload broke its schema: the violations are printed, nothing is sent
+  {EXIT_REFUSED}  the API answered an error other than 503/429 (e.g. 404, 422), refused some messages of a batch,
+     or a redrive did not move every id asked for (not found or failed: listed in its answer)
+  {EXIT_INVALID}  bad usage or input, or a message broke its envelope's or its payload's rules: the violations
+     are printed, nothing is sent
   {EXIT_UNAVAILABLE}  the API could not be reached, or kept answering 503/429 until the retries ran out
 """
 
@@ -141,7 +143,12 @@ def _run(client: QMClient, args: argparse.Namespace) -> int:
             raise _InputError(f"--limit must be between 1 and 100, not {args.limit}.")
         _print_json(client.dead_letters(args.type, limit=args.limit))
         return EXIT_OK
-    _print_json(client.redrive(args.type, args.ids))
+    answer = client.redrive(args.type, args.ids)
+    _print_json(answer)
+    missed = [*answer.get("not_found", []), *answer.get("failed", [])]
+    if missed:
+        print(f"qm: {len(missed)} of the ids asked for were not moved: {', '.join(missed)}.", file=sys.stderr)
+        return EXIT_REFUSED
     return EXIT_OK
 
 

@@ -34,6 +34,7 @@ from queue_manager.sqs.deadletters import DeadLetters
 from queue_manager.sqs.errors import raise_unavailable
 from queue_manager.sqs.fifo_consumer import FifoConsumer
 from queue_manager.sqs.middleware.retries import RetriesInPlace
+from queue_manager.sqs.pending import NOT_YET, PendingConsumer
 from queue_manager.sqs.sending import Sender, SendResult
 
 logger = logging.getLogger(__name__)
@@ -344,12 +345,27 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
 
     def consume(
         self, queue_name: str, prefetch: int = 1, timeout: int = constants.MAX_WAIT_TIME_SECONDS * 1000
-    ) -> QMConsumer:
+    ) -> QMConsumer | PendingConsumer:
         """A consumer of the queue holding at most `prefetch` messages, in progress ones included.
 
         Its `next()` waits up to `timeout` ms for a message. The long poll of an idle queue is the
         broker's `receive_wait_seconds`, or if that is None this timeout (1-20 s), as dramatiq-sqs.
+        A queue that cannot be set up yet (no credentials, SQS down) gets a PendingConsumer, which
+        says so once and consumes the queue once it can.
         """
+        try:
+            return self._consumer(queue_name, prefetch, timeout)
+        except NOT_YET as exc:
+            return PendingConsumer(
+                queue_name=self.sqs_queue_name(queue_name),
+                error=exc,
+                connect=lambda: self._consumer(queue_name, prefetch, timeout),
+                stopping=self.stopping,
+                timeout_ms=timeout,
+            )
+
+    def _consumer(self, queue_name: str, prefetch: int, timeout: int) -> QMConsumer:
+        """Set up the queue and build its consumer through `consumer_class` (raises what setting up raises)."""
         urls = self.ensure_queue(queue_name, reconcile=True)
         if self.receive_wait_seconds is not None:
             idle_wait_seconds = int(self.receive_wait_seconds)
