@@ -63,6 +63,7 @@ def build_broker(settings: Settings, *, fifo_types: frozenset[str] = frozenset()
         receive_wait_seconds=settings.receive_wait_seconds,
         ack_flush_interval_ms=settings.ack_flush_interval_ms,
         max_retries=settings.max_retries,
+        spare_receives=settings.spare_receives,
         time_limit_ms=settings.time_limit_ms,
         create_queues=settings.create_queues,
         sqs_timeout_seconds=settings.sqs_timeout_seconds,
@@ -71,7 +72,9 @@ def build_broker(settings: Settings, *, fifo_types: frozenset[str] = frozenset()
         max_pool_connections=settings.send_concurrency + 16,
         fifo_queues=fifo_types,
         receive_lookahead=settings.receive_lookahead,
+        busy_lookahead=settings.busy_lookahead,
         stats_dir=settings.stats_dir,
+        stop_drain_seconds=settings.stop_drain_seconds,
     )
 
 

@@ -200,10 +200,35 @@ class Settings:
     )
     receive_lookahead: int = setting(
         1,
-        "Messages a process may hold beyond its threads, ready for the next thread to free (0 holds none).",
+        "Messages a process may hold beyond its threads while no queue is busy (0 holds none).",
         parse=_int,
         low=0,
         high=constants.MAX_RECEIVE_MESSAGES,
+    )
+    busy_lookahead: int = setting(
+        constants.MAX_RECEIVE_MESSAGES,
+        "Messages a process may hold beyond its threads while a queue is busy (its receives come back full): "
+        "one receive's worth lets the next receive overlap the work of the last. Never below QM_RECEIVE_LOOKAHEAD.",
+        parse=_int,
+        low=0,
+        high=constants.MAX_RECEIVE_MESSAGES,
+    )
+    spare_receives: int = setting(
+        3,
+        "Receives the redrive policy allows beyond the attempts (maxReceiveCount = retries + 1 + this): room "
+        "for messages handed back at a stop, which SQS counts as receives. A crash loop ends in the dead-letter "
+        "queue after that many crashes.",
+        parse=_int,
+        low=0,
+        high=100,
+    )
+    stop_drain_seconds: float = setting(
+        10.0,
+        "How long a stopping worker lets the messages it already received start, before its threads stop "
+        "(what has not started by then is handed back to SQS, which counts it as a receive).",
+        parse=_float,
+        low=0.0,
+        high=600.0,
     )
     stats_dir: Path | None = setting(
         None, "If set, each process writes its SQS request counts there on exit.", parse=_optional_path

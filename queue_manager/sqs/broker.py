@@ -52,8 +52,22 @@ DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 30
 JOIN_INTERVAL_SECONDS = 0.1
 
 
-#: Messages held beyond the worker's threads, ready for the next thread to free.
+#: Messages held beyond the worker's threads, ready for the next thread to free, while no queue is busy.
 DEFAULT_RECEIVE_LOOKAHEAD = 1
+
+#: The same while a queue is busy (its receives come back full): one receive's worth.
+DEFAULT_BUSY_LOOKAHEAD = constants.MAX_RECEIVE_MESSAGES
+
+#: Receives the redrive policy allows beyond a message's attempts: room for hand-backs, which SQS
+#: counts as receives (a worker that stops while a long poll brings a message, a FIFO group's
+#: held messages at a stop), so that a message handed back is never dead-lettered before it ran.
+DEFAULT_SPARE_RECEIVES = 3
+
+#: The longest a stopping worker waits for the messages it received to start, before its threads stop.
+DEFAULT_STOP_DRAIN_SECONDS = 10.0
+
+#: How often that wait looks.
+DRAIN_POLL_SECONDS = 0.05
 
 
 class QMBroker(SQSBroker):  # type: ignore[misc]
@@ -78,7 +92,10 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
       max_message_size: The largest body, base64-encoded, an enqueue accepts.
       tags: Tags of every queue: set when it is created, added when it exists already.
       max_receives: The redrive policy's maxReceiveCount (1-1000); by default the most retries
-        of the queue's actors, plus one.
+        of the queue's actors, plus one, plus `spare_receives`.
+      spare_receives: Receives SQS allows beyond the attempts before it dead-letters, for messages
+        handed back at a stop (each one is a receive SQS counts). A crash loop still ends in the
+        dead-letter queue, after retries + 1 + spare_receives crashes.
       endpoint_url: The SQS endpoint; None means AWS.
       region_name: The AWS region.
       receive_wait_seconds: The long-poll wait of an idle queue's receive (1-20 s); None takes
@@ -93,9 +110,14 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
       max_pool_connections: The size of each SQS client's connection pool.
       fifo_queues: The Dramatiq queues that are SQS FIFO queues (as the schemas declare them);
         a queue whose actor has the option `fifo=True` is one too.
-      receive_lookahead: Messages held beyond the worker's threads, so a freed thread need not
-        wait for a receive.
+      receive_lookahead: Messages held beyond the worker's threads while no queue is busy, so a
+        freed thread need not wait for a receive.
+      busy_lookahead: The same while a queue is busy (receives come back full): the next receive
+        then overlaps the work of the last. At least `receive_lookahead`.
       stats_dir: If set, each worker process writes its SQS request counts there on exit.
+      stop_drain_seconds: The longest a stopping worker waits for what it received (and what busy
+        receives in flight bring) to start running, so that nothing it holds is handed back: a
+        hand-back is a receive SQS counts against the redrive policy.
       **options: Passed to boto3 for every SQS client (credentials, `config`, ...); a given
         botocore `config` is merged over ours.
     """
@@ -115,6 +137,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         max_message_size: int = constants.MAX_MESSAGE_SIZE_BYTES,
         tags: dict[str, str] | None = None,
         max_receives: int | None = None,
+        spare_receives: int = DEFAULT_SPARE_RECEIVES,
         endpoint_url: str | None = None,
         region_name: str | None = None,
         visibility_timeout_seconds: int | None = None,
@@ -129,7 +152,9 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         receive_gather_ms: int = 0,
         fifo_queues: frozenset[str] | set[str] = frozenset(),
         receive_lookahead: int = DEFAULT_RECEIVE_LOOKAHEAD,
+        busy_lookahead: int = DEFAULT_BUSY_LOOKAHEAD,
         stats_dir: Path | None = None,
+        stop_drain_seconds: float = DEFAULT_STOP_DRAIN_SECONDS,
         **options: Any,
     ) -> None:
         visibility = _visibility_seconds(visibility_timeout, visibility_timeout_seconds)
@@ -193,6 +218,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         self.receive_gather_seconds = receive_gather_ms / 1000
         self.max_retries = max_retries
         self.max_receives = max_receives
+        self.spare_receives = spare_receives
         self.default_time_limit_ms = time_limit_ms
         self.create_queues = create_queues
         self.capacity = Capacity()
@@ -206,7 +232,9 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         #: Set when the worker stops: consumers receive nothing more and hand back what arrives.
         self.stopping = threading.Event()
         self.receive_lookahead = receive_lookahead
+        self.busy_lookahead = busy_lookahead
         self.stats_dir = stats_dir
+        self.stop_drain_seconds = stop_drain_seconds
         self.urls: dict[str, queues.QueueUrls] = {}
         self._queue_lock = threading.Lock()
         self._consumers: weakref.WeakSet[QMConsumer] = weakref.WeakSet()
@@ -219,7 +247,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         if signal == "worker_boot":
             self._worker_boot(args[0])
         elif signal == "worker_shutdown":
-            self.stop_receiving()
+            self._worker_stopping(args[0])
         for middleware, hook in self._hooks("before_" + signal, reverse=False):
             try:
                 hook(self, *args, **kwargs)
@@ -293,7 +321,8 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         return queues.dead_letter_name(self.sqs_queue_name(queue_name))
 
     def max_receive_count(self, queue_name: str) -> int:
-        """Receives before SQS dead-letters: `max_receives`, else the most retries of the queue's actors, plus one."""
+        """Receives before SQS dead-letters: `max_receives`, else the most retries of the queue's actors, plus one,
+        plus the spare receives for hand-backs."""
         if self.max_receives is not None:
             return int(self.max_receives)
         retries = [
@@ -302,7 +331,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             if actor.queue_name == queue_name
         ]
         most = max([r for r in retries if r is not None] or [self.max_retries])
-        return max(1, min(int(most) + 1, constants.MAX_RECEIVE_COUNT))
+        return max(1, min(int(most) + 1 + self.spare_receives, constants.MAX_RECEIVE_COUNT))
 
     def time_limit_ms(self, actor_name: str) -> int:
         """How long one attempt of an actor's message may run: its `time_limit`, else the broker's."""
@@ -482,7 +511,32 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
     def _worker_boot(self, worker: Any) -> None:
         """A worker starts: receives are sized to its threads."""
         self.stopping.clear()
-        self.capacity.set_threads(worker.worker_threads, self.receive_lookahead)
+        self.capacity.set_threads(worker.worker_threads, self.receive_lookahead, self.busy_lookahead)
+
+    def _worker_stopping(self, worker: Any) -> None:
+        """The worker stops: receive nothing more, and let what was received start before its threads stop.
+
+        Dramatiq stops the threads first and hands back what waits in memory; a hand-back is a
+        receive SQS counts, so the messages held ready (and those a busy receive in flight brings)
+        are let start first, for up to `stop_drain_seconds`. Idle long polls are not waited for.
+        """
+        self.stop_receiving()
+        work_queue = getattr(worker, "work_queue", None)
+
+        def drained() -> bool:
+            return all(c.drained() for c in list(self._consumers)) and (work_queue is None or work_queue.empty())
+
+        deadline = time.monotonic() + self.stop_drain_seconds
+        settled = 0
+        while time.monotonic() < deadline and settled < 2:
+            # Twice in a row, a moment apart: a message between a consumer and the work queue is seen.
+            settled = settled + 1 if drained() else 0
+            time.sleep(DRAIN_POLL_SECONDS)
+        if settled < 2:
+            logger.warning(
+                "Stopping with messages received but not started after %g s; they are handed back.",
+                self.stop_drain_seconds,
+            )
 
     def _worker_stopped(self) -> None:
         """The worker's consumers are closed: flush the acks, and say what SQS was asked."""

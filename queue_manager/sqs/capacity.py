@@ -41,23 +41,52 @@ class Thresholds:
 
 
 class Capacity:
-    """Counts messages held by this process against the worker threads that can run them."""
+    """Counts messages held by this process against the worker threads that can run them.
+
+    The lookahead (messages held ready beyond the threads) adapts: while any queue of the process
+    is busy (its receives come back full) it is `busy_lookahead`, so the next receive overlaps the
+    work of the last; otherwise it is `lookahead`, and receives ask only for free threads.
+    """
 
     def __init__(self, total: int = 10) -> None:
+        self.threads = total
         self.total = total
         #: Of the total, the slots beyond the threads (messages held ready for the next free thread).
         self.lookahead = 0
+        self.idle_lookahead = 0
+        self.busy_lookahead = 0
         self.held = 0
+        self._busy: set[object] = set()
         self._cond = threading.Condition()
         #: Reserves waiting for free slots: a release wakes them only once the slots they need are free.
         self._waiting = Thresholds(self._cond)
 
-    def set_threads(self, threads: int, lookahead: int = 0) -> None:
-        """Size the count to a worker's threads plus the messages it may hold ready beyond them."""
+    def set_threads(self, threads: int, lookahead: int = 0, busy_lookahead: int | None = None) -> None:
+        """Size the count to a worker's threads plus the messages it may hold ready beyond them.
+
+        `busy_lookahead` (at least `lookahead`; by default the same) applies while a queue is busy.
+        """
         with self._cond:
-            self.total = threads + lookahead
-            self.lookahead = lookahead
-            self._cond.notify_all()
+            self.threads = threads
+            self.idle_lookahead = lookahead
+            self.busy_lookahead = max(lookahead, busy_lookahead if busy_lookahead is not None else lookahead)
+            self._resize()
+
+    def set_busy(self, queue: object, busy: bool) -> None:
+        """Say whether `queue` is busy (its receives come back full): the lookahead follows."""
+        with self._cond:
+            if busy == (queue in self._busy):
+                return
+            if busy:
+                self._busy.add(queue)
+            else:
+                self._busy.discard(queue)
+            self._resize()
+
+    def _resize(self) -> None:
+        self.lookahead = self.busy_lookahead if self._busy else self.idle_lookahead
+        self.total = self.threads + self.lookahead
+        self._cond.notify_all()
 
     def free(self) -> int:
         with self._cond:

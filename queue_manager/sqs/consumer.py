@@ -42,7 +42,7 @@ MIN_HANDOUT_WAIT_SECONDS = 0.1
 #: The most receives one queue keeps in flight in one process.
 MAX_RECEIVERS = 8
 
-#: How long closing waits for a receive in flight beyond its long-poll wait.
+#: How long closing waits for a busy receive in flight beyond its long-poll wait.
 RECEIVE_JOIN_MARGIN_SECONDS = 5.0
 
 #: The longest pause after SQS failed to answer a receive.
@@ -129,6 +129,9 @@ class QMConsumer(dramatiq.Consumer):
         self._room = Thresholds(threading.Condition(mutex))
         self._closed = False
         self._receivers: list[threading.Thread] = []
+        #: Receivers in an idle long poll, and in a busy receive (a short poll for reserved threads).
+        self._idle_polls: set[int] = set()
+        self._busy_receives = 0
 
     def __iter__(self) -> QMConsumer:
         return self
@@ -219,9 +222,16 @@ class QMConsumer(dramatiq.Consumer):
             self._give_room(room - most)
             if not most:
                 return
+        idle = self.idle
+        with self._cond:
+            if idle:
+                self._idle_polls.add(index)
+            else:
+                self._busy_receives += 1
         try:
-            received = self._receive(most, wait_seconds=self.idle_wait_seconds if self.idle else self.busy_wait_seconds)
+            received = self._receive(most, wait_seconds=self.idle_wait_seconds if idle else self.busy_wait_seconds)
         except (BotoCoreError, ClientError) as exc:
+            self._receive_done(index, idle)
             self.capacity.release(reserved)
             self._give_room(most)
             self.errors += 1
@@ -229,13 +239,17 @@ class QMConsumer(dramatiq.Consumer):
             logger.warning("Receiving from %r failed (%s); trying again in %.1f s.", self.queue_name, exc, pause)
             time.sleep(pause)
             return
+        self._receive_done(index, idle)
         self.errors = 0
         self._give_room(most - len(received))
         if reserved > len(received):
             self.capacity.release(reserved - len(received))
         elif len(received) > reserved:
             self.capacity.take(len(received) - reserved)
-        if self.context.stopping.is_set() or self._closed:
+        if self._closed:
+            # What a receive brings while the worker stops still runs, up to the close (a stop
+            # waits for busy receives, not idle polls); what an idle poll brings after the close is
+            # handed back: SQS counted the receive (the redrive policy's spare receives cover it).
             if received:
                 self.acks.release_now(self.queue_url, (m["ReceiptHandle"] for m in received))
                 self.capacity.release(len(received))
@@ -246,12 +260,28 @@ class QMConsumer(dramatiq.Consumer):
             self.buffer.extend(accepted)
             was_full, self.full = self.full, bool(received) and len(received) >= most
             was_idle, self.idle = self.idle, not received
+            if was_full != self.full:
+                # A full receive means a backlog: the process may hold one receive beyond its threads.
+                self.capacity.set_busy(self, self.full)
             if accepted or was_idle != self.idle or was_full != self.full:
                 self._cond.notify_all()
             if received and not self.full and self.context.receive_gather_seconds:
                 # A partial receive means a trickle: let messages gather before the next receive
                 # (fewer, fuller receives; SQS answers a long poll as soon as one message is there).
                 self._cond.wait(self.context.receive_gather_seconds)
+
+    def _receive_done(self, index: int, idle: bool) -> None:
+        with self._cond:
+            if idle:
+                self._idle_polls.discard(index)
+            else:
+                self._busy_receives -= 1
+            self._cond.notify_all()
+
+    def drained(self) -> bool:
+        """Whether nothing received waits here to run and no busy receive is in flight (for a stop)."""
+        with self._cond:
+            return not self.buffer and not self._busy_receives
 
     def _receive(self, most: int, *, wait_seconds: int) -> list[dict[str, Any]]:
         response = self.context.receive_client.receive_message(
@@ -390,9 +420,16 @@ class QMConsumer(dramatiq.Consumer):
             self._closed = True
             self._cond.notify_all()
             self._room.cond.notify_all()
-        for thread in self._receivers:
-            # A receiver in an idle long poll is waited out, not cut off: what it brings is released.
-            thread.join(timeout=self.idle_wait_seconds + RECEIVE_JOIN_MARGIN_SECONDS)
+        self.capacity.set_busy(self, False)
+        for index, thread in enumerate(self._receivers):
+            # A busy receive returns within its short wait: it is waited for. An idle long poll is
+            # not (a stop would wait up to 20 s for it): the daemon thread hands back whatever it
+            # brings while the process lives; after that, SQS shows it again after its visibility
+            # timeout.
+            with self._cond:
+                polling_idle = index in self._idle_polls
+            if not polling_idle:
+                thread.join(timeout=self.busy_wait_seconds + RECEIVE_JOIN_MARGIN_SECONDS)
         with self._cond:
             buffered, self.buffer = list(self.buffer), deque()
         self.requeue(buffered)

@@ -30,7 +30,7 @@ class RetriesInPlace(dramatiq.Middleware):
 
     The attempt number is SQS's ApproximateReceiveCount. A message whose attempts are spent,
     whose actor `throws` the exception, or that raised PermanentFailure is dead-lettered at
-    once. The queue's redrive policy (maxReceiveCount = max_retries + 1) catches the rest,
+    once. The queue's redrive policy (maxReceiveCount = max_retries + 1 + spare receives) catches the rest,
     such as a worker that crashes on every attempt.
 
     Parameters:
