@@ -72,3 +72,27 @@ def test_releases_short_of_what_a_reserve_needs_do_not_wake_it() -> None:
     thread.join(timeout=5)
     assert got == [10]
     assert capacity.wakeups == woken_by_first + 1
+
+
+def test_the_lookahead_grows_to_a_whole_receive_only_while_a_queue_is_busy() -> None:
+    # Given 10 threads, a lookahead of 1, and 10 while busy
+    capacity = Capacity()
+    capacity.set_threads(10, lookahead=1, busy_lookahead=10)
+    assert capacity.total == 11
+    # When one of two queues comes back full, then the other too, then both part-full again
+    capacity.set_busy("a", True)
+    busy_one = capacity.total
+    capacity.set_busy("b", True)
+    capacity.set_busy("a", False)
+    still_busy = capacity.total
+    capacity.set_busy("b", False)
+    # Then the process holds one receive beyond its threads while any queue is busy, one message otherwise
+    assert (busy_one, still_busy, capacity.total) == (20, 20, 11)
+    assert capacity.lookahead == 1
+
+
+def test_a_busy_lookahead_below_the_lookahead_is_the_lookahead() -> None:
+    capacity = Capacity()
+    capacity.set_threads(4, lookahead=3, busy_lookahead=0)
+    capacity.set_busy("a", True)
+    assert capacity.total == 7

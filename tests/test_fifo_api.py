@@ -86,7 +86,7 @@ async def test_a_fifo_type_has_a_fifo_queue_and_a_fifo_dead_letter_queue_behind_
     # And its redrive policy points at the FIFO dead-letter queue
     policy = json.loads(attrs["RedrivePolicy"])
     assert policy["deadLetterTargetArn"] == dlq_attrs["QueueArn"]
-    assert int(policy["maxReceiveCount"]) == settings.max_retries + 1
+    assert int(policy["maxReceiveCount"]) == settings.max_retries + 1 + settings.spare_receives
     # And the standard types stay standard
     assert sqs.get_queue_url(QueueName=f"{settings.queue_prefix}_webhook")["QueueUrl"]
     # And /queues names both FIFO queues as SQS does

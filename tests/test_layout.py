@@ -257,7 +257,7 @@ asyncio.run(main())
     # Then only the settings were used: their prefix, endpoint and retries; no actors, no global broker
     assert answer["namespace"] == settings.queue_prefix
     assert answer["endpoint"] == settings.endpoint_url
-    assert answer["max_receive_count"] == settings.max_retries + 1
+    assert answer["max_receive_count"] == settings.max_retries + 1 + settings.spare_receives
     assert answer["fifo"] == ["ordered"]
     assert f"/{settings.queue_prefix}_log" in answer["queue_url"]
     assert answer["actors_imported"] is False

@@ -265,19 +265,21 @@ def test_undecodable_and_unknown_actor_messages_are_dead_lettered_and_the_worker
     assert queue_depth(sqs, h.queue("ok")) == {"visible": 0, "in_flight": 0, "delayed": 0}
 
 
-def test_queues_get_a_redrive_policy_of_max_retries_plus_one(harness: Callable[..., Harness], sqs: Any) -> None:
-    # Given an actor with max_retries=4
-    h = harness()
+def test_queues_get_a_redrive_policy_of_max_retries_plus_one_plus_the_spare_receives(
+    harness: Callable[..., Harness], sqs: Any
+) -> None:
+    # Given an actor with max_retries=4, and the default spare receives (for hand-backs at a stop)
+    h = harness(spare_receives=3)
     dramatiq.actor(lambda p: None, broker=h.broker, actor_name="r", queue_name="r", max_retries=4)
     # When the worker sets up its queue
     h.broker.ensure_queue("r", reconcile=True)
-    # Then SQS itself dead-letters after five receives (crash loops included)
+    # Then SQS itself dead-letters after 4 + 1 + 3 receives (crash loops included)
     url = sqs.get_queue_url(QueueName=h.queue("r"))["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     policy = json.loads(attrs["RedrivePolicy"])
     dlq_url = sqs.get_queue_url(QueueName=h.queue("r") + "_dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    assert int(policy["maxReceiveCount"]) == 5
+    assert int(policy["maxReceiveCount"]) == 8
     assert policy["deadLetterTargetArn"] == dlq_arn
     assert attrs["MaximumMessageSize"] == "1048576"
     assert attrs["VisibilityTimeout"] == "5"
@@ -286,8 +288,8 @@ def test_queues_get_a_redrive_policy_of_max_retries_plus_one(harness: Callable[.
 def test_crash_looping_message_is_dead_lettered_by_the_redrive_policy(
     harness: Callable[..., Harness], sqs: Any
 ) -> None:
-    # Given a queue set up for max_retries=1 (maxReceiveCount 2) and a message on it
-    h = harness(max_retries=1)
+    # Given a queue set up for max_retries=1 and no spare receives (maxReceiveCount 2) and a message on it
+    h = harness(max_retries=1, spare_receives=0)
     actor = dramatiq.actor(lambda p: None, broker=h.broker, actor_name="crash", queue_name="crash")
     h.broker.ensure_queue("crash", reconcile=True)
     h.send(actor, {})

@@ -499,8 +499,10 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             time.sleep(pause)
 
     def stop_receiving(self) -> None:
-        """Receive no more messages; what arrives from a poll in flight is released at once."""
+        """Receive no more messages; what receives in flight bring still runs until the consumers close."""
         self.stopping.set()
+        for consumer in list(self._consumers):
+            consumer.wake()
 
     def close(self) -> None:
         """Close the consumers still open (releasing what they hold), then flush every ack."""

@@ -39,6 +39,9 @@ CAPACITY_WAIT_SECONDS = 1.0
 #: The shortest `next()` waits for a message, so that a consumer given no timeout does not spin.
 MIN_HANDOUT_WAIT_SECONDS = 0.1
 
+#: How long `next()` waits for a message once the worker is stopping.
+STOPPING_HANDOUT_WAIT_SECONDS = 0.05
+
 #: The most receives one queue keeps in flight in one process.
 MAX_RECEIVERS = 8
 
@@ -141,8 +144,16 @@ class QMConsumer(dramatiq.Consumer):
             self._start_receivers()
         with self._cond:
             if not self.buffer:
-                self._cond.wait_for(lambda: self.buffer or self._closed, self.handout_wait_seconds)
+                # A stopping worker waits for this thread too: it answers at once, but for a moment's
+                # wait for what a busy receive in flight brings (not a spin while the worker drains).
+                wait = STOPPING_HANDOUT_WAIT_SECONDS if self.context.stopping.is_set() else self.handout_wait_seconds
+                self._cond.wait_for(lambda: self.buffer or self._closed, wait)
             return self.buffer.popleft() if self.buffer else None
+
+    def wake(self) -> None:
+        """Wake Dramatiq's consumer thread if it waits here (the worker is stopping)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def _start_receivers(self) -> None:
         # One receiver per ten threads (a receive brings at most ten), at least one.
