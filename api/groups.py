@@ -1,7 +1,8 @@
-"""The envelope rules that depend on a type's queue: FIFO types need a group and take no delay."""
+"""The envelope rules that depend on a type's queue: FIFO types need a group and take no delay, and keep its order."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from schemas import Violation
@@ -50,3 +51,16 @@ def group_violations(document: dict[str, Any], message_type: str, *, fifo: bool)
                 )
             )
     return errors
+
+
+def fifo_group(envelope: Any, is_fifo: Callable[[str], bool]) -> tuple[str, str] | None:
+    """The (type, group_id) whose order a batch entry must keep, or None: only FIFO types keep one.
+
+    Read from the raw envelope, so an entry that fails validation still names the group it holds up.
+    """
+    if not isinstance(envelope, dict):
+        return None
+    message_type, group = envelope.get("type"), envelope.get("group_id")
+    if not isinstance(message_type, str) or not isinstance(group, str) or not is_fifo(message_type):
+        return None
+    return message_type, group

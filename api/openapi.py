@@ -182,7 +182,9 @@ def build_openapi(
                         "202": _json("Every entry was sent.", {"$ref": "#/components/schemas/BatchResults"}),
                         "207": _json(
                             "Some entries were not sent: each result has the status a POST /messages of that entry "
-                            "would have had (422 for an entry that is not an Envelope, 413, 429, 503), and why.",
+                            "would have had (422 for an entry that is not an Envelope, 413, 429, 503), and why; a "
+                            "valid entry of a FIFO group behind one of that group that was refused is 424, not sent, "
+                            "with `waits_on` naming that entry, so that no entry of a group overtakes another.",
                             {"$ref": "#/components/schemas/BatchResults"},
                         ),
                         **send_errors,
@@ -371,6 +373,11 @@ def build_openapi(
                                     "detail": {"type": "string"},
                                     "errors": {"type": "array", "items": {"$ref": "#/components/schemas/Violation"}},
                                     "retry_after": {"type": "integer"},
+                                    "waits_on": {
+                                        "type": "integer",
+                                        "description": "On a 424: the index of the refused entry of the same FIFO "
+                                        "group this one waits on; send the group again from there, in order.",
+                                    },
                                 },
                                 "required": ["index", "status"],
                             },
