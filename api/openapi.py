@@ -59,7 +59,10 @@ def _body_errors(limit_bytes: int, *, encoded: bool) -> dict[str, Any]:
             "The body is not JSON (the detail gives line and column), not UTF-8, holds a lone surrogate, or nests "
             f"more than {MAX_JSON_DEPTH} levels deep; or the request is not valid HTTP/1.1."
         ),
-        "408": _problem("The body did not arrive within QM_BODY_TIMEOUT_SECONDS; the connection is closed."),
+        "408": _problem(
+            "The request line and headers did not arrive within QM_HEADER_TIMEOUT_SECONDS, or the body within "
+            "QM_BODY_TIMEOUT_SECONDS; the connection is closed."
+        ),
         "413": _problem(too_large + "."),
         "415": _problem("The body is not application/json, or declares a charset other than UTF-8."),
     }

@@ -6,7 +6,8 @@ Problem
 ├── Unauthorized          401  no valid API key
 ├── NotFound              404  no such route, type or queue
 ├── MethodNotAllowed      405
-├── RequestTimeout        408  the body did not arrive within QM_BODY_TIMEOUT_SECONDS
+├── RequestTimeout        408  the headers or the body did not arrive within QM_HEADER_TIMEOUT_SECONDS
+│                              or QM_BODY_TIMEOUT_SECONDS
 ├── PayloadTooLarge       413  the body, or the message once encoded, is over the SQS limit
 ├── UnsupportedMediaType  415  not application/json
 ├── Unprocessable         422  an unknown type, a payload that breaks its schema, a reused key
