@@ -140,6 +140,8 @@ def main() -> None:
         shutdown_timeout=settings.shutdown_timeout_seconds,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         reuse_port=processes.is_child(),
+        header_timeout=settings.header_timeout_seconds,
+        keepalive_timeout=settings.keepalive_seconds,
     )
 
 

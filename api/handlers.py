@@ -14,6 +14,7 @@ from api.ingest import Prepared, prepare, submit
 from api.schemas import MAX_BATCH_BODY_BYTES, MAX_MESSAGE_BODY_BYTES, batch_violations
 from queue_manager.sqs.errors import logged, public
 from queue_manager.sqs.queues import queue_arn
+from schemas.envelopes import fifo_group
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +35,33 @@ async def post_message(request: web.Request) -> web.Response:
 
 
 async def post_batch(request: web.Request) -> web.Response:
-    """Validate up to 100 envelopes one by one, send the valid ones; 202 if all went, else 207."""
+    """Validate up to 100 envelopes one by one, send the valid ones; 202 if all went, else 207.
+
+    A valid entry behind one of its FIFO group that is not sent is not sent either: 424.
+    """
     document = await read_json(request, limit_bytes=MAX_BATCH_BODY_BYTES)
     errors = batch_violations(document)
     if errors:
         raise problems.Unprocessable("The batch is not valid.", errors=errors)
     results: list[dict[str, Any] | None] = [None] * len(document["messages"])
     sends: dict[int, Prepared] = {}
+    # A FIFO group's first entry that is not sent: sending what follows it would put that ahead of
+    # it once the client fixes and resends it, so the rest of the group waits too (SQS does the same).
+    refused: dict[tuple[str, str], int] = {}
+    is_fifo = request.app[keys.BROKER].is_fifo
     for index, envelope in enumerate(document["messages"]):
+        group = fifo_group(envelope, is_fifo)
         try:
-            sends[index] = prepare(request.app, envelope)
+            prepared = prepare(request.app, envelope)
         except problems.Problem as problem:
             results[index] = _entry_failure(index, problem)
+            if group is not None:
+                refused.setdefault(group, index)
+            continue
+        if group is not None and group in refused:
+            results[index] = _entry_failure(index, _waiting(group, refused[group]))
+            continue
+        sends[index] = prepared
     outcomes = await asyncio.gather(*(submit(request.app, p) for p in sends.values()), return_exceptions=True)
     for index, outcome in zip(sends, outcomes, strict=True):
         if isinstance(outcome, problems.Problem):
@@ -59,8 +75,19 @@ async def post_batch(request: web.Request) -> web.Response:
     return web.json_response({"results": results}, status=202 if everything_sent else 207)
 
 
+def _waiting(group: tuple[str, str], first: int) -> problems.FailedDependency:
+    message_type, group_id = group
+    return problems.FailedDependency(
+        f"Not sent: entry {first} of group {group_id!r} of type {message_type!r} was refused, and a FIFO group is sent "
+        f"in order; send the group's entries again from entry {first} on.",
+        waits_on=first,
+    )
+
+
 def _entry_failure(index: int, problem: problems.Problem) -> dict[str, Any]:
     result: dict[str, Any] = {"index": index, "status": problem.status, "detail": problem.detail}
+    if isinstance(problem, problems.FailedDependency):
+        result["waits_on"] = problem.waits_on
     if problem.errors is not None:
         result["errors"] = [v.as_dict() for v in problem.errors]
     if "Retry-After" in problem.headers:

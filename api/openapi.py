@@ -75,7 +75,10 @@ def _body_errors(limit_bytes: int, *, encoded: bool) -> dict[str, Any]:
             "The body is not JSON (the detail gives line and column), not UTF-8, holds a lone surrogate, or nests "
             f"more than {MAX_JSON_DEPTH} levels deep; or the request is not valid HTTP/1.1."
         ),
-        "408": _problem("The body did not arrive within QM_BODY_TIMEOUT_SECONDS; the connection is closed."),
+        "408": _problem(
+            "The request line and headers did not arrive within QM_HEADER_TIMEOUT_SECONDS, or the body within "
+            "QM_BODY_TIMEOUT_SECONDS; the connection is closed."
+        ),
         "413": _problem(too_large + "."),
         "415": _problem("The body is not application/json, or declares a charset other than UTF-8."),
     }
@@ -204,7 +207,9 @@ def build_openapi(
                         "202": _json("Every entry was sent.", {"$ref": "#/components/schemas/BatchResults"}),
                         "207": _json(
                             "Some entries were not sent: each result has the status a POST /messages of that entry "
-                            "would have had (422 for an entry that is not an Envelope, 413, 429, 503), and why.",
+                            "would have had (422 for an entry that is not an Envelope, 413, 429, 503), and why; a "
+                            "valid entry of a FIFO group behind one of that group that was refused is 424, not sent, "
+                            "with `waits_on` naming that entry, so that no entry of a group overtakes another.",
                             {"$ref": "#/components/schemas/BatchResults"},
                         ),
                         **send_errors,
@@ -404,6 +409,11 @@ def build_openapi(
                                     "detail": {"type": "string"},
                                     "errors": {"type": "array", "items": {"$ref": "#/components/schemas/Violation"}},
                                     "retry_after": {"type": "integer"},
+                                    "waits_on": {
+                                        "type": "integer",
+                                        "description": "On a 424: the index of the refused entry of the same FIFO "
+                                        "group this one waits on; send the group again from there, in order.",
+                                    },
                                 },
                                 "required": ["index", "status"],
                             },

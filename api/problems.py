@@ -6,10 +6,12 @@ Problem
 ├── Unauthorized          401  no valid API key
 ├── NotFound              404  no such route, type or queue
 ├── MethodNotAllowed      405
-├── RequestTimeout        408  the body did not arrive within QM_BODY_TIMEOUT_SECONDS
+├── RequestTimeout        408  the headers or the body did not arrive within QM_HEADER_TIMEOUT_SECONDS
+│                              or QM_BODY_TIMEOUT_SECONDS
 ├── PayloadTooLarge       413  the body, or the message once encoded, is over the SQS limit
 ├── UnsupportedMediaType  415  not application/json
 ├── Unprocessable         422  an unknown type, a payload that breaks its schema, a reused key
+├── FailedDependency      424  a batch entry not sent: an earlier entry of its FIFO group was not
 ├── TooManyRequests       429  a queue is over QM_MAX_QUEUE_DEPTH
 └── ServiceUnavailable    503  SQS cannot be reached, is too slow, or throttles
     └── OutcomeUnknown    503  SQS may have the message: retry with the same Idempotency-Key
@@ -111,6 +113,17 @@ RETRY_AFTER_READ_SECONDS = 5
 
 class Unprocessable(Problem):
     status, slug, title = 422, "invalid-message", "Invalid Message"
+
+
+class FailedDependency(Problem):
+    """Answered for a batch entry held back so as not to overtake an earlier entry of its FIFO group."""
+
+    status, slug, title = 424, "failed-dependency", "Failed Dependency"
+
+    def __init__(self, detail: str, *, waits_on: int) -> None:
+        super().__init__(detail)
+        #: The index of the batch entry it waits on: the first of its group that was not sent.
+        self.waits_on = waits_on
 
 
 class TooManyRequests(Problem):

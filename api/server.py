@@ -6,6 +6,13 @@ aiohttp 3.14 has no supported hook for that response (aio-libs/aiohttp#3287 and 
 so the runner here builds its connections from a `RequestHandler` whose `handle_error` renders a
 problem instead. `tests/test_api_input.py` sends such requests to a real `qm-api`, so an aiohttp
 upgrade that changes these internals fails there rather than in production.
+
+aiohttp has no timeout for a request's headers either: its only timer closes a connection idle
+between requests, and while headers trickle in it waits for them. So the same handler starts a
+timer at a request's first byte when its headers do not come in that one read, stops it once they
+are parsed, and on expiry answers 408 through the parser-error path above; aiohttp's keep-alive
+timer (`keepalive_timeout`) governs only the time before a request's first byte. A request whose
+headers arrive in one read, nearly all of them, starts no timer at all.
 """
 
 from __future__ import annotations
@@ -15,17 +22,85 @@ import contextlib
 import http
 import logging
 import re
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_protocol import _ErrInfo
 
 from api import problems
 
 logger = logging.getLogger(__name__)
 
 
+#: Seconds a request line and headers may take to arrive (QM_HEADER_TIMEOUT_SECONDS's default).
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
+
+
 class ProblemRequestHandler(web.RequestHandler):
-    """A connection handler that answers the errors aiohttp raises itself as problem details."""
+    """A connection handler that answers the errors aiohttp raises itself as problem details,
+    and a request whose headers do not arrive within `header_timeout` seconds as a 408."""
+
+    __slots__ = ("_header_timeout", "_header_timer", "_last_payload")
+
+    def __init__(
+        self, manager: web.Server, *, header_timeout: float = DEFAULT_HEADER_TIMEOUT_SECONDS, **kwargs: Any
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self._header_timeout = header_timeout
+        self._header_timer: asyncio.TimerHandle | None = None
+        # The body of the last request whose headers were parsed: until it is complete, what
+        # arrives is body, not the start of the next request.
+        self._last_payload: StreamReader | None = None
+
+    def data_received(self, data: bytes) -> None:
+        last = self._last_payload
+        between_requests = last is None or last.is_eof()
+        parsed = self._request_count
+        super().data_received(data)
+        if self._request_count != parsed:  # one or more requests' headers are complete
+            if self._messages:
+                self._last_payload = self._messages[-1][1]
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+        elif between_requests and data and self._header_timer is None and not self._close:
+            self._start_header_timer()
+
+    def _start_header_timer(self) -> None:
+        """A request has begun and its headers are not all here: they have `header_timeout` seconds."""
+        loop = self._loop
+        self._header_timer = loop.call_at(loop.time() + self._header_timeout, self._headers_late)
+        # aiohttp's idle timer would close the connection silently mid-headers; it is armed again
+        # once this request is answered.
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+
+    def _headers_late(self) -> None:
+        """Answer 408 the way aiohttp answers a parser error, then close: nothing more is read."""
+        self._header_timer = None
+        if self.transport is None or self._force_close or self._close:
+            return
+        detail = (
+            f"The request line and headers did not arrive within {self._header_timeout:g} s, "
+            "the limit (QM_HEADER_TIMEOUT_SECONDS)."
+        )
+        self._messages.append((_ErrInfo(status=408, exc=TimeoutError(detail), message=detail), EMPTY_PAYLOAD))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        # Nothing more is parsed, and the connection closes once the 408 is written (or, if a
+        # pipelined request before it is still being answered, once that answer is: then the
+        # close is all the late request gets).
+        self.close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)
 
     def handle_error(
         self,
@@ -37,6 +112,12 @@ class ProblemRequestHandler(web.RequestHandler):
         """Answer a parser error (400) or an error no middleware caught (500) as problem+json."""
         if status >= 500:  # a bug outside the error middleware: the traceback goes to the log only
             self.log_exception("Error handling request from %s.", request.remote, exc_info=exc)
+        elif status == 408:  # our header timer (see _headers_late)
+            logger.info(
+                "Closed a connection from %s: its request headers did not arrive within %g s.",
+                request.remote,
+                self._header_timeout,
+            )
         else:  # the reason only: aiohttp's message may quote request bytes, an Authorization header among them
             logger.info(
                 "Refused a request from %s that is not valid HTTP: %s.", request.remote, _parser_reason(exc, message)
@@ -53,6 +134,8 @@ def _problem(status: int, exc: BaseException | None, message: str | None) -> pro
         return problems.BadHttpRequest(f"The request is not valid HTTP/1.1: {_parser_reason(exc, message)}.")
     if status == 500:
         return problems.InternalError("The server failed to answer; the error is logged.")
+    if status == 408 and message:
+        return problems.RequestTimeout(message)
     problem = problems.Problem(http.HTTPStatus(status).description or "The server could not answer.")
     problem.status, problem.title = status, http.HTTPStatus(status).phrase
     return problem
@@ -94,6 +177,8 @@ def run(
     shutdown_timeout: float,
     access_log: logging.Logger | None,
     reuse_port: bool = False,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_SECONDS,
+    keepalive_timeout: float = 75.0,
 ) -> None:
     """Serve `app` until SIGINT or SIGTERM, then stop as `web.run_app` does.
 
@@ -103,7 +188,14 @@ def run(
     loop = asyncio.new_event_loop()
     main = loop.create_task(
         _serve(
-            app, host=host, port=port, shutdown_timeout=shutdown_timeout, access_log=access_log, reuse_port=reuse_port
+            app,
+            host=host,
+            port=port,
+            shutdown_timeout=shutdown_timeout,
+            access_log=access_log,
+            reuse_port=reuse_port,
+            header_timeout=header_timeout,
+            keepalive_timeout=keepalive_timeout,
         )
     )
     try:
@@ -134,8 +226,17 @@ async def _serve(
     shutdown_timeout: float,
     access_log: logging.Logger | None,
     reuse_port: bool,
+    header_timeout: float,
+    keepalive_timeout: float,
 ) -> None:
-    runner = ProblemAppRunner(app, handle_signals=True, shutdown_timeout=shutdown_timeout, access_log=access_log)
+    runner = ProblemAppRunner(
+        app,
+        handle_signals=True,
+        shutdown_timeout=shutdown_timeout,
+        access_log=access_log,
+        keepalive_timeout=keepalive_timeout,
+        header_timeout=header_timeout,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)

@@ -269,6 +269,21 @@ class Settings:
     body_timeout_seconds: float = setting(
         10.0, "The longest a request body may take to arrive before the answer is 408.", parse=_float, low=0.1, high=300
     )
+    header_timeout_seconds: float = setting(
+        10.0,
+        "The longest a request line and headers may take to arrive, from their first byte, before the answer is 408.",
+        parse=_float,
+        low=0.1,
+        high=300,
+    )
+    keepalive_seconds: float = setting(
+        75.0,
+        "How long a connection with no request under way stays open; above a load balancer's idle timeout (AWS "
+        "ALB: 60 s), so the balancer, not the API, closes an idle connection and never sends on a closing one.",
+        parse=_float,
+        low=0.1,
+        high=7200,
+    )
     log_format: str = setting(
         "auto",
         "`json`, `text`, or `auto` (text on a terminal, else one JSON object per line).",

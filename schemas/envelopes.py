@@ -105,3 +105,16 @@ def queue_violations(document: dict[str, Any], message_type: str, *, fifo: bool)
                 )
             )
     return errors
+
+
+def fifo_group(envelope: Any, is_fifo: Callable[[str], bool]) -> tuple[str, str] | None:
+    """The (type, group_id) whose order a batch entry must keep, or None: only FIFO types keep one.
+
+    Read from the raw envelope, so an entry that fails validation still names the group it holds up.
+    """
+    if not isinstance(envelope, dict):
+        return None
+    message_type, group = envelope.get("type"), envelope.get("group_id")
+    if not isinstance(message_type, str) or not isinstance(group, str) or not is_fifo(message_type):
+        return None
+    return message_type, group

@@ -239,6 +239,64 @@ async def test_a_batch_keeps_each_group_in_array_order_on_the_fifo_queue(
     }
 
 
+def numbered(message_type: str, group: str | None, n: int, *, valid: bool = True) -> dict[str, Any]:
+    """An envelope whose payload carries `n`; an invalid one lacks the required `body`."""
+    payload: dict[str, Any] = {"url": RECEIVER, "body": n} if valid else {"url": RECEIVER}
+    envelope: dict[str, Any] = {"type": message_type, "payload": payload}
+    if group is not None:
+        envelope["group_id"] = group
+    return envelope
+
+
+async def test_a_batch_sends_nothing_of_a_fifo_group_after_an_invalid_entry_of_it(
+    api_client: Any, settings: Settings, sqs: Any
+) -> None:
+    # Given a batch where group g's second entry is invalid, with other groups, a standard type
+    # that names the same group and an ordered entry without a group around it
+    envelopes = [
+        numbered("ordered", "g", 0),
+        numbered("ordered", "g", 1, valid=False),
+        numbered("ordered", "g", 2),
+        numbered("ordered", "h", 3),
+        numbered("webhook", "g", 4),
+        numbered("ordered", "g", 5, valid=False),
+        numbered("ordered", "g", 6),
+        numbered("ordered", None, 7),
+        numbered("ordered", "h", 8),
+    ]
+    # When it is posted
+    response = await api_client.post("/messages/batch", json={"messages": envelopes})
+    results = (await response.json())["results"]
+    # Then what follows the invalid entry in group g is refused unsent, 424, naming the entry it waits
+    # on; an invalid entry behind it says what is wrong with it; everything else is unaffected
+    assert response.status == 207
+    assert [r["status"] for r in results] == [202, 422, 424, 202, 202, 422, 424, 422, 202]
+    waiting = {
+        "index": 2,
+        "status": 424,
+        "waits_on": 1,
+        "detail": "Not sent: entry 1 of group 'g' of type 'ordered' was refused, and a FIFO group is sent in "
+        "order; send the group's entries again from entry 1 on.",
+    }
+    assert results[2] == waiting
+    assert results[6] == {**waiting, "index": 6}
+    assert results[5]["errors"][0]["path"] == "/payload"
+    # And the FIFO queue holds exactly entry 0 of g and both of h, the standard queue entry 4
+    url = sqs.get_queue_url(QueueName=f"{settings.queue_prefix}_ordered.fifo")["QueueUrl"]
+    assert {g: [p["body"] for p in ps] for g, ps in by_group(read_in_order(sqs, url)).items()} == {
+        "g": [0],
+        "h": [3, 8],
+    }
+    webhooks = read_in_order(sqs, sqs.get_queue_url(QueueName=settings.queue_name("webhook"))["QueueUrl"])
+    assert [body_of(m)["args"][0]["body"] for m in webhooks] == [4]
+    # When the client fixes the refused entries and sends them again, in order
+    resent = [numbered("ordered", "g", 1), envelopes[2], numbered("ordered", "g", 5), envelopes[6]]
+    response = await api_client.post("/messages/batch", json={"messages": resent})
+    assert response.status == 202, await response.text()
+    # Then group g is whole and in order on the queue
+    assert by_group(read_in_order(sqs, url)) == {"g": [e["payload"] for e in resent]}
+
+
 # -- the send batcher, on a real broker --------------------------------------------------------
 
 
