@@ -27,7 +27,7 @@ $(SQS_STAMP):
 
 # One log format for the whole run: text on a terminal, else JSON (QM_LOG_FORMAT chooses).
 run: install
-	QM_LOG_FORMAT=$${QM_LOG_FORMAT:-$$(if [ -t 2 ]; then echo text; else echo json; fi)} $(BIN)/supervisord -c supervisord.conf
+	@QM_LOG_FORMAT=$${QM_LOG_FORMAT:-$$(if [ -t 2 ]; then echo text; else echo json; fi)} $(BIN)/supervisord -c supervisord.conf
 
 # The /docs browser test needs Debian's chromium; CI runs as root and installs it (about 15 s).
 browser:
