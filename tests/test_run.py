@@ -122,10 +122,16 @@ def clone(tmp_path: Path) -> Iterator[Clone]:
     )
     made = Clone(folder, env, api_port, sqs_port)
     yield made
-    for proc in made.started:
+    for proc in reversed(made.started):
         if proc.process.poll() is None:
-            proc.kill_all()
-            proc.wait(timeout=10)
+            # Ctrl-C first: supervisord puts each program in a process group of its own, so killing
+            # its group would leave them running
+            proc.signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill_all()
+                proc.wait(timeout=10)
 
 
 def stop(supervisord: Proc) -> str:
