@@ -9,7 +9,9 @@ SQS_STAMP := $(SQS_VENV)/.installed-$(MINISTACK_VERSION)
 
 .PHONY: install browser run test lint format typecheck bench clean
 
+# .state holds supervisord's pid file and socket, the local SQS server's queues and the API's keys.
 install: $(STAMP) $(SQS_STAMP)
+	@mkdir -p .state
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +25,9 @@ $(SQS_STAMP):
 	$(SQS_VENV)/bin/pip install --quiet ministack==$(MINISTACK_VERSION)
 	touch $@
 
+# One log format for the whole run: text on a terminal, else JSON (QM_LOG_FORMAT chooses).
 run: install
-	mkdir -p .state/sqs
-	$(BIN)/supervisord -c supervisord.conf
+	@QM_LOG_FORMAT=$${QM_LOG_FORMAT:-$$(if [ -t 2 ]; then echo text; else echo json; fi)} $(BIN)/supervisord -c supervisord.conf
 
 # The /docs browser test needs Debian's chromium; CI runs as root and installs it (about 15 s).
 browser:

@@ -133,16 +133,20 @@ def main() -> None:
     except (SettingsError, SchemaLoadError) as exc:
         print(f"qm-api: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    server.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout_seconds,
-        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
-        reuse_port=processes.is_child(),
-        header_timeout=settings.header_timeout_seconds,
-        keepalive_timeout=settings.keepalive_seconds,
-    )
+    try:
+        server.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout_seconds,
+            access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+            reuse_port=processes.is_child(),
+            header_timeout=settings.header_timeout_seconds,
+            keepalive_timeout=settings.keepalive_seconds,
+        )
+    except server.PortInUse as exc:
+        print(f"qm-api: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _is_loopback(host: str) -> bool:

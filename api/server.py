@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import http
 import logging
 import re
@@ -151,6 +152,13 @@ def _parser_reason(exc: BaseException | None, message: str | None) -> str:
     return first_line[:1].lower() + first_line[1:] if first_line else "malformed request"
 
 
+class PortInUse(Exception):
+    """Raised when the API's address is taken by another process."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"port {port} on {host} is in use; set QM_PORT to a free port (or stop what holds it).")
+
+
 class ProblemServer(web.Server):
     """A `web.Server` whose connections are ProblemRequestHandlers."""
 
@@ -240,8 +248,13 @@ async def _serve(
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
-        await site.start()
-        print(f"======== Running on {site.name} ========\n(Press CTRL+C to quit)", flush=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(host, port) from None
+            raise
+        logger.info("Serving on %s; Ctrl-C stops.", site.name)
         await asyncio.Event().wait()  # until a signal raises GracefulExit
     finally:
         await runner.cleanup()

@@ -414,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"logs: {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    missed = report.missed()
+    if missed:  # a missed target fails `make bench`, as a failed test fails `make test`
+        print("MISSED: " + "; ".join(missed), file=sys.stderr)
+        return 1
     return 0
 
 

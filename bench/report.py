@@ -234,6 +234,17 @@ class Report:
     def _has(self, row: Row) -> bool:
         return any(row.value(rtt, impl) is not None for rtt in self.rtts for impl in IMPLS)
 
+    def missed(self) -> list[str]:
+        """The figures whose target this run missed, with the round-trip time each is set at."""
+        return [
+            f"{row.figure} ({row.target.text} at {row.target.rtt_ms:g} ms)"
+            for row in self.rows()
+            if row.target is not None
+            and self._has(row)
+            and row.target.verdict(row.value(row.target.rtt_ms, "ours"), row.value(row.target.rtt_ms, "stock"))
+            == "MISSED"
+        ]
+
     # -- output ---------------------------------------------------------------------------------
 
     def render(self) -> str:

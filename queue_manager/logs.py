@@ -54,6 +54,21 @@ def formatter(log_format: str) -> logging.Formatter:
 #: The loggers of queue-manager's own code, which QM_LOG_LEVEL sets (libraries stay at INFO).
 OWN_LOGGERS = ("api", "actors", "broker", "queue_manager", "queue_manager.log")
 
+#: Library loggers held above INFO: botocore's "Found credentials in environment variables." came
+#: once per process on every start and says nothing a user acts on.
+QUIET_LOGGERS = {"botocore.credentials": logging.WARNING}
+
+
+def quiet_libraries() -> None:
+    """Hold the QUIET_LOGGERS at their level."""
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
+# At import, not only in configure(): a worker process builds its boto3 session (and botocore logs
+# where it found credentials) before its logging is set up.
+quiet_libraries()
+
 
 def configure(log_format: str, *, level: str = "INFO") -> None:
     """Log to stderr in `log_format` (the API's set-up)."""
@@ -77,3 +92,4 @@ def set_level(level: str) -> None:
     """Set the level of queue-manager's own loggers; DEBUG adds one line per message."""
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    quiet_libraries()

@@ -1,0 +1,81 @@
+"""Run the embedded SQS server for development: `python -m queue_manager.local_sqs --port P --state-dir D MINISTACK`.
+
+supervisord runs it (`[program:sqs]`). It refuses a taken port in one line, so the API and the
+workers never start against whatever else answers there, says once that the server is for
+development, then becomes ministack on loopback, its queues saved in the state folder on a clean stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+
+from queue_manager import logs
+from queue_manager.settings import Settings, SettingsError
+
+logger = logging.getLogger("queue_manager.local_sqs")  # not __name__: run as __main__
+
+#: The exit status that tells supervisord (and its `events` listener) this cannot start.
+CANNOT_START = 2
+
+#: The variable supervisord.conf reads the port from.
+PORT_VARIABLE = "QM_LOCAL_SQS_PORT"
+
+HOST = "127.0.0.1"
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something listens on `host:port` (a connection in TIME_WAIT does not count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m queue_manager.local_sqs")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("ministack")
+    args = parser.parse_args(argv)
+    if port_taken(HOST, args.port):
+        print(
+            f"local SQS: cannot start: port {args.port} on {HOST} is in use; "
+            f"set {PORT_VARIABLE} to a free port (or stop what holds it).",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(CANNOT_START)
+    try:
+        settings = Settings.from_env()
+        logs.configure(settings.log_format, level=settings.log_level)
+    except SettingsError:  # the API and the workers report it; this server does not need them
+        logs.configure("auto")
+    logger.info(
+        "The local SQS server at http://%s:%d is for development only: it saves its queues in %s on a "
+        "clean stop, and a crash of it loses every change since it started.",
+        HOST,
+        args.port,
+        args.state_dir,
+    )
+    sys.stderr.flush()
+    env = {
+        **os.environ,
+        "GATEWAY_PORT": str(args.port),
+        "BIND_HOST": HOST,
+        "PERSIST_STATE": "1",
+        "STATE_DIR": args.state_dir,
+        "SERVICES": "sqs",
+        "LOG_LEVEL": "WARNING",
+    }
+    os.execve(args.ministack, [args.ministack], env)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
