@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import api_load, e2e, overhead, profile, workers
+from bench import api_load, e2e, fleet, latency, overhead, profile, workers
 from bench.common import (
     OURS_ENV,
     ROOT,
@@ -32,14 +32,15 @@ from bench.common import (
 )
 from bench.report import Report
 
-SCENARIOS = ("proxy", "api", "e2e", "idle", "workers")
+SCENARIOS = ("proxy", "api", "e2e", "latency", "fleet", "idle", "workers")
 
 FULL: dict[str, Any] = {
     "rtts": [0.0, 15.0],
     "rounds": 1,
-    "noop_messages": 2000,
-    "noop_processes": 2,
-    "sleep_messages": 400,
+    "drain_messages": 2000,
+    "drain_processes": 2,
+    "sleep_messages": 1600,
+    "sleep_processes": 2,
     "threads": 10,
     "drain_timeout": 60.0,
     "idle_seconds": 30.0,
@@ -52,12 +53,16 @@ FULL: dict[str, Any] = {
     "e2e_seconds": 10.0,
     "e2e_processes": 2,
     "proxy_requests": 2000,
+    "latency_rate": 200.0,
+    "latency_seconds": 10.0,
+    "fleet_messages": 2000,
+    "fleet_processes": 1,
 }
 
 QUICK: dict[str, Any] = {
     **FULL,
-    "noop_messages": 1000,
-    "sleep_messages": 200,
+    "drain_messages": 1000,
+    "sleep_messages": 800,
     "drain_timeout": 30.0,
     "idle_seconds": 0.0,
     "api_requests": 1000,
@@ -65,6 +70,8 @@ QUICK: dict[str, Any] = {
     "e2e_messages": 1000,
     "e2e_seconds": 5.0,
     "proxy_requests": 500,
+    "latency_seconds": 5.0,
+    "fleet_messages": 1000,
 }
 
 IMPLS = ("ours", "stock")
@@ -195,16 +202,19 @@ class Run:
 
     def drains(self, rtt_index: int, proxy: DelayProxy) -> None:
         c = self.config
+        # (scenario, queue, messages, processes, what runs): the shipped worker on preloaded `log`
+        # messages, and a bench actor of 50 ms (a controlled task) on a queue of its own.
+        runs = (
+            ("shipped", "log", c["drain_messages"], c["drain_processes"], workers.SHIPPED),
+            ("sleep", "sleep", c["sleep_messages"], c["sleep_processes"], workers.Shape("bench", "sleep")),
+        )
         for round_no in range(c["rounds"]):
             order = IMPLS if (round_no + rtt_index) % 2 == 0 else IMPLS[::-1]
-            for scenario, messages, processes in (
-                ("noop", c["noop_messages"], c["noop_processes"]),
-                ("sleep", c["sleep_messages"], 1),
-            ):
+            for scenario, queue, messages, processes, shape in runs:
                 for impl in order:
                     prefix = self.prefix(impl, "w", rtt_index, round_no)
                     try:
-                        url = _make_queue(self.client, impl, prefix, scenario)
+                        url = _make_queue(self.client, impl, prefix, queue)
                         result = workers.drain(
                             self.procs,
                             self.reaper,
@@ -214,13 +224,14 @@ class Run:
                             prefix,
                             url,
                             scenario=scenario,
-                            queue=scenario,
+                            queue=queue,
                             messages=messages,
                             processes=processes,
                             threads=c["threads"],
                             workdir=self.workdir,
                             timeout=c["drain_timeout"],
                             server_pid=self.server_pid,
+                            shape=shape,
                             marks=scenario == "sleep",
                         )
                     except Exception as exc:  # one broken run must not hide the others
@@ -228,9 +239,68 @@ class Run:
                         continue
                     self.report.drains.setdefault((proxy.rtt_ms, scenario, impl), []).append(result)
                     self.log(
-                        f"{proxy.rtt_ms:g} ms drain {scenario:5} {impl:5}: {result.remaining_at_ready} msgs in "
+                        f"{proxy.rtt_ms:g} ms drain {scenario:7} {impl:5}: {result.remaining_at_ready} msgs in "
                         f"{result.drain_seconds:.2f} s = {result.rate:,.0f}/s"
                     )
+
+    def latency(self, rtt_index: int, proxy: DelayProxy, order: tuple[str, ...]) -> None:
+        c = self.config
+        for impl in order:
+            try:
+                result = latency.run(
+                    self.procs,
+                    self.reaper,
+                    self.client,
+                    proxy,
+                    impl,
+                    self.prefix(impl, "l", rtt_index),
+                    rate=c["latency_rate"],
+                    seconds=c["latency_seconds"],
+                    processes=c["e2e_processes"],
+                    threads=c["threads"],
+                    workdir=self.workdir,
+                    drain_timeout=c["drain_timeout"],
+                )
+            except Exception as exc:
+                self.failed(f"latency {proxy.rtt_ms:g} ms {impl}", exc)
+                continue
+            self.report.latency[(proxy.rtt_ms, impl)] = result
+            if result.error or result.unseen:
+                self.report.notes.append(
+                    f"latency {proxy.rtt_ms:g} ms {impl}: {result.unseen} accepted messages never started; "
+                    + (result.error or "")
+                )
+            self.log(
+                f"{proxy.rtt_ms:g} ms latency {impl:5}: {result.accepted}/{result.sent} accepted, POST -> start "
+                f"p50 {result.percentile(50):.0f} ms, p99 {result.percentile(99):.0f} ms"
+            )
+
+    def fleet(self, rtt_index: int, proxy: DelayProxy, order: tuple[str, ...]) -> None:
+        c = self.config
+        for impl in order:
+            prefix = self.prefix(impl, "f", rtt_index)
+            try:
+                result = fleet.run(
+                    self.procs,
+                    self.reaper,
+                    self.client,
+                    proxy,
+                    impl,
+                    prefix,
+                    _make_queue(self.client, impl, prefix, "log"),
+                    messages=c["fleet_messages"],
+                    processes=c["fleet_processes"],
+                    threads=c["threads"],
+                    workdir=self.workdir,
+                    timeout=c["drain_timeout"],
+                )
+            except Exception as exc:
+                self.failed(f"fleet {proxy.rtt_ms:g} ms {impl}", exc)
+                continue
+            self.report.fleet[(proxy.rtt_ms, impl)] = result
+            if result.error:
+                self.report.notes.append(f"fleet {proxy.rtt_ms:g} ms {impl}: {result.error}")
+            self.log(f"{proxy.rtt_ms:g} ms fleet {impl:5}: started {result.started} ({result.rate:,.0f}/s)")
 
     def idle(self, proxies: dict[float, DelayProxy]) -> None:
         c = self.config
@@ -281,6 +351,11 @@ class Run:
                             self.api(rtt_index, proxy, order)
                         if "e2e" in only:
                             self.e2e(rtt_index, proxy, order)
+                        # In round trips only where a round trip takes time: at every RTT above 0.
+                        if "latency" in only and proxy.rtt_ms > 0:
+                            self.latency(rtt_index, proxy, order)
+                        if "fleet" in only and proxy.rtt_ms > 0:
+                            self.fleet(rtt_index, proxy, order)
                         if "workers" in only:
                             self.drains(rtt_index, proxy)
                     if "idle" in only and c["idle_seconds"] > 0:
@@ -350,7 +425,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     )
     numbers = {
         "rounds": (int, "rounds of each worker drain (median shown)"),
-        "noop_messages": (int, "messages preloaded for the no-op drain"),
+        "drain_messages": (int, "log messages preloaded for the shipped worker's drain"),
         "sleep_messages": (int, "messages preloaded for the 50 ms drain"),
         "idle_seconds": (float, "how long the idle workers idle (0 skips)"),
         "api_requests": (int, "requests per API concurrency level"),
@@ -360,6 +435,9 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
         "e2e_seconds": (float, "time cap of the end-to-end load"),
         "e2e_processes": (int, "worker processes in the end-to-end run"),
         "proxy_requests": (int, "calls per proxy check at 64 concurrent"),
+        "latency_rate": (float, "POSTs per second of the fixed-rate run"),
+        "latency_seconds": (float, "how long the fixed-rate run posts"),
+        "fleet_messages": (int, "log messages the two-master fleet shares"),
     }
     for name, (kind, text) in numbers.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{text} (default {FULL[name]})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -10,25 +11,49 @@ from typing import Any
 #: How long the sleep actor takes.
 SLEEP_SECONDS = 0.05
 
+#: The payload field a bench message carries its id in (`{"fields": {MARK_FIELD: "..."}}`, allowed by log.json).
+MARK_FIELD = "bench_id"
+
 _marks_fd: int | None = None
+
+logger = logging.getLogger("queue_manager.log")
+
+
+def _write_mark(line: str) -> None:
+    """Append one line to BENCH_MARKS, if set, in one O_APPEND write (whole lines from every process)."""
+    global _marks_fd
+    path = os.environ.get("BENCH_MARKS")
+    if not path:
+        return
+    if _marks_fd is None:
+        _marks_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(_marks_fd, line.encode())
+
+
+def mark_start(payload: dict[str, Any]) -> None:
+    """Record, first thing in the actor, "<time.time()> <bench id> <pid>": when the actor started this message."""
+    started = time.time()
+    ident = payload.get("fields", {}).get(MARK_FIELD, "-")
+    _write_mark(f"{started:.6f} {ident} {os.getpid()}\n")
 
 
 def noop() -> None:
     """Does nothing: what is left is the cost of the broker and Dramatiq."""
 
 
-def log(payload: dict[str, Any]) -> None:
-    """Takes what the APIs send (`log` messages) and does nothing with it, for the end-to-end run."""
+def stock_log(payload: dict[str, Any]) -> None:
+    """Stock's `log` actor: the shipped one's work (one log line of the message), after the bench's mark."""
+    mark_start(payload)
+    logger.info("%s", payload["message"])
+
+
+def idle(payload: dict[str, Any]) -> None:
+    """Stock's `webhook` and `ordered` actors: their queues are consumed but stay empty in the bench."""
 
 
 def sleep() -> None:
     """Sleeps 50 ms, then appends "<start> <end> <pid>-<thread>" to BENCH_MARKS if set (one O_APPEND write)."""
-    global _marks_fd
     start = time.time()
     time.sleep(SLEEP_SECONDS)
     end = time.time()
-    path = os.environ.get("BENCH_MARKS")
-    if path:
-        if _marks_fd is None:
-            _marks_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.write(_marks_fd, f"{start:.6f} {end:.6f} {os.getpid()}-{threading.get_ident()}\n".encode())
+    _write_mark(f"{start:.6f} {end:.6f} {os.getpid()}-{threading.get_ident()}\n")

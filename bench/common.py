@@ -300,20 +300,36 @@ def queue_count(client: Any, url: str) -> int:
     return sum(int(v) for v in attrs.values())
 
 
-def encoded_body(queue_name: str, actor_name: str) -> str:
+def encoded_body(queue_name: str, actor_name: str, args: tuple[Any, ...] = ()) -> str:
     """The SQS body both brokers expect: base64 of Dramatiq's JSON encoding."""
     message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=queue_name, actor_name=actor_name, args=(), kwargs={}, options={}
+        queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options={}
     )
     return base64.b64encode(message.encode()).decode()
 
 
+def log_payload(ident: str) -> dict[str, Any]:
+    """A `log` message's payload (valid against schemas/log.json) carrying the bench's id for the marks."""
+    from bench.actors import MARK_FIELD
+
+    return {"message": "bench", "fields": {MARK_FIELD: ident}}
+
+
 def preload(client: Any, url: str, queue_name: str, actor_name: str, count: int) -> None:
-    """Put `count` messages on the queue with SendMessageBatch, four batches at a time."""
+    """Put `count` messages on the queue with SendMessageBatch, four batches at a time.
+
+    `log` messages carry a payload (numbered "p<n>" for the marks); the bench actors take no arguments.
+    """
 
     def send(start: int) -> None:
         entries = [
-            {"Id": str(i), "MessageBody": encoded_body(queue_name, actor_name)} for i in range(min(10, count - start))
+            {
+                "Id": str(i),
+                "MessageBody": encoded_body(
+                    queue_name, actor_name, (log_payload(f"p{start + i}"),) if queue_name == "log" else ()
+                ),
+            }
+            for i in range(min(10, count - start))
         ]
         response = client.send_message_batch(QueueUrl=url, Entries=entries)
         if response.get("Failed"):

@@ -1,4 +1,4 @@
-"""End to end: clients POST to an API, the API sends to SQS, a worker drains the queue."""
+"""End to end: clients POST to an API, the API sends to SQS, the shipped worker (`dramatiq actors`) drains the queue."""
 
 from __future__ import annotations
 
@@ -73,6 +73,16 @@ class EndToEnd:
     def worker_requests_per_message(self) -> float:
         return self._per(sum(self.worker_requests.values()))
 
+    @property
+    def receives_per_message(self) -> float:
+        """ReceiveMessage calls of every queue the worker consumes (empty polls included) per message."""
+        return self._per(self.worker_requests.get("ReceiveMessage", 0))
+
+    @property
+    def messages_per_receive(self) -> float:
+        receives = self.worker_requests.get("ReceiveMessage", 0)
+        return self.accepted / receives if receives else float("nan")
+
     def cpu_ms_per_message(self, seconds: float) -> float:
         return self._per(seconds * 1000)
 
@@ -93,6 +103,7 @@ class EndToEnd:
             "api_requests": dict(self.api_requests),
             "worker_requests": dict(self.worker_requests),
             "requests_per_msg": self.requests_per_message,
+            "receives_per_msg": self.receives_per_message,
             "api_cpu_ms_per_msg": self.cpu_ms_per_message(self.api_cpu_seconds),
             "worker_cpu_ms_per_msg": self.cpu_ms_per_message(self.worker_cpu_seconds),
             "sqs_server_cpu_ms_per_msg": self.cpu_ms_per_message(self.server_cpu_seconds),
@@ -153,7 +164,7 @@ def run(
         impl,
         prefix,
         scenario="e2e",
-        queues=["log"],
+        shape=workers.SHIPPED,
         processes=processes,
         threads=threads,
         messages=total,

@@ -1,4 +1,9 @@
-"""`dramatiq bench.worker_stock`: the baseline, stock dramatiq_sqs.SQSBroker with default middleware."""
+"""`dramatiq bench.worker_stock`: the baseline, stock dramatiq_sqs.SQSBroker with default middleware.
+
+It declares the shipped message types' queues (`log`, `webhook`, `ordered`; all standard queues,
+as stock has no FIFO support) and the bench's own (`noop`, `sleep`); the bench picks the queues
+with `--queues`, the same number ours consumes.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ broker = SQSBroker(
 )
 dramatiq.set_broker(broker)
 
+log = dramatiq.actor(actor_name="log", queue_name="log", broker=broker)(actors.stock_log)
+webhook = dramatiq.actor(actor_name="webhook", queue_name="webhook", broker=broker)(actors.idle)
+ordered = dramatiq.actor(actor_name="ordered", queue_name="ordered", broker=broker)(actors.idle)
 bench_noop = dramatiq.actor(actor_name="bench_noop", queue_name="noop", broker=broker)(actors.noop)
 bench_sleep = dramatiq.actor(actor_name="bench_sleep", queue_name="sleep", broker=broker)(actors.sleep)
-log = dramatiq.actor(actor_name="log", queue_name="log", broker=broker)(actors.log)

@@ -33,11 +33,46 @@ READY_LINE = "Worker process is ready for action."
 #: queues looked up, botocore's first calls) are start-up, not idling.
 IDLE_SETTLE_SECONDS = 5.0
 
-#: Implementations: the dramatiq module the workers import.
+#: Implementations: the dramatiq module of the bench actors (controlled tasks on queues of their own).
 MODULES = {"ours": "bench.worker_ours", "stock": "bench.worker_stock"}
 
 #: Actor names by queue (the same in both modules); `log` is the queue the APIs send to.
 ACTORS = {"noop": "bench_noop", "sleep": "bench_sleep", "log": "log"}
+
+#: Every shipped message type's queue: what `dramatiq actors` consumes, and what stock is given to consume.
+SHIPPED_QUEUES = ("log", "webhook", "ordered")
+
+#: The shipped worker's command line, as supervisord.conf runs it (`make run`), after the module list.
+SHIPPED_OPTIONS = ("--worker-shutdown-timeout", "60000")
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """What a `dramatiq` master runs: the shipped worker, the shipped one with `log` marking its starts,
+    or a bench actor on `busy` beside the shipped `webhook` and `ordered` queues (three queues either way)."""
+
+    kind: str  # "shipped", "marked" or "bench"
+    busy: str = "log"
+
+    def command(self, impl: str) -> list[str]:
+        """The modules and options after `dramatiq` (before --processes/--threads)."""
+        if impl == "ours" and self.kind == "shipped":
+            return ["actors", *SHIPPED_OPTIONS]  # every declared queue: log, webhook, ordered
+        if impl == "ours" and self.kind == "marked":
+            return ["actors", "bench.marks", *SHIPPED_OPTIONS]
+        # The bench modules (and stock's) declare more queues than they run: name the three consumed.
+        return [MODULES[impl], *SHIPPED_OPTIONS, "--queues", self.busy, *SHIPPED_QUEUES[1:]]
+
+    def describe(self) -> str:
+        if self.kind == "shipped":
+            return "shipped worker"
+        if self.kind == "marked":
+            return "shipped worker, log marks its starts"
+        return f"bench actor on {self.busy} + webhook, ordered"
+
+
+SHIPPED = Shape("shipped")
+MARKED = Shape("marked")
 
 
 @dataclasses.dataclass
@@ -171,16 +206,21 @@ def start_worker(
     prefix: str,
     *,
     scenario: str,
-    queues: list[str],
     processes: int,
     threads: int,
     messages: int,
     workdir: Path,
+    shape: Shape | None = None,
+    queues: list[str] | None = None,
     marks: bool = False,
+    name: str = "",
 ) -> WorkerRun:
-    """Start `dramatiq` for `impl` on `queues`, its SQS calls through `proxy` under a tag of its own."""
-    tag = f"worker-{scenario}-{prefix}"
-    marks_path = workdir / f"marks-{scenario}-{prefix}.txt" if marks else None
+    """Start `dramatiq` for `impl`, its SQS calls through `proxy` under a tag of its own.
+
+    `shape` says what runs (see Shape); without it, the bench actors module on `queues` (the idle run).
+    """
+    tag = f"worker-{scenario}{name}-{prefix}"
+    marks_path = workdir / f"marks-{scenario}{name}-{prefix}.txt" if marks else None
     extra = {"BENCH_NAMESPACE": prefix}
     if impl == "ours":
         extra.update(OURS_ENV)
@@ -188,16 +228,8 @@ def start_worker(
         extra.update(QM_QUEUE_PREFIX=prefix, QM_WORKER_METRICS_PORT=str(free_port()))
     if marks_path is not None:
         extra["BENCH_MARKS"] = str(marks_path)
-    command = [
-        str(VENV_BIN / "dramatiq"),
-        MODULES[impl],
-        "--processes",
-        str(processes),
-        "--threads",
-        str(threads),
-        "--queues",
-        *queues,
-    ]
+    modules = shape.command(impl) if shape is not None else [MODULES[impl], "--queues", *(queues or [])]
+    command = [str(VENV_BIN / "dramatiq"), *modules, "--processes", str(processes), "--threads", str(threads)]
     process, log_path = procs.start(command, env=child_env(proxy.endpoint(tag), extra), log_name=tag)
     return WorkerRun(impl, scenario, processes, threads, messages, process, log_path, proxy, tag, marks_path)
 
@@ -230,6 +262,7 @@ def drain(
     workdir: Path,
     timeout: float,
     server_pid: int,
+    shape: Shape,
     marks: bool = False,
 ) -> WorkerRun:
     """Preload `messages` on `queue`, start the workers, time ready → queue empty, then SIGTERM."""
@@ -241,7 +274,7 @@ def drain(
         impl,
         prefix,
         scenario=scenario,
-        queues=[queue],
+        shape=shape,
         processes=processes,
         threads=threads,
         messages=messages,

@@ -1,0 +1,211 @@
+"""Latency at a fixed rate: POSTs sent open loop (on time, whatever earlier ones do), timed to the actor's start."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import workers
+from bench.api_load import HEADERS, percentile, start_api
+from bench.common import DelayProxy, Processes, log_payload, queue_count, wait_for
+
+
+def schedule(rate: float, seconds: float) -> list[float]:
+    """When an open-loop sender sends, in seconds from its start: every 1/rate s for `seconds` (bounded)."""
+    if rate <= 0 or seconds <= 0:
+        return []
+    return [i / rate for i in range(int(rate * seconds))]
+
+
+async def open_loop(offsets: list[float], send: Callable[[int], Awaitable[None]]) -> list[float]:
+    """Start `send(i)` at `offsets[i]` from now, each in a task of its own, whether or not earlier sends
+    have returned; wait for them all. Returns how late each send started, in seconds."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tasks: list[asyncio.Task[None]] = []
+    lateness: list[float] = []
+    for i, offset in enumerate(offsets):
+        delay = start + offset - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        lateness.append(max(0.0, loop.time() - start - offset))
+        tasks.append(asyncio.create_task(send(i)))
+    await asyncio.gather(*tasks)
+    return lateness
+
+
+def read_marks(path: Path) -> dict[str, tuple[float, str]]:
+    """The marks file's first (time, pid) for each bench id: "<time.time()> <id> <pid>" per line."""
+    found: dict[str, tuple[float, str]] = {}
+    if not path.exists():
+        return found
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] not in found:
+            found[parts[1]] = (float(parts[0]), parts[2])
+    return found
+
+
+@dataclasses.dataclass
+class FixedRate:
+    """One API and worker of the same implementation under a steady stream of POSTs."""
+
+    impl: str
+    rtt_ms: float
+    rate: float
+    seconds: float
+    sent: int
+    accepted: int
+    statuses: Counter[int]
+    errors: Counter[str]
+    #: POST sent -> the actor started it (the actor's own time.time()), per accepted message seen.
+    latencies_ms: list[float]
+    #: POST sent -> 202 answered.
+    answers_ms: list[float]
+    #: How late the scheduler started each POST.
+    lateness_ms: list[float]
+    unseen: int
+    error: str | None = None
+
+    def percentile(self, p: float) -> float:
+        return percentile(self.latencies_ms, p)
+
+    def round_trips(self, p: float) -> float:
+        return self.percentile(p) / self.rtt_ms if self.rtt_ms > 0 else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "impl": self.impl,
+            "rtt_ms": self.rtt_ms,
+            "rate": self.rate,
+            "seconds": self.seconds,
+            "sent": self.sent,
+            "accepted": self.accepted,
+            "statuses": {str(k): v for k, v in self.statuses.items()},
+            "errors": dict(self.errors),
+            "start_p50_ms": self.percentile(50),
+            "start_p99_ms": self.percentile(99),
+            "start_max_ms": max(self.latencies_ms, default=float("nan")),
+            "answer_p50_ms": percentile(self.answers_ms, 50),
+            "answer_p99_ms": percentile(self.answers_ms, 99),
+            "lateness_p99_ms": percentile(self.lateness_ms, 99),
+            "unseen": self.unseen,
+            "error": self.error,
+        }
+
+
+async def _post_at_rate(
+    url: str, rate: float, seconds: float, id_prefix: str
+) -> tuple[dict[str, float], Counter[int], Counter[str], list[float], list[float]]:
+    sent_at: dict[str, float] = {}
+    statuses: Counter[int] = Counter()
+    errors: Counter[str] = Counter()
+    answers: list[float] = []
+    # No connection limit: a slow answer must never hold back the next POST (that would close the loop).
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def send(i: int) -> None:
+            ident = f"{id_prefix}{i}"
+            body = json.dumps({"type": "log", "payload": log_payload(ident)}).encode()
+            sent = time.time()
+            try:
+                async with session.post(url, data=body, headers=HEADERS) as response:
+                    await response.read()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                errors[type(exc).__name__] += 1
+                return
+            statuses[response.status] += 1
+            if response.status == 202:
+                sent_at[ident] = sent
+                answers.append((time.time() - sent) * 1000)
+
+        lateness = await open_loop(schedule(rate, seconds), send)
+    return sent_at, statuses, errors, answers, [s * 1000 for s in lateness]
+
+
+def run(
+    procs: Processes,
+    reaper: workers.Reaper,
+    client: Any,
+    proxy: DelayProxy,
+    impl: str,
+    prefix: str,
+    *,
+    rate: float,
+    seconds: float,
+    processes: int,
+    threads: int,
+    workdir: Path,
+    drain_timeout: float,
+    warmup: int = 20,
+) -> FixedRate:
+    """Start a worker (the shipped one, `log` marking its starts) and an API of `impl`; POST `log`
+    messages at `rate` for `seconds`; match each accepted POST to its mark."""
+    worker = workers.start_worker(
+        procs,
+        proxy,
+        impl,
+        prefix,
+        scenario="latency",
+        shape=workers.MARKED,
+        processes=processes,
+        threads=threads,
+        messages=int(rate * seconds),
+        workdir=workdir,
+        marks=True,
+    )
+    assert worker.marks_path is not None
+    marks_path = worker.marks_path
+    api = None
+    try:
+        workers.wait_ready(worker)
+        api, base = start_api(procs, proxy, impl, prefix, f"api-latency-{prefix}")
+        queue_url = client.get_queue_url(QueueName=f"{prefix}_log")["QueueUrl"]
+        asyncio.run(_post_at_rate(base + "/messages", warmup / 2, 2.0, "w"))
+        wait_for(lambda: queue_count(client, queue_url) == 0, timeout=30, what="the warm-up messages to be processed")
+        sent_at, statuses, errors, answers, lateness = asyncio.run(
+            _post_at_rate(base + "/messages", rate, seconds, "l")
+        )
+        error = None
+        try:
+            wait_for(
+                lambda: len(sent_at.keys() & read_marks(marks_path).keys()) >= len(sent_at),
+                timeout=drain_timeout,
+                interval=0.1,
+                what="every accepted message to start",
+            )
+        except TimeoutError as exc:
+            error = str(exc)
+        marks = read_marks(marks_path)
+        latencies = [(marks[i][0] - t) * 1000 for i, t in sent_at.items() if i in marks]
+        return FixedRate(
+            impl,
+            proxy.rtt_ms,
+            rate,
+            seconds,
+            sum(statuses.values()) + sum(errors.values()),
+            len(sent_at),
+            statuses,
+            errors,
+            latencies,
+            answers,
+            lateness,
+            unseen=len(sent_at) - len(latencies),
+            error=error,
+        )
+    finally:
+        if api is not None:
+            Processes.stop(api, timeout=15)
+        worker.term_at = time.monotonic()
+        if worker.process.poll() is None:
+            worker.process.terminate()
+        reaper.watch(worker, timeout=45)

@@ -1,0 +1,62 @@
+"""The bench's pure helpers: the open-loop scheduler, the percentile, the marks file."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from pathlib import Path
+
+from bench.api_load import percentile
+from bench.latency import open_loop, read_marks, schedule
+
+
+def test_schedule_sends_at_a_steady_rate_for_a_bounded_time() -> None:
+    # Given 200 msg/s for 1.5 s
+    offsets = schedule(200, 1.5)
+
+    # Then there are 300 sends, 5 ms apart, from 0
+    assert len(offsets) == 300
+    assert offsets[0] == 0.0
+    assert all(abs((b - a) - 0.005) < 1e-9 for a, b in itertools.pairwise(offsets))
+    # And nothing is scheduled for no rate or no time
+    assert schedule(0, 5) == [] and schedule(200, 0) == []
+
+
+async def test_open_loop_sends_on_time_while_earlier_sends_are_still_waiting() -> None:
+    # Given a send that takes 300 ms and a schedule of 20 sends at 100/s
+    started: list[float] = []
+    clock = time.monotonic()
+
+    async def slow_send(i: int) -> None:
+        started.append(time.monotonic() - clock)
+        await asyncio.sleep(0.3)
+
+    # When the open loop runs
+    lateness = await open_loop(schedule(100, 0.2), slow_send)
+
+    # Then every send started on its schedule, not after the one before it answered
+    assert len(started) == 20
+    assert max(lateness) < 0.05
+    assert started[-1] < 0.19 + 0.05
+    # And the loop waited for every send before it returned
+    assert time.monotonic() - clock >= 0.19 + 0.3
+
+
+def test_percentile_is_the_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) != percentile([], 50)  # NaN
+
+
+def test_read_marks_keeps_each_id_s_first_start(tmp_path: Path) -> None:
+    # Given a marks file with a duplicate start (a redelivery) and a torn line
+    path = tmp_path / "marks.txt"
+    path.write_text("10.5 l1 100\n11.0 l2 101\n12.0 l1 101\n13.0 l3\n")
+
+    # Then each id keeps its first start and its process, and the torn line is skipped
+    assert read_marks(path) == {"l1": (10.5, "100"), "l2": (11.0, "101")}
+    assert read_marks(tmp_path / "missing.txt") == {}
