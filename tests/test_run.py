@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -92,9 +93,14 @@ def _copy_working_tree(destination: Path) -> None:
 
 
 @pytest.fixture
-def clone(tmp_path: Path) -> Iterator[Clone]:
-    """A fresh clone with this checkout's venvs, after `make install`; every process it started killed at the end."""
-    folder = tmp_path / "queue-manager"
+def clone() -> Iterator[Clone]:
+    """A fresh clone with this checkout's venvs, after `make install`; every process it started killed at the end.
+
+    In a short folder of its own: supervisord's control socket lives in `.state/`, and a Unix socket's
+    path may not exceed 107 bytes (pytest's own temporary folders, under xdist, run past it).
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="qm-run-"))
+    folder = scratch / "queue-manager"
     folder.mkdir()
     _copy_working_tree(folder)
     for venv in (".venv", ".venv-sqs"):
@@ -132,6 +138,7 @@ def clone(tmp_path: Path) -> Iterator[Clone]:
             except subprocess.TimeoutExpired:
                 proc.kill_all()
                 proc.wait(timeout=10)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def stop(supervisord: Proc) -> str:

@@ -202,9 +202,13 @@ def test_message_running_past_the_visibility_timeout_is_not_delivered_twice(
     assert h.broker.request_counts().get("ChangeMessageVisibilityBatch", 0) >= 1
 
 
-def test_receives_never_hold_more_messages_than_free_threads(harness: Callable[..., Harness], sqs: Any) -> None:
-    # Given 30 messages of 200 ms each and a worker with 3 threads
-    h = harness()
+@pytest.mark.parametrize(("busy_lookahead", "most_held"), [(1, 3 + 1 + 1), (10, 3 + 10 + 1)])
+def test_receives_never_hold_more_messages_than_free_threads_and_the_lookahead(
+    harness: Callable[..., Harness], sqs: Any, busy_lookahead: int, most_held: int
+) -> None:
+    # Given 30 messages of 200 ms each and a worker with 3 threads, a lookahead of 1 (and of
+    # `busy_lookahead` while receives come back full)
+    h = harness(busy_lookahead=busy_lookahead)
     active = 0
     peak = 0
     lock = threading.Lock()
@@ -231,11 +235,12 @@ def test_receives_never_hold_more_messages_than_free_threads(harness: Callable[.
             break
         time.sleep(0.01)
     h.stop()
-    # Then it never held more than its threads and one look-ahead message, plus one an idle poll
-    # may bring in
+    # Then it never held more than its threads and the look-ahead, plus one an idle poll may bring in,
+    # and once the queue is empty the lookahead is back to one message
     assert h.settings.receive_lookahead == 1
-    assert max(samples) <= 5, samples
+    assert max(samples) <= most_held, samples
     assert peak == 3
+    assert h.broker.capacity.lookahead == 1
 
 
 def test_undecodable_and_unknown_actor_messages_are_dead_lettered_and_the_worker_goes_on(

@@ -386,7 +386,8 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             return self._consumer(queue_name, prefetch, timeout)
         except NOT_YET as exc:
             return PendingConsumer(
-                queue_name=self.sqs_queue_name(queue_name),
+                queue_name=queue_name,
+                sqs_name=self.sqs_queue_name(queue_name),
                 error=exc,
                 connect=lambda: self._consumer(queue_name, prefetch, timeout),
                 stopping=self.stopping,

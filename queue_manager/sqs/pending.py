@@ -33,7 +33,8 @@ class PendingConsumer(dramatiq.Consumer):
     message meanwhile so that the worker stops as promptly as ever.
 
     Parameters:
-      queue_name: The queue's SQS name, for the log.
+      queue_name: The Dramatiq queue.
+      sqs_name: Its SQS name, for the log.
       error: Why it cannot be set up now.
       connect: Sets the queue up and returns its consumer; raises one of NOT_YET while it cannot.
       stopping: Set when the worker stops: no more tries.
@@ -44,6 +45,7 @@ class PendingConsumer(dramatiq.Consumer):
         self,
         *,
         queue_name: str,
+        sqs_name: str,
         error: Exception,
         connect: Callable[[], dramatiq.Consumer],
         stopping: threading.Event,
@@ -51,6 +53,7 @@ class PendingConsumer(dramatiq.Consumer):
     ) -> None:
         self.logger: logging.Logger = get_logger(__name__, type(self))  # type: ignore[no-untyped-call]
         self.queue_name = queue_name
+        self.sqs_name = sqs_name
         self.connect = connect
         self.stopping = stopping
         self.timeout_ms = timeout_ms
@@ -65,7 +68,7 @@ class PendingConsumer(dramatiq.Consumer):
         )
         self.logger.warning(
             "Cannot consume queue %r yet (%s: %s); trying again quietly until SQS can be reached.%s",
-            queue_name,
+            sqs_name,
             type(error).__name__,
             error,
             hint,
@@ -83,7 +86,7 @@ class PendingConsumer(dramatiq.Consumer):
                 self.next_try = time.monotonic() + self.retry_seconds
                 self.logger.debug("Queue %r still cannot be set up: %s.", self.queue_name, exc)
             else:
-                self.logger.info("Queue %r is set up; consuming it.", self.queue_name)
+                self.logger.info("Queue %r is set up; consuming it.", self.sqs_name)
                 return next(self.consumer)
         wait = self.timeout_ms / 1000
         if not self.stopping.is_set():
