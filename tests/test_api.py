@@ -18,13 +18,10 @@ from aiohttp import ClientSession
 from api.handlers import OLDEST_AGE_NOTE
 from queue_manager.settings import DEFAULT_SCHEMAS_DIR, Settings
 from queue_manager.sqs import constants
-from tests.conftest import SQSServer, drain, queue_depth, wait_for
+from tests.conftest import SQSServer
+from tests.support import JSON, LOG, drain, problem, queue_depth, wait_for
 
 pytestmark = pytest.mark.api
-
-PROBLEM = "application/problem+json"
-JSON = {"Content-Type": "application/json"}
-LOG = {"type": "log", "payload": {"message": "hello"}}
 
 #: The largest body POST /messages reads: the most JSON SQS carries once base64-encoded, plus the envelope.
 MESSAGES_BODY_LIMIT_BYTES = constants.MAX_MESSAGE_SIZE_BYTES // 4 * 3 + 4096
@@ -33,14 +30,6 @@ MESSAGES_BODY_LIMIT_BYTES = constants.MAX_MESSAGE_SIZE_BYTES // 4 * 3 + 4096
 _WEBHOOK = json.loads((DEFAULT_SCHEMAS_DIR / "webhook.json").read_text())["properties"]
 WEBHOOK_URL_PATTERN = _WEBHOOK["url"]["pattern"]
 HEADER_VALUE_PATTERN = _WEBHOOK["headers"]["additionalProperties"]["pattern"]
-
-
-async def problem(response: Any, status: int) -> dict[str, Any]:
-    """The problem document of `response`, once its status and media type are checked."""
-    assert response.status == status, await response.text()
-    assert response.content_type == PROBLEM
-    body: dict[str, Any] = await response.json()
-    return body
 
 
 def invalid(detail: str, errors: list[dict[str, str]]) -> dict[str, Any]:

@@ -18,20 +18,16 @@ import signal
 import time
 from typing import Any
 
-import dramatiq
 import pytest
 
 from api import keys
 from api.app import create_app
 from queue_manager.settings import Settings
 from queue_manager.sqs import constants
-from tests.conftest import SQSServer, drain, queue_depth
+from tests.conftest import SQSServer
+from tests.support import JSON, LOG, PROBLEM, dead_letter, drain, problem, queue_depth
 
 pytestmark = pytest.mark.api
-
-PROBLEM = "application/problem+json"
-JSON = {"Content-Type": "application/json"}
-LOG = {"type": "log", "payload": {"message": "hello"}}
 
 #: The body limits the README and the OpenAPI document state.
 MESSAGE_BODY_LIMIT_BYTES = 790_528
@@ -112,26 +108,6 @@ def request(
         lines.append(b"Content-Type: application/json")
         lines.append(f"Content-Length: {len(body) if content_length is None else content_length}".encode())
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-async def problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.content_type == PROBLEM
-    body: dict[str, Any] = await response.json()
-    return body
-
-
-def dead_letter(app: Any, sqs: Any, settings: Settings, payload: Any) -> str:
-    """Put one message on the log type's dead-letter queue, as the consumer does; returns its id."""
-    broker = app[keys.BROKER]
-    url = sqs.get_queue_url(QueueName=settings.queue_name("log") + "_dlq")["QueueUrl"]
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name="log", actor_name="log", args=(payload,), kwargs={}, options={}
-    )
-    entry = broker.build_entry(message, None)
-    attrs = {**entry["MessageAttributes"], "qm-error": {"DataType": "String", "StringValue": "RuntimeError: x"}}
-    sqs.send_message(QueueUrl=url, MessageBody=entry["MessageBody"], MessageAttributes=attrs)
-    return message.message_id
 
 
 def nested(depth: int) -> str:
@@ -511,7 +487,7 @@ async def test_dead_letter_routes_take_the_queue_names_get_queues_lists(
     api_client: Any, settings: Settings, sqs: Any
 ) -> None:
     # Given a dead letter on the log type's queue, and the names GET /queues gives it
-    message_id = dead_letter(api_client.server.app, sqs, settings, {"message": "x"})
+    (message_id,) = dead_letter(api_client.server.app, sqs, settings, {"message": "x"})
     listed = next(q for q in (await (await api_client.get("/queues")).json())["queues"] if q["type"] == "log")
     # When its dead letters are peeked by type, by queue name and by dead-letter queue name
     for name in ("log", listed["name"], listed["dead_letter"]["name"]):

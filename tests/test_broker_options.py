@@ -20,7 +20,7 @@ from queue_manager.sqs.broker import QMBroker
 from queue_manager.sqs.errors import MessageDelayTooLong, MessageTooLarge
 from queue_manager.sqs.middleware.lifecycle import WorkerLifecycle
 from queue_manager.sqs.middleware.retries import RetriesInPlace
-from tests.conftest import queue_depth, wait_for
+from tests.support import queue_depth, wait_for
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +15,12 @@ import pytest
 
 from queue_manager.client import QMClient, Unavailable, ValidationFailed
 from queue_manager.settings import Settings
-from tests.conftest import ROOT, SQSServer, drain, queue_depth
+from tests.conftest import ROOT, SQSServer
+from tests.support import post_json, queue_depth, queued_ids
 
 pytestmark = pytest.mark.api
 
 BAD_LOG = {"level": "loud"}
-
-
-def queued_ids(sqs: Any, name: str) -> list[str]:
-    import base64
-
-    return [json.loads(base64.b64decode(m["Body"]))["message_id"] for m in drain(sqs, name, timeout=2)]
 
 
 def qm(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -47,16 +40,9 @@ def test_local_validation_matches_the_server_and_needs_no_request(api_process: A
     proc, url = api_process()
     client = QMClient(url)
     assert client.validate("log", {"message": "fine"}) == []
-    import urllib.request
-
-    request = urllib.request.Request(
-        url + "/messages",
-        data=json.dumps({"type": "log", "payload": BAD_LOG}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=10)
-    server_errors = json.loads(refused.value.read())["errors"]
+    status, refused = post_json(url + "/messages", {"type": "log", "payload": BAD_LOG}, timeout=10)
+    assert status == 422, refused
+    server_errors = refused["errors"]
     # When the API is gone and the client is asked to send the bad payload
     proc.kill_all()
     proc.wait(timeout=10)
@@ -170,7 +156,7 @@ def test_the_cli_sends_lists_and_tends_dead_letters(
 
 
 def test_the_cli_says_when_the_api_cannot_be_reached(tmp_path: Path) -> None:
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     result = qm(f"http://127.0.0.1:{free_port()}", "--attempts", "2", "schemas")
     assert result.returncode == 3
@@ -197,12 +183,9 @@ def test_envelope_rules_come_from_the_server_and_are_checked_locally(api_process
     client = QMClient(url)
     assert client.validate("log", {"message": "fine"}) == []
     bad = {"type": "log", "payload": {"message": "hi"}, "delay_seconds": 901, "colour": "red"}
-    request = urllib.request.Request(
-        url + "/messages", data=json.dumps(bad).encode(), headers={"Content-Type": "application/json"}
-    )
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=10)
-    server_errors = json.loads(refused.value.read())["errors"]
+    status, refused = post_json(url + "/messages", bad, timeout=10)
+    assert status == 422, refused
+    server_errors = refused["errors"]
     proc.kill_all()
     proc.wait(timeout=10)
     # When the API is gone and the client checks the same envelope

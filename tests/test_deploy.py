@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from queue_manager.settings import Settings
-from tests.conftest import ROOT, Proc, Receiver, wait_for
+from tests.conftest import ROOT, Proc, Receiver
+from tests.support import post_json, wait_for
 
 #: SQS actions and the IAM action that authorises each (batches use the single-message permission).
 IAM_ACTION = {
@@ -95,11 +96,8 @@ def test_the_iam_policy_allows_every_sqs_action_a_run_makes(
     receiver.statuses["/gone"] = [404]
 
     def post(document: dict[str, Any], path: str = "/messages") -> None:
-        request = urllib.request.Request(
-            url + path, data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 202
+        status, answer = post_json(url + path, document, timeout=10)
+        assert status == 202, answer
 
     # When messages take every path: success, retry, dead letter, batch, depth reads
     post({"type": "webhook", "payload": {"url": receiver.url("/flaky"), "body": 1}})

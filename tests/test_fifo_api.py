@@ -8,7 +8,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,10 +17,10 @@ import pytest
 
 from api import keys
 from api.sender import Sender
-from broker import build_broker
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker, SendResult
 from queue_manager.sqs.errors import SQSOutcomeUnknown
+from tests.support import eventually, post_json, problem
 
 pytestmark = pytest.mark.api
 
@@ -61,13 +61,6 @@ def by_group(messages: list[dict[str, Any]]) -> dict[str, list[Any]]:
     for m in messages:
         groups.setdefault(m["Attributes"]["MessageGroupId"], []).append(body_of(m)["args"][0])
     return groups
-
-
-async def problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.content_type == "application/problem+json"
-    body: dict[str, Any] = await response.json()
-    return body
 
 
 async def test_a_fifo_type_has_a_fifo_queue_and_a_fifo_dead_letter_queue_behind_its_redrive_policy(
@@ -290,13 +283,13 @@ class AwsLikeFailures(RecordingBroker):
 
 
 @pytest.fixture
-def fifo_broker(settings: Settings) -> Iterator[QMBroker]:
-    broker = build_broker(settings)
-    broker.fifo_queues.add("seq")
-    broker.declare_queue("seq")
-    broker.ensure_queue("seq")
-    yield broker
-    broker.close()
+def fifo_broker(broker: Callable[..., QMBroker]) -> QMBroker:
+    """A broker of this test's own with a FIFO queue "seq" (the broker fixture closes it)."""
+    qm = broker()
+    qm.fifo_queues.add("seq")
+    qm.declare_queue("seq")
+    qm.ensure_queue("seq")
+    return qm
 
 
 @pytest.fixture
@@ -373,10 +366,7 @@ async def test_an_entry_that_fails_for_good_fails_what_waits_behind_it_in_its_gr
     sender = Sender(fifo_broker, executor, linger_seconds=0.002)
 
     async def sent(e: dict[str, Any]) -> None:
-        deadline = time.monotonic() + 10
-        while message_id(e) not in failing.started:
-            assert time.monotonic() < deadline, "the entry was never sent"
-            await asyncio.sleep(0.005)
+        await eventually(lambda: message_id(e) in failing.started, timeout=10, interval=0.005, what="the entry sent")
 
     # When group a's first message goes alone, the rest of a arrives while it is in flight,
     # and two more of a arrive while the batch with the refused one is in flight
@@ -425,10 +415,7 @@ async def test_a_batch_without_an_answer_fails_what_waits_behind_it_unsent(
     sender = Sender(fifo_broker, executor, linger_seconds=0.002)
     # When more of group a arrives while that batch is in flight, and more again after it failed
     first = asyncio.ensure_future(sender.send("seq", head))
-    deadline = time.monotonic() + 10
-    while message_id(head) not in lost.started:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.005)
+    await eventually(lambda: message_id(head) in lost.started, timeout=10, interval=0.005, what="the batch sent")
     behind = await asyncio.gather(*(sender.send("seq", entry(fifo_broker, "a", n)) for n in (1, 2)))
     with pytest.raises(SQSOutcomeUnknown):
         await first
@@ -505,16 +492,3 @@ def test_the_qm_client_needs_a_group_for_a_fifo_type_and_sends_it(
         "tenant-1",
         "d-1",
     )
-
-
-def post_json(url: str, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    import urllib.error
-    import urllib.request
-
-    body = json.dumps(document).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())

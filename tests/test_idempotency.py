@@ -22,7 +22,8 @@ from aiohttp import ClientSession
 from api import idempotency, keys
 from api.app import create_app
 from queue_manager.settings import Settings
-from tests.conftest import SQSServer, drain, free_port, wait_for
+from tests.conftest import SQSServer
+from tests.support import drain, free_port, wait_for
 from tests.test_ingest import queued_ids
 
 pytestmark = pytest.mark.api

@@ -17,17 +17,11 @@ from aiohttp import ClientSession, ClientTimeout
 from api import keys
 from api.app import create_app
 from queue_manager.settings import Settings, SettingsError
-from tests.conftest import SQSServer, drain, queue_depth
+from tests.conftest import SQSServer
+from tests.support import LOG, drain, queue_depth, queued_ids
 from tests.test_bench_proxy import proxy_process
 
 pytestmark = pytest.mark.api
-
-LOG = {"type": "log", "payload": {"message": "hello"}}
-
-
-def queued_ids(sqs: Any, name: str, *, timeout: float = 5.0) -> list[str]:
-    """Message ids on a queue (left in flight), decoded from the bodies."""
-    return [json.loads(base64.b64decode(m["Body"]))["message_id"] for m in drain(sqs, name, timeout=timeout)]
 
 
 async def test_concurrent_posts_are_coalesced_into_batches_and_each_waits_for_its_own_entry(

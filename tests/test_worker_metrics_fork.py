@@ -15,7 +15,8 @@ import dramatiq
 
 from broker import build_broker
 from queue_manager.settings import Settings
-from tests.conftest import Proc, free_port, wait_for
+from tests.conftest import Proc
+from tests.support import free_port, wait_for
 
 
 def json_lines(output: str) -> tuple[list[dict[str, Any]], list[str]]:
