@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -59,6 +60,16 @@ async def eventually(predicate: Callable[[], Any], *, timeout: float, interval: 
         if time.monotonic() > deadline:
             raise AssertionError(f"Timed out after {timeout} s waiting for {what}.")
         await asyncio.sleep(interval)
+
+
+def listening(url: str) -> int:
+    """How many sockets listen on the URL's port (from /proc/net/tcp, Linux only)."""
+    port = int(url.rsplit(":", 1)[1])
+    return sum(
+        1
+        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A"  # TCP_LISTEN
+    )
 
 
 def queue_depth(sqs: Any, name: str) -> dict[str, int]:

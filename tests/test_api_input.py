@@ -16,6 +16,7 @@ import json
 import logging
 import signal
 import time
+import urllib.request
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from api.app import create_app
 from queue_manager.settings import Settings
 from queue_manager.sqs import constants
 from tests.conftest import SQSServer
-from tests.support import JSON, LOG, PROBLEM, dead_letter, drain, problem, queue_depth
+from tests.support import JSON, LOG, PROBLEM, dead_letter, drain, eventually, listening, problem, queue_depth, samples
 
 pytestmark = pytest.mark.api
 
@@ -108,6 +109,14 @@ def request(
         lines.append(b"Content-Type: application/json")
         lines.append(f"Content-Length: {len(body) if content_length is None else content_length}".encode())
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def sends_begun(url: str) -> int:
+    """The sends to SQS a `qm-api` process has begun, read from its /metrics (which need no SQS)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+        found = samples(response.read().decode())
+    actions = (("action", "SendMessage"),), (("action", "SendMessageBatch"),)
+    return int(sum(found.get(("qm_api_sqs_requests_total", labels), 0) for labels in actions))
 
 
 def nested(depth: int) -> str:
@@ -466,10 +475,10 @@ async def test_qm_api_on_sigterm_lets_a_send_in_flight_finish_then_exits_0(
         posted = asyncio.create_task(
             exchange(host, int(port), request("POST", "/messages", body=json.dumps(LOG).encode()))
         )
-        await asyncio.sleep(0.5)
-        # When the API is told to stop, and SQS answers again a moment later
+        await eventually(lambda: sends_begun(url) == 1, timeout=10, what="the API's send to SQS")
+        # When the API is told to stop, and SQS answers again once it has closed its port
         api.signal(signal.SIGTERM)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: listening(url) == 0, timeout=10, what="the API to stop listening")
     finally:
         sqs_server.resume()
     response = await posted

@@ -19,7 +19,7 @@ import pytest
 from queue_manager.settings import Settings
 from queue_manager.sqs.wait import endpoint_answers
 from tests.conftest import Proc, settings_env
-from tests.support import drain, free_port, samples, wait_for
+from tests.support import drain, free_port, listening, samples, wait_for
 
 pytestmark = pytest.mark.api
 
@@ -38,16 +38,6 @@ def alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
-
-
-def listening(url: str) -> int:
-    """How many sockets listen on the URL's port (from /proc/net/tcp, Linux only)."""
-    port = int(url.rsplit(":", 1)[1])
-    return sum(
-        1
-        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A"  # TCP_LISTEN
-    )
 
 
 def connect(url: str) -> http.client.HTTPConnection:

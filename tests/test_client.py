@@ -16,7 +16,7 @@ import pytest
 from queue_manager.client import QMClient, Unavailable, ValidationFailed
 from queue_manager.settings import Settings
 from tests.conftest import ROOT, SQSServer
-from tests.support import post_json, queue_depth, queued_ids
+from tests.support import post_json, queue_depth, queued_ids, wait_for
 
 pytestmark = pytest.mark.api
 
@@ -97,7 +97,7 @@ def test_a_503_is_retried_after_its_retry_after(
         sender = threading.Thread(target=lambda: result.update(client.send("log", {"message": "patient"})))
         sender.start()
         # When SQS comes back after a couple of 503s
-        time.sleep(2.5)
+        wait_for(lambda: len(waits) >= 2, timeout=10, what="two 503s")
     finally:
         sqs_server.resume()
     sender.join(timeout=20)

@@ -18,7 +18,7 @@ from api import keys
 from api.app import create_app
 from queue_manager.settings import Settings, SettingsError
 from tests.conftest import SQSServer
-from tests.support import LOG, drain, queue_depth, queued_ids
+from tests.support import LOG, drain, eventually, queue_depth, queued_ids
 from tests.test_bench_proxy import proxy_process
 
 pytestmark = pytest.mark.api
@@ -254,7 +254,7 @@ async def test_sqs_stopped_mid_run_gives_503s_never_a_500_and_no_lost_202(
     async with ClientSession(timeout=ClientTimeout(total=30)) as session:
         clients = asyncio.gather(*(client(session, 60) for _ in range(4)))
         # When SQS stops answering mid-run for a few seconds, then comes back
-        await asyncio.sleep(0.5)
+        await eventually(lambda: len(accepted) >= 8, timeout=10, what="the run under way")
         sqs_server.pause()
         try:
             await asyncio.sleep(5)
