@@ -159,7 +159,10 @@ def test_a_message_out_of_retries_goes_to_the_fifo_dead_letter_queue_with_its_gr
     assert dead["Attributes"]["MessageGroupId"] == "a"
     assert dead["Attributes"]["MessageDeduplicationId"] == ids["a"][2]
     assert dead["MessageAttributes"]["qm-message-id"]["StringValue"] == ids["a"][2]
-    assert "retries exhausted after 2 attempt(s)" in dead["MessageAttributes"]["qm-error"]["StringValue"]
+    assert (
+        dead["MessageAttributes"]["qm-error"]["StringValue"]
+        == "retries exhausted after 2 attempt(s): RuntimeError: boom"
+    )
 
 
 def test_a_permanent_failure_is_dead_lettered_at_once_and_the_group_goes_on(
