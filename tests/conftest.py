@@ -7,6 +7,7 @@ The server is chosen by QM_TEST_SQS (ministack, the default, or moto).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -39,6 +40,23 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 #: Credentials and region the local servers accept.
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+
+
+#: How long a callback or task step may hold a test's event loop before asyncio's debug mode logs it
+#: (its default is 0.1 s). The API's start-up builds its broker's boto3 clients on the loop, which
+#: takes 0.1-0.15 s here and more on a busy machine; a step past this limit is worth a look.
+SLOW_CALLBACK_SECONDS = 0.25
+
+
+def _test_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
+    return loop
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Every async test and fixture runs on a loop with the slow-callback limit above."""
+    return {"asyncio": _test_loop}
 
 
 @dataclasses.dataclass

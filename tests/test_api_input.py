@@ -153,7 +153,7 @@ async def test_an_authorization_header_that_is_not_utf8_is_401_on_every_protecte
 ) -> None:
     # Given an API with keys, and a dead letter a redrive could move
     client = await aiohttp_client(create_app(dataclasses.replace(settings, api_keys=("right-key",))))
-    dead_letter(client.server.app, sqs, settings, {"message": "stays"})
+    await asyncio.to_thread(dead_letter, client.server.app, sqs, settings, {"message": "stays"})
     # When a request carries a byte that is not UTF-8 in its key
     data = request(method, path, headers={"Authorization": b"Bearer right-key\xff"}, body=body)
     response = await exchange(client.server.host, client.server.port, data)
@@ -168,7 +168,7 @@ async def test_without_api_keys_a_redrive_with_an_authorization_that_is_not_utf8
     api_client: Any, settings: Settings, sqs: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given an API without keys, and one dead letter
-    dead_letter(api_client.server.app, sqs, settings, {"message": "stays"})
+    await asyncio.to_thread(dead_letter, api_client.server.app, sqs, settings, {"message": "stays"})
     # When a redrive carries credentials that are not UTF-8
     data = request("POST", "/queues/log/redrive", headers={"Authorization": b"Bearer \xc3\x28"}, body=b"{}")
     with caplog.at_level(logging.INFO, logger="queue_manager.audit"):
@@ -184,7 +184,7 @@ async def test_without_api_keys_a_redrive_is_audited_as_anonymous_whatever_the_a
     api_client: Any, settings: Settings, sqs: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given an API without keys, and one dead letter
-    dead_letter(api_client.server.app, sqs, settings, {"message": "moves"})
+    await asyncio.to_thread(dead_letter, api_client.server.app, sqs, settings, {"message": "moves"})
     # When it is redriven with a bearer token the API does not know
     with caplog.at_level(logging.INFO, logger="queue_manager.audit"):
         response = await api_client.post("/queues/log/redrive", json={}, headers={"Authorization": "Bearer x"})
@@ -228,7 +228,7 @@ async def test_json_nested_past_the_depth_limit_is_400_naming_the_limit_and_wher
 
 async def test_json_nested_near_the_parsers_own_limit_is_a_400_from_qm_api_never_a_500(api_process: Any) -> None:
     # Given `qm-api` running as users run it (the stack as shallow as in production)
-    _, url = api_process()
+    _, url = await asyncio.to_thread(api_process)
     host, port = url.removeprefix("http://").split(":")
     # When payloads nest 960 to 999 levels: around there Python's parser still reads them, but
     # validating or encoding them for SQS would overflow the stack
@@ -311,7 +311,7 @@ async def test_a_surrogate_pair_escape_is_one_character_and_accepted(
         "/messages", data=b'{"type": "log", "payload": {"message": "\\ud83d\\ude00"}}', headers=JSON
     )
     assert response.status == 202, await response.text()
-    (message,) = drain(sqs, settings.queue_name("log"))
+    (message,) = await asyncio.to_thread(drain, sqs, settings.queue_name("log"))
     assert json.loads(base64.b64decode(message["Body"]))["args"] == [{"message": "\U0001f600"}]
 
 
@@ -450,7 +450,7 @@ async def test_requests_aiohttp_cannot_parse_are_400_problems_saying_why(
     api_process: Any, data: bytes, reason: str
 ) -> None:
     # Given `qm-api` running as users run it
-    _, url = api_process()
+    _, url = await asyncio.to_thread(api_process)
     host, port = url.removeprefix("http://").split(":")
     # When it gets a request its HTTP parser refuses
     response = await exchange(host, int(port), data)
@@ -468,7 +468,7 @@ async def test_qm_api_on_sigterm_lets_a_send_in_flight_finish_then_exits_0(
     api_process: Any, settings: Settings, sqs: Any, sqs_server: SQSServer
 ) -> None:
     # Given `qm-api` with a message waiting for SQS, which has stopped answering for a moment
-    api, url = api_process()
+    api, url = await asyncio.to_thread(api_process)
     host, port = url.removeprefix("http://").split(":")
     sqs_server.pause()
     try:
@@ -485,7 +485,7 @@ async def test_qm_api_on_sigterm_lets_a_send_in_flight_finish_then_exits_0(
     # Then that request is answered 202, SQS has its message, and the process exits cleanly
     assert response.status == 202, response.body
     assert await asyncio.to_thread(api.wait, 30) == 0, api.output()
-    (message,) = drain(sqs, settings.queue_name("log"))
+    (message,) = await asyncio.to_thread(drain, sqs, settings.queue_name("log"))
     assert json.loads(base64.b64decode(message["Body"]))["message_id"] == json.loads(response.body)["id"]
 
 
@@ -496,7 +496,7 @@ async def test_dead_letter_routes_take_the_queue_names_get_queues_lists(
     api_client: Any, settings: Settings, sqs: Any
 ) -> None:
     # Given a dead letter on the log type's queue, and the names GET /queues gives it
-    (message_id,) = dead_letter(api_client.server.app, sqs, settings, {"message": "x"})
+    (message_id,) = await asyncio.to_thread(dead_letter, api_client.server.app, sqs, settings, {"message": "x"})
     listed = next(q for q in (await (await api_client.get("/queues")).json())["queues"] if q["type"] == "log")
     # When its dead letters are peeked by type, by queue name and by dead-letter queue name
     for name in ("log", listed["name"], listed["dead_letter"]["name"]):

@@ -100,7 +100,7 @@ async def test_a_fifo_message_goes_out_with_its_group_and_its_message_id_as_dedu
     assert answer["queue"] == f"{settings.queue_prefix}_ordered.fifo"
     # And SQS has it with that group and the message id as its deduplication id
     url = sqs.get_queue_url(QueueName=answer["queue"])["QueueUrl"]
-    [message] = read_in_order(sqs, url)
+    [message] = await asyncio.to_thread(read_in_order, sqs, url)
     assert message["Attributes"]["MessageGroupId"] == "customer-42"
     assert message["Attributes"]["MessageDeduplicationId"] == answer["id"]
     # And the actor can see its group
@@ -120,7 +120,7 @@ async def test_two_messages_with_one_deduplication_id_are_one_sqs_message(
     # Then both are accepted and SQS holds the first only
     assert (first.status, second.status) == (202, 202)
     url = sqs.get_queue_url(QueueName=f"{settings.queue_prefix}_ordered.fifo")["QueueUrl"]
-    messages = read_in_order(sqs, url)
+    messages = await asyncio.to_thread(read_in_order, sqs, url)
     assert [body_of(m)["args"][0]["body"] for m in messages] == [{"n": 1}]
     assert messages[0]["Attributes"]["MessageDeduplicationId"] == "order-7-paid"
 
@@ -135,7 +135,7 @@ async def test_a_group_id_on_a_standard_type_sets_the_fair_queue_group(
     assert response.status == 202, await response.text()
     # Then SQS has it with that MessageGroupId and no deduplication id
     url = sqs.get_queue_url(QueueName=settings.queue_name("webhook"))["QueueUrl"]
-    [message] = read_in_order(sqs, url)
+    [message] = await asyncio.to_thread(read_in_order, sqs, url)
     assert message["Attributes"]["MessageGroupId"] == "tenant-a"
     assert "MessageDeduplicationId" not in message["Attributes"]
 
@@ -210,7 +210,7 @@ async def test_a_batch_keeps_each_group_in_array_order_on_the_fifo_queue(
     assert response.status == 202, await response.text()
     # Then SQS hands out each group's messages in the order of the array
     url = sqs.get_queue_url(QueueName=f"{settings.queue_prefix}_ordered.fifo")["QueueUrl"]
-    groups = by_group(read_in_order(sqs, url))
+    groups = by_group(await asyncio.to_thread(read_in_order, sqs, url))
     assert {g: [p["body"] for p in payloads] for g, payloads in groups.items()} == {
         f"g{k}": list(range(k, 60, 3)) for k in range(3)
     }
@@ -335,7 +335,9 @@ async def test_a_group_never_has_two_batches_in_flight_and_keeps_its_arrival_ord
         assert not ({g for g in a[2] if g} & {g for g in b[2] if g}), (a, b)
     # And SQS hands each group out in its arrival order
     url = fifo_broker.ensure_queue("seq").url
-    assert by_group(read_in_order(sqs, url)) == {f"g{k}": list(range(k, 100, 4)) for k in range(4)}
+    assert by_group(await asyncio.to_thread(read_in_order, sqs, url)) == {
+        f"g{k}": list(range(k, 100, 4)) for k in range(4)
+    }
 
 
 async def test_a_failed_entry_is_sent_again_ahead_of_the_rest_of_its_group(
@@ -353,7 +355,10 @@ async def test_a_failed_entry_is_sent_again_ahead_of_the_rest_of_its_group(
     assert len(failing.calls) >= 2
     # And both groups are on SQS in arrival order: nothing of group a overtook the failed one
     url = fifo_broker.ensure_queue("seq").url
-    assert by_group(read_in_order(sqs, url)) == {"a": list(range(0, 20, 2)), "b": list(range(1, 20, 2))}
+    assert by_group(await asyncio.to_thread(read_in_order, sqs, url)) == {
+        "a": list(range(0, 20, 2)),
+        "b": list(range(1, 20, 2)),
+    }
 
 
 async def test_an_entry_that_fails_for_good_fails_what_waits_behind_it_in_its_group(
@@ -386,7 +391,7 @@ async def test_an_entry_that_fails_for_good_fails_what_waits_behind_it_in_its_gr
     assert waited[0].code == "EarlierMessageFailed" and "earlier message of group 'a'" in (waited[0].detail or "")
     assert all(r.ok for r in later)
     url = fifo_broker.ensure_queue("seq").url
-    assert by_group(read_in_order(sqs, url)) == {"a": [0, 7, 8], "b": [4]}
+    assert by_group(await asyncio.to_thread(read_in_order, sqs, url)) == {"a": [0, 7, 8], "b": [4]}
 
 
 class NoAnswerFor(RecordingBroker):
@@ -424,7 +429,7 @@ async def test_a_batch_without_an_answer_fails_what_waits_behind_it_unsent(
     # Then what waited behind it was not sent (its clients retry in order), and what came after is
     assert [r.code for r in behind] == ["EarlierMessageFailed"] * 2
     assert after.ok
-    assert by_group(read_in_order(sqs, fifo_broker.ensure_queue("seq").url)) == {"a": [3]}
+    assert by_group(await asyncio.to_thread(read_in_order, sqs, fifo_broker.ensure_queue("seq").url)) == {"a": [3]}
 
 
 async def test_a_server_that_accepts_the_rest_of_a_group_after_a_failure_gets_no_resend_behind_it(
@@ -440,7 +445,7 @@ async def test_a_server_that_accepts_the_rest_of_a_group_after_a_failure_gets_no
     outcomes = await asyncio.gather(*(sender.send("seq", e) for e in entries), return_exceptions=True)
     await sender.close()
     url = fifo_broker.ensure_queue("seq").url
-    queued = [m for g in by_group(read_in_order(sqs, url)).values() for m in g]
+    queued = [m for g in by_group(await asyncio.to_thread(read_in_order, sqs, url)).values() for m in g]
     # Then whatever the server did, what SQS holds is in arrival order and the refused one is not
     # among it: it is never sent again behind the later ones
     accepted = [i for i, o in enumerate(outcomes) if isinstance(o, SendResult) and o.ok]
