@@ -23,8 +23,7 @@ from api import idempotency, keys
 from api.app import create_app
 from queue_manager.settings import Settings
 from tests.conftest import SQSServer
-from tests.support import drain, free_port, wait_for
-from tests.test_ingest import queued_ids
+from tests.support import drain, eventually, free_port, queued_ids, wait_for
 
 pytestmark = pytest.mark.api
 
@@ -51,15 +50,6 @@ def copies(sqs: Any, settings: Settings, expected: int) -> Counter[str]:
     wait_for(gather, timeout=20, interval=0.1, what=f"{expected} copies on the queue")
     gather()  # and no more than that: a late copy would show up here
     return found
-
-
-async def eventually(predicate: Any, *, timeout: float, what: str) -> None:
-    """Poll `predicate` without blocking the event loop (the app under test runs on it)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Timed out after {timeout} s waiting for {what}.")
-        await asyncio.sleep(0.05)
 
 
 def key_state(settings: Settings, key: str) -> str | None:
