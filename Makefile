@@ -38,9 +38,11 @@ browser:
 # Two test processes (pytest-xdist), each with its own SQS server: most tests wait on real subprocesses,
 # so two halve the time on two cores (about 3.5 + 2.5 minutes here).
 TEST_WORKERS ?= 2
+# PYTHONASYNCIODEBUG=1 puts the API processes the tests start in asyncio's debug mode; the tests'
+# own loops get it from pytest's asyncio_debug option.
 test: install browser
-	QM_TEST_SQS=ministack $(BIN)/pytest -n $(TEST_WORKERS)
-	QM_TEST_SQS=moto $(BIN)/pytest -n $(TEST_WORKERS) -m "api or e2e"
+	PYTHONASYNCIODEBUG=1 QM_TEST_SQS=ministack $(BIN)/pytest -n $(TEST_WORKERS)
+	PYTHONASYNCIODEBUG=1 QM_TEST_SQS=moto $(BIN)/pytest -n $(TEST_WORKERS) -m "api or e2e"
 
 lint: install
 	$(BIN)/ruff check .

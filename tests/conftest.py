@@ -1,17 +1,18 @@
 """A ladder of fixtures: a real SQS server on a free loopback port → settings with queues unique
 to each test → brokers, in-process workers, worker processes, the API, and a webhook receiver.
+Plain helpers (waits, queue reads, posts) live in tests/support.py.
 
 The server is chosen by QM_TEST_SQS (ministack, the default, or moto).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,10 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import dramatiq
 import pytest
 
+from broker import build_broker
 from queue_manager.settings import Settings
+from queue_manager.sqs.broker import QMBroker
 from queue_manager.sqs.wait import endpoint_answers as _answers
+from tests.support import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -37,22 +42,21 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: How long a callback or task step may hold a test's event loop before asyncio's debug mode logs it
+#: (its default is 0.1 s). The API's start-up builds its broker's boto3 clients on the loop, which
+#: takes 0.1-0.15 s here and more on a busy machine; a step past this limit is worth a look.
+SLOW_CALLBACK_SECONDS = 0.25
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Timed out after {timeout} s waiting for {what}.")
-        time.sleep(interval)
+def _test_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
+    return loop
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Every async test and fixture runs on a loop with the slow-callback limit above."""
+    return {"asyncio": _test_loop}
 
 
 @dataclasses.dataclass
@@ -162,6 +166,53 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = "true" if value else "false"
         env["QM_" + field.name.upper()] = str(value)
     return env
+
+
+@pytest.fixture
+def broker(settings: Settings) -> Iterator[Callable[..., QMBroker]]:
+    """Build brokers as `broker.py` does, from this test's settings with `overrides`; closed at teardown.
+
+    Every broker a test builds shares the test's queue prefix (unless it overrides it), so two of
+    them are two workers' views of the same queues.
+    """
+    made: list[QMBroker] = []
+
+    def build(**overrides: Any) -> QMBroker:
+        made.append(build_broker(dataclasses.replace(settings, **overrides)))
+        return made[-1]
+
+    yield build
+    for built in made:
+        built.close()
+
+
+class InProcessWorker(dramatiq.Worker):
+    """A Dramatiq worker whose `stop` may be called again: the fixture stops what a test left running."""
+
+    stopped = False
+
+    def stop(self, timeout: int = 30_000) -> None:
+        if not self.stopped:
+            self.stopped = True
+            super().stop(timeout=timeout)
+
+
+@pytest.fixture
+def worker(broker: Callable[..., QMBroker]) -> Iterator[Callable[..., InProcessWorker]]:
+    """Start in-process Dramatiq workers (short worker_timeout); stopped at teardown, before their brokers."""
+    started: list[InProcessWorker] = []
+
+    def start(on: QMBroker, *, threads: int = 4, prefetch: int = 0) -> InProcessWorker:
+        running = InProcessWorker(on, worker_threads=threads, worker_timeout=100)
+        if prefetch:
+            running.queue_prefetch = prefetch
+        running.start()
+        started.append(running)
+        return running
+
+    yield start
+    for running in reversed(started):
+        running.stop()
 
 
 @dataclasses.dataclass
@@ -317,50 +368,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
-
-
-def queue_depth(sqs: Any, name: str) -> dict[str, int]:
-    """Visible, in-flight and delayed counts of the queue named `name`."""
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=[
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ],
-    )["Attributes"]
-    return {
-        "visible": int(attrs["ApproximateNumberOfMessages"]),
-        "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"]),
-        "delayed": int(attrs["ApproximateNumberOfMessagesDelayed"]),
-    }
-
-
-def drain(sqs: Any, name: str, *, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """Receive (and leave in flight) every message now visible on the queue named `name`.
-
-    An empty receive is not taken as proof of an empty queue (moto server sometimes answers one
-    while messages are visible): it stops once the queue reports none visible, or at the deadline.
-    """
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=1,
-            VisibilityTimeout=60,
-            MessageAttributeNames=["All"],
-            MessageSystemAttributeNames=["All"],
-        ).get("Messages", [])
-        got.extend(batch)
-        if not batch:
-            visible = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-            if int(visible["Attributes"]["ApproximateNumberOfMessages"]) == 0:
-                break
-    return got
 
 
 @pytest.fixture

@@ -18,13 +18,10 @@ from aiohttp import ClientSession
 from api.handlers import OLDEST_AGE_NOTE
 from queue_manager.settings import DEFAULT_SCHEMAS_DIR, Settings
 from queue_manager.sqs import constants
-from tests.conftest import SQSServer, drain, queue_depth, wait_for
+from tests.conftest import SQSServer
+from tests.support import JSON, LOG, drain, problem, queue_depth
 
 pytestmark = pytest.mark.api
-
-PROBLEM = "application/problem+json"
-JSON = {"Content-Type": "application/json"}
-LOG = {"type": "log", "payload": {"message": "hello"}}
 
 #: The largest body POST /messages reads: the most JSON SQS carries once base64-encoded, plus the envelope.
 MESSAGES_BODY_LIMIT_BYTES = constants.MAX_MESSAGE_SIZE_BYTES // 4 * 3 + 4096
@@ -33,14 +30,6 @@ MESSAGES_BODY_LIMIT_BYTES = constants.MAX_MESSAGE_SIZE_BYTES // 4 * 3 + 4096
 _WEBHOOK = json.loads((DEFAULT_SCHEMAS_DIR / "webhook.json").read_text())["properties"]
 WEBHOOK_URL_PATTERN = _WEBHOOK["url"]["pattern"]
 HEADER_VALUE_PATTERN = _WEBHOOK["headers"]["additionalProperties"]["pattern"]
-
-
-async def problem(response: Any, status: int) -> dict[str, Any]:
-    """The problem document of `response`, once its status and media type are checked."""
-    assert response.status == status, await response.text()
-    assert response.content_type == PROBLEM
-    body: dict[str, Any] = await response.json()
-    return body
 
 
 def invalid(detail: str, errors: list[dict[str, str]]) -> dict[str, Any]:
@@ -119,7 +108,7 @@ async def test_a_posted_message_is_a_dramatiq_message_for_the_actor_of_its_type(
     # When it is posted
     answer = await (await api_client.post("/messages", json={"type": "log", "payload": payload})).json()
     # Then its queue holds exactly one message: base64 of a Dramatiq message for the log actor
-    (message,) = drain(sqs, f"{settings.queue_prefix}_log")
+    (message,) = await asyncio.to_thread(drain, sqs, f"{settings.queue_prefix}_log")
     decoded = json.loads(base64.b64decode(message["Body"]))
     assert decoded["actor_name"] == "log"
     assert decoded["queue_name"] == "log"
@@ -168,7 +157,7 @@ async def test_the_largest_message_sqs_takes_is_accepted(api_client: Any, settin
     response = await api_client.post("/messages", json=document)
     # Then it is accepted, and SQS holds all 1,048,576 bytes of it
     assert response.status == 202, await response.text()
-    (message,) = drain(sqs, f"{settings.queue_prefix}_webhook")
+    (message,) = await asyncio.to_thread(drain, sqs, f"{settings.queue_prefix}_webhook")
     assert len(message["Body"]) == 1_048_576
 
 
@@ -718,12 +707,12 @@ async def test_while_sqs_is_unreachable_sends_readiness_and_depths_are_503_with_
 
 async def test_the_qm_api_entry_point_serves_and_sends_to_sqs(api_process: Any, settings: Settings, sqs: Any) -> None:
     # Given `qm-api` running as a process of its own
-    _, url = api_process()
+    _, url = await asyncio.to_thread(api_process)
     # When a message is posted to it over HTTP
     async with ClientSession() as session, session.post(f"{url}/messages", json=LOG) as response:
         status, answer = response.status, await response.json()
     # Then it answers 202 and the message is on its queue
     assert status == 202
     assert answer == {"id": answer["id"], "type": "log", "queue": f"{settings.queue_prefix}_log"}
-    messages = wait_for(lambda: drain(sqs, f"{settings.queue_prefix}_log"), timeout=10, what="the message on SQS")
+    messages = await asyncio.to_thread(drain, sqs, f"{settings.queue_prefix}_log")
     assert [json.loads(base64.b64decode(m["Body"]))["message_id"] for m in messages] == [answer["id"]]

@@ -16,22 +16,19 @@ import json
 import logging
 import signal
 import time
+import urllib.request
 from typing import Any
 
-import dramatiq
 import pytest
 
 from api import keys
 from api.app import create_app
 from queue_manager.settings import Settings
 from queue_manager.sqs import constants
-from tests.conftest import SQSServer, drain, queue_depth
+from tests.conftest import SQSServer
+from tests.support import JSON, LOG, PROBLEM, dead_letter, drain, eventually, listening, problem, queue_depth, samples
 
 pytestmark = pytest.mark.api
-
-PROBLEM = "application/problem+json"
-JSON = {"Content-Type": "application/json"}
-LOG = {"type": "log", "payload": {"message": "hello"}}
 
 #: The body limits the README and the OpenAPI document state.
 MESSAGE_BODY_LIMIT_BYTES = 790_528
@@ -114,24 +111,12 @@ def request(
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-async def problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.content_type == PROBLEM
-    body: dict[str, Any] = await response.json()
-    return body
-
-
-def dead_letter(app: Any, sqs: Any, settings: Settings, payload: Any) -> str:
-    """Put one message on the log type's dead-letter queue, as the consumer does; returns its id."""
-    broker = app[keys.BROKER]
-    url = sqs.get_queue_url(QueueName=settings.queue_name("log") + "_dlq")["QueueUrl"]
-    message: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name="log", actor_name="log", args=(payload,), kwargs={}, options={}
-    )
-    entry = broker.build_entry(message, None)
-    attrs = {**entry["MessageAttributes"], "qm-error": {"DataType": "String", "StringValue": "RuntimeError: x"}}
-    sqs.send_message(QueueUrl=url, MessageBody=entry["MessageBody"], MessageAttributes=attrs)
-    return message.message_id
+def sends_begun(url: str) -> int:
+    """The sends to SQS a `qm-api` process has begun, read from its /metrics (which need no SQS)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+        found = samples(response.read().decode())
+    actions = (("action", "SendMessage"),), (("action", "SendMessageBatch"),)
+    return int(sum(found.get(("qm_api_sqs_requests_total", labels), 0) for labels in actions))
 
 
 def nested(depth: int) -> str:
@@ -168,7 +153,7 @@ async def test_an_authorization_header_that_is_not_utf8_is_401_on_every_protecte
 ) -> None:
     # Given an API with keys, and a dead letter a redrive could move
     client = await aiohttp_client(create_app(dataclasses.replace(settings, api_keys=("right-key",))))
-    dead_letter(client.server.app, sqs, settings, {"message": "stays"})
+    await asyncio.to_thread(dead_letter, client.server.app, sqs, settings, {"message": "stays"})
     # When a request carries a byte that is not UTF-8 in its key
     data = request(method, path, headers={"Authorization": b"Bearer right-key\xff"}, body=body)
     response = await exchange(client.server.host, client.server.port, data)
@@ -183,7 +168,7 @@ async def test_without_api_keys_a_redrive_with_an_authorization_that_is_not_utf8
     api_client: Any, settings: Settings, sqs: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given an API without keys, and one dead letter
-    dead_letter(api_client.server.app, sqs, settings, {"message": "stays"})
+    await asyncio.to_thread(dead_letter, api_client.server.app, sqs, settings, {"message": "stays"})
     # When a redrive carries credentials that are not UTF-8
     data = request("POST", "/queues/log/redrive", headers={"Authorization": b"Bearer \xc3\x28"}, body=b"{}")
     with caplog.at_level(logging.INFO, logger="queue_manager.audit"):
@@ -199,7 +184,7 @@ async def test_without_api_keys_a_redrive_is_audited_as_anonymous_whatever_the_a
     api_client: Any, settings: Settings, sqs: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Given an API without keys, and one dead letter
-    dead_letter(api_client.server.app, sqs, settings, {"message": "moves"})
+    await asyncio.to_thread(dead_letter, api_client.server.app, sqs, settings, {"message": "moves"})
     # When it is redriven with a bearer token the API does not know
     with caplog.at_level(logging.INFO, logger="queue_manager.audit"):
         response = await api_client.post("/queues/log/redrive", json={}, headers={"Authorization": "Bearer x"})
@@ -243,7 +228,7 @@ async def test_json_nested_past_the_depth_limit_is_400_naming_the_limit_and_wher
 
 async def test_json_nested_near_the_parsers_own_limit_is_a_400_from_qm_api_never_a_500(api_process: Any) -> None:
     # Given `qm-api` running as users run it (the stack as shallow as in production)
-    _, url = api_process()
+    _, url = await asyncio.to_thread(api_process)
     host, port = url.removeprefix("http://").split(":")
     # When payloads nest 960 to 999 levels: around there Python's parser still reads them, but
     # validating or encoding them for SQS would overflow the stack
@@ -326,7 +311,7 @@ async def test_a_surrogate_pair_escape_is_one_character_and_accepted(
         "/messages", data=b'{"type": "log", "payload": {"message": "\\ud83d\\ude00"}}', headers=JSON
     )
     assert response.status == 202, await response.text()
-    (message,) = drain(sqs, settings.queue_name("log"))
+    (message,) = await asyncio.to_thread(drain, sqs, settings.queue_name("log"))
     assert json.loads(base64.b64decode(message["Body"]))["args"] == [{"message": "\U0001f600"}]
 
 
@@ -465,7 +450,7 @@ async def test_requests_aiohttp_cannot_parse_are_400_problems_saying_why(
     api_process: Any, data: bytes, reason: str
 ) -> None:
     # Given `qm-api` running as users run it
-    _, url = api_process()
+    _, url = await asyncio.to_thread(api_process)
     host, port = url.removeprefix("http://").split(":")
     # When it gets a request its HTTP parser refuses
     response = await exchange(host, int(port), data)
@@ -483,24 +468,24 @@ async def test_qm_api_on_sigterm_lets_a_send_in_flight_finish_then_exits_0(
     api_process: Any, settings: Settings, sqs: Any, sqs_server: SQSServer
 ) -> None:
     # Given `qm-api` with a message waiting for SQS, which has stopped answering for a moment
-    api, url = api_process()
+    api, url = await asyncio.to_thread(api_process)
     host, port = url.removeprefix("http://").split(":")
     sqs_server.pause()
     try:
         posted = asyncio.create_task(
             exchange(host, int(port), request("POST", "/messages", body=json.dumps(LOG).encode()))
         )
-        await asyncio.sleep(0.5)
-        # When the API is told to stop, and SQS answers again a moment later
+        await eventually(lambda: sends_begun(url) == 1, timeout=10, what="the API's send to SQS")
+        # When the API is told to stop, and SQS answers again once it has closed its port
         api.signal(signal.SIGTERM)
-        await asyncio.sleep(0.5)
+        await eventually(lambda: listening(url) == 0, timeout=10, what="the API to stop listening")
     finally:
         sqs_server.resume()
     response = await posted
     # Then that request is answered 202, SQS has its message, and the process exits cleanly
     assert response.status == 202, response.body
     assert await asyncio.to_thread(api.wait, 30) == 0, api.output()
-    (message,) = drain(sqs, settings.queue_name("log"))
+    (message,) = await asyncio.to_thread(drain, sqs, settings.queue_name("log"))
     assert json.loads(base64.b64decode(message["Body"]))["message_id"] == json.loads(response.body)["id"]
 
 
@@ -511,7 +496,7 @@ async def test_dead_letter_routes_take_the_queue_names_get_queues_lists(
     api_client: Any, settings: Settings, sqs: Any
 ) -> None:
     # Given a dead letter on the log type's queue, and the names GET /queues gives it
-    message_id = dead_letter(api_client.server.app, sqs, settings, {"message": "x"})
+    (message_id,) = await asyncio.to_thread(dead_letter, api_client.server.app, sqs, settings, {"message": "x"})
     listed = next(q for q in (await (await api_client.get("/queues")).json())["queues"] if q["type"] == "log")
     # When its dead letters are peeked by type, by queue name and by dead-letter queue name
     for name in ("log", listed["name"], listed["dead_letter"]["name"]):

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from queue_manager.settings import Settings
 from queue_manager.sqs.wait import endpoint_answers
-from tests.conftest import Proc, drain, free_port, settings_env, wait_for
+from tests.conftest import Proc, settings_env
+from tests.support import drain, free_port, listening, samples, wait_for
 
 pytestmark = pytest.mark.api
 
@@ -38,16 +38,6 @@ def alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
-
-
-def listening(url: str) -> int:
-    """How many sockets listen on the URL's port (from /proc/net/tcp, Linux only)."""
-    port = int(url.rsplit(":", 1)[1])
-    return sum(
-        1
-        for fields in (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A"  # TCP_LISTEN
-    )
 
 
 def connect(url: str) -> http.client.HTTPConnection:
@@ -93,11 +83,7 @@ def serving_pid(connection: http.client.HTTPConnection, pids: list[int]) -> int:
 def metrics(connection: http.client.HTTPConnection) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     status, _, body = request(connection, "GET", "/metrics")
     assert status == 200
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(body.decode())
-        for s in family.samples
-    }
+    return samples(body.decode())
 
 
 def test_two_api_processes_share_the_port_one_key_store_and_their_metrics_and_stop_together(

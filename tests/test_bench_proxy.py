@@ -21,7 +21,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.conftest import AWS_ENV, ROOT, SQSServer, free_port, wait_for
+from tests.conftest import AWS_ENV, ROOT, SQSServer
+from tests.support import free_port, wait_for
 
 RTT_MS = 15.0
 PROXY = [sys.executable, "-m", "bench.proxy"]

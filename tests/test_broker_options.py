@@ -14,13 +14,13 @@ import pytest
 from botocore.config import Config
 from dramatiq.middleware import Retries, TimeLimit
 
-from broker import build_broker
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker
 from queue_manager.sqs.consumer import ConsumerContext, QMConsumer
 from queue_manager.sqs.errors import MessageDelayTooLong, MessageTooLarge
 from queue_manager.sqs.middleware.retries import RetriesInPlace
-from tests.conftest import queue_depth, wait_for
+from tests.conftest import InProcessWorker
+from tests.support import queue_depth, wait_for
 
 
 @pytest.fixture
@@ -110,7 +110,10 @@ def test_max_receives_sets_the_redrive_policys_receive_count(make_broker: Callab
 
 
 def test_without_dead_letter_a_failed_message_is_deleted_and_no_dead_letter_queue_exists(
-    make_broker: Callable[..., QMBroker], sqs: Any, caplog: pytest.LogCaptureFixture
+    make_broker: Callable[..., QMBroker],
+    worker: Callable[..., InProcessWorker],
+    sqs: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Given a broker without a dead-letter queue, as dramatiq-sqs's dead_letter=False, and an
     # actor that fails with no retries
@@ -124,13 +127,10 @@ def test_without_dead_letter_a_failed_message_is_deleted_and_no_dead_letter_queu
     actor = dramatiq.actor(fails, broker=broker, actor_name="nodlq", queue_name="nodlq", max_retries=0)
     actor.send()
     # When a worker runs it
-    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
-    worker.start()
-    try:
-        with caplog.at_level(logging.WARNING, logger="queue_manager.sqs.consumer"):
-            broker.join("nodlq", timeout=20_000)
-    finally:
-        worker.stop(timeout=20_000)
+    running = worker(broker, threads=2)
+    with caplog.at_level(logging.WARNING, logger="queue_manager.sqs.consumer"):
+        broker.join("nodlq", timeout=20_000)
+    running.stop()
     # Then it ran once, is gone from the queue, no dead-letter queue was made, and the deletion is logged
     assert attempts == [1]
     assert queue_depth(sqs, broker.sqs_queue_name("nodlq")) == {"visible": 0, "in_flight": 0, "delayed": 0}
@@ -271,22 +271,21 @@ def test_our_exceptions_are_dramatiq_sqs_exceptions() -> None:
     assert str(too_long) == "SQS delays a message by at most 900 s, not 3600 s."
 
 
-def test_the_broker_raises_dramatiq_sqs_exceptions_with_its_own_limit(settings: Settings) -> None:
+def test_the_broker_raises_dramatiq_sqs_exceptions_with_its_own_limit(broker: Callable[..., QMBroker]) -> None:
     # Given our broker with its max message size lowered as dramatiq-sqs users may
-    broker = build_broker(settings)
-    broker.max_message_size = 1024
+    qm = broker()
+    qm.max_message_size = 1024
     message = dramatiq.Message(queue_name="big", actor_name="big", args=("a" * 2048,), kwargs={}, options={})
     # When a message over it is prepared, or one delayed past SQS's 15 minutes
     # Then dramatiq-sqs's exceptions come out, the size one naming both sizes
     with pytest.raises(dramatiq_sqs.MessageTooLarge) as too_large:
-        broker.build_entry(message, None)
+        qm.build_entry(message, None)
     assert isinstance(too_large.value, MessageTooLarge)
     assert too_large.value.limit_bytes == 1024
     assert too_large.value.size_bytes > 1024
     small = message.copy(args=("a",))
     with pytest.raises(dramatiq_sqs.MessageDelayTooLong):
-        broker.build_entry(small, 901_000)
-    broker.close()
+        qm.build_entry(small, 901_000)
 
 
 def test_join_waits_for_a_message_in_flight_to_be_acknowledged(make_broker: Callable[..., QMBroker]) -> None:

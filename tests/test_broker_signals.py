@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 import pytest
 from dramatiq.middleware import SkipMessage
 
-from broker import build_broker
-from queue_manager.settings import Settings
+from queue_manager.sqs.broker import QMBroker
 
 
 class Recorder(dramatiq.Middleware):
@@ -31,31 +31,27 @@ class Recorder(dramatiq.Middleware):
             raise RuntimeError("boom")
 
 
-def test_hooks_run_in_order_before_and_in_reverse_after_and_a_late_middleware_is_called(settings: Settings) -> None:
-    broker = build_broker(settings)
-    try:
-        calls: list[str] = []
-        broker.add_middleware(Recorder("a", calls, fail=True))
-        broker.emit_before("process_message", "m")
-        broker.emit_after("process_message", "m", result=None)
-        # A middleware added after the hooks were first looked up is called too
-        broker.add_middleware(Recorder("b", calls))
-        broker.emit_before("process_message", "m")
-        broker.emit_after("process_message", "m", result=None)
-        # A failing after-hook is logged, and the ones after it still run
-        assert calls == ["before a", "after a", "before a", "before b", "after b", "after a"]
-    finally:
-        broker.close()
+def test_hooks_run_in_order_before_and_in_reverse_after_and_a_late_middleware_is_called(
+    broker: Callable[..., QMBroker],
+) -> None:
+    qm = broker()
+    calls: list[str] = []
+    qm.add_middleware(Recorder("a", calls, fail=True))
+    qm.emit_before("process_message", "m")
+    qm.emit_after("process_message", "m", result=None)
+    # A middleware added after the hooks were first looked up is called too
+    qm.add_middleware(Recorder("b", calls))
+    qm.emit_before("process_message", "m")
+    qm.emit_after("process_message", "m", result=None)
+    # A failing after-hook is logged, and the ones after it still run
+    assert calls == ["before a", "after a", "before a", "before b", "after b", "after a"]
 
 
-def test_a_skip_from_a_before_hook_stops_the_message(settings: Settings) -> None:
-    broker = build_broker(settings)
-    try:
-        calls: list[str] = []
-        broker.add_middleware(Recorder("a", calls, skip=True))
-        broker.add_middleware(Recorder("b", calls))
-        with pytest.raises(SkipMessage):
-            broker.emit_before("process_message", "m")
-        assert calls == ["before a"]
-    finally:
-        broker.close()
+def test_a_skip_from_a_before_hook_stops_the_message(broker: Callable[..., QMBroker]) -> None:
+    qm = broker()
+    calls: list[str] = []
+    qm.add_middleware(Recorder("a", calls, skip=True))
+    qm.add_middleware(Recorder("b", calls))
+    with pytest.raises(SkipMessage):
+        qm.emit_before("process_message", "m")
+    assert calls == ["before a"]

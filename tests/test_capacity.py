@@ -3,32 +3,46 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from queue_manager.sqs.capacity import Capacity
+from tests.support import wait_for
 
 
 class CountingCapacity(Capacity):
-    """A Capacity that counts how often a waiting reserve is woken."""
+    """A Capacity that counts how often a waiting reserve is woken, and how often it is notified
+    (counted at once, in the notifying thread: a wake-up follows whenever the woken thread runs)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.wakeups = 0
-        wait = self._cond.wait
+        self.notifications = 0
+        wait, notify = self._cond.wait, self._cond.notify
 
         def counted(timeout: float | None = None) -> bool:
             woken = wait(timeout)
             self.wakeups += 1
             return woken
 
+        def counted_notify(n: int = 1) -> None:  # notify_all calls it too
+            self.notifications += 1
+            notify(n)
+
         self._cond.wait = counted  # type: ignore[method-assign]
+        self._cond.notify = counted_notify  # type: ignore[method-assign]
+
+
+def _waiting_for(capacity: Capacity) -> list[int]:
+    """The free slots each waiting reserve needs (a reserve notes its need, holding the lock, before it waits)."""
+    with capacity._cond:
+        return list(capacity._waiting._needs)
 
 
 def _reserve_later(capacity: Capacity, **kwargs: object) -> tuple[threading.Thread, list[int]]:
+    """Start `capacity.reserve(**kwargs)` in a thread; return once it waits for free slots."""
     got: list[int] = []
     thread = threading.Thread(target=lambda: got.append(capacity.reserve(**kwargs)), daemon=True)  # type: ignore[arg-type]
     thread.start()
-    time.sleep(0.05)  # let it start waiting
+    wait_for(lambda: _waiting_for(capacity), timeout=5, interval=0.001, what="the reserve to wait")
     return thread, got
 
 
@@ -62,16 +76,18 @@ def test_releases_short_of_what_a_reserve_needs_do_not_wake_it() -> None:
     thread, got = _reserve_later(capacity, most=10, timeout_seconds=5, linger_seconds=5, whole_thread=True)
     assert capacity.wakeups == 0
     capacity.release(1)  # the first free slot: it wakes and starts lingering for ten
-    time.sleep(0.05)
-    woken_by_first = capacity.wakeups
+    wait_for(lambda: _waiting_for(capacity) == [10], timeout=5, interval=0.001, what="the reserve to linger")
+    assert capacity.wakeups == 1
+    notified = capacity.notifications
     for _ in range(8):
         capacity.release(1)  # nine free in all: still short of ten
-    time.sleep(0.05)
-    assert capacity.wakeups == woken_by_first
+    assert capacity.notifications == notified
     capacity.release(1)
     thread.join(timeout=5)
     assert got == [10]
-    assert capacity.wakeups == woken_by_first + 1
+    # Once for its first slot and once for the tenth: a wake-up by any of the eight between would
+    # have been counted before the join returned
+    assert capacity.wakeups == 2
 
 
 def test_the_lookahead_grows_to_a_whole_receive_only_while_a_queue_is_busy() -> None:

@@ -8,8 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +15,12 @@ import pytest
 
 from queue_manager.client import QMClient, Unavailable, ValidationFailed
 from queue_manager.settings import Settings
-from tests.conftest import ROOT, SQSServer, drain, queue_depth
+from tests.conftest import ROOT, SQSServer
+from tests.support import post_json, queue_depth, queued_ids, wait_for
 
 pytestmark = pytest.mark.api
 
 BAD_LOG = {"level": "loud"}
-
-
-def queued_ids(sqs: Any, name: str) -> list[str]:
-    import base64
-
-    return [json.loads(base64.b64decode(m["Body"]))["message_id"] for m in drain(sqs, name, timeout=2)]
 
 
 def qm(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -47,16 +40,9 @@ def test_local_validation_matches_the_server_and_needs_no_request(api_process: A
     proc, url = api_process()
     client = QMClient(url)
     assert client.validate("log", {"message": "fine"}) == []
-    import urllib.request
-
-    request = urllib.request.Request(
-        url + "/messages",
-        data=json.dumps({"type": "log", "payload": BAD_LOG}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=10)
-    server_errors = json.loads(refused.value.read())["errors"]
+    status, refused = post_json(url + "/messages", {"type": "log", "payload": BAD_LOG}, timeout=10)
+    assert status == 422, refused
+    server_errors = refused["errors"]
     # When the API is gone and the client is asked to send the bad payload
     proc.kill_all()
     proc.wait(timeout=10)
@@ -111,7 +97,7 @@ def test_a_503_is_retried_after_its_retry_after(
         sender = threading.Thread(target=lambda: result.update(client.send("log", {"message": "patient"})))
         sender.start()
         # When SQS comes back after a couple of 503s
-        time.sleep(2.5)
+        wait_for(lambda: len(waits) >= 2, timeout=10, what="two 503s")
     finally:
         sqs_server.resume()
     sender.join(timeout=20)
@@ -170,7 +156,7 @@ def test_the_cli_sends_lists_and_tends_dead_letters(
 
 
 def test_the_cli_says_when_the_api_cannot_be_reached(tmp_path: Path) -> None:
-    from tests.conftest import free_port
+    from tests.support import free_port
 
     result = qm(f"http://127.0.0.1:{free_port()}", "--attempts", "2", "schemas")
     assert result.returncode == 3
@@ -197,12 +183,9 @@ def test_envelope_rules_come_from_the_server_and_are_checked_locally(api_process
     client = QMClient(url)
     assert client.validate("log", {"message": "fine"}) == []
     bad = {"type": "log", "payload": {"message": "hi"}, "delay_seconds": 901, "colour": "red"}
-    request = urllib.request.Request(
-        url + "/messages", data=json.dumps(bad).encode(), headers={"Content-Type": "application/json"}
-    )
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=10)
-    server_errors = json.loads(refused.value.read())["errors"]
+    status, refused = post_json(url + "/messages", bad, timeout=10)
+    assert status == 422, refused
+    server_errors = refused["errors"]
     proc.kill_all()
     proc.wait(timeout=10)
     # When the API is gone and the client checks the same envelope
@@ -219,26 +202,13 @@ BROKEN_TWICE = [
 ]
 
 
-def post(url: str, document: Any) -> tuple[int, dict[str, Any]]:
-    """POST a document to /messages as any HTTP client would; the status and the JSON answer."""
-    request = urllib.request.Request(
-        url + "/messages", data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
-
-
 @pytest.mark.parametrize("document", BROKEN_TWICE)
 def test_the_client_reports_envelope_and_payload_violations_together_as_the_api_does(
     api_process: Any, document: dict[str, Any]
 ) -> None:
     # Given the API's one answer to an envelope that breaks both its own rules and its payload's
     _, url = api_process()
-    status, answer = post(url, document)
+    status, answer = post_json(url + "/messages", document)
     assert status == 422, answer
     # When the client is asked to send the same message
     client = QMClient(url)

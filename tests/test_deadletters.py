@@ -3,68 +3,48 @@ POST /queues/{type}/redrive moves exactly what was asked back to the source queu
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 import pytest
 
-from api import keys
 from api.app import create_app
-from broker import build_broker
 from queue_manager.settings import Settings
 from queue_manager.sqs import deadletters
-from tests.conftest import drain, queue_depth, wait_for
+from queue_manager.sqs.broker import QMBroker
+from tests.conftest import InProcessWorker
+from tests.support import dead_letter, drain, eventually, queue_depth, queued_ids
 
 pytestmark = pytest.mark.api
 
 
-def dead_letter(
-    api_client: Any, sqs: Any, settings: Settings, *payloads: Any, error: str = "RuntimeError: boom"
-) -> list[str]:
-    """Put messages on the log type's dead-letter queue as the consumer does; returns their ids."""
-    broker = api_client.server.app[keys.BROKER]
-    url = sqs.get_queue_url(QueueName=settings.queue_name("log") + "_dlq")["QueueUrl"]
-    ids = []
-    for payload in payloads:
-        message: dramatiq.Message[Any] = dramatiq.Message(
-            queue_name="log", actor_name="log", args=(payload,), kwargs={}, options={}
-        )
-        entry = broker.build_entry(message, None)
-        attrs = {
-            **entry["MessageAttributes"],
-            "qm-error": {"DataType": "String", "StringValue": error},
-            "qm-receive-count": {"DataType": "Number", "StringValue": "3"},
-            "qm-source-queue": {"DataType": "String", "StringValue": "log"},
-        }
-        sqs.send_message(QueueUrl=url, MessageBody=entry["MessageBody"], MessageAttributes=attrs)
-        ids.append(message.message_id)
-    return ids
-
-
-def ids_on(sqs: Any, name: str) -> list[str]:
-    """Message ids on a queue (left in flight), decoded from the bodies; duplicates kept."""
-    return [json.loads(base64.b64decode(m["Body"]))["message_id"] for m in drain(sqs, name, timeout=2)]
-
-
-async def test_queues_keep_their_depths_and_say_the_oldest_age_is_unknown(api_client: Any) -> None:
+async def test_queues_keep_their_depths_and_say_the_oldest_age_is_unknown(api_client: Any, settings: Settings) -> None:
     response = await api_client.get("/queues")
     assert response.status == 200
     body = await response.json()
     log = next(q for q in body["queues"] if q["type"] == "log")
-    assert {"visible", "in_flight", "delayed", "name"} <= log.keys()
-    assert log["oldest_age_seconds"] is None
-    assert log["dead_letter"]["oldest_age_seconds"] is None
-    assert {"visible", "in_flight", "delayed"} <= log["dead_letter"].keys()
+    empty = {"visible": 0, "in_flight": 0, "delayed": 0}
+    assert log == {
+        "type": "log",
+        "name": settings.queue_name("log"),
+        **empty,
+        "oldest_age_seconds": None,
+        "dead_letter": {"name": settings.queue_name("log") + "_dlq", **empty, "oldest_age_seconds": None},
+    }
     assert "GetQueueAttributes" in body["notes"]["oldest_age_seconds"]
 
 
 async def test_peek_shows_dead_letters_twice_and_loses_none(api_client: Any, sqs: Any, settings: Settings) -> None:
     # Given three dead letters
-    ids = dead_letter(api_client, sqs, settings, {"message": "a"}, {"message": "b"}, {"message": "c"})
+    ids = await asyncio.to_thread(
+        dead_letter, api_client.server.app, sqs, settings, {"message": "a"}, {"message": "b"}, {"message": "c"}
+    )
     dlq = settings.queue_name("log") + "_dlq"
     # When they are peeked twice
     first = await api_client.get("/queues/log/dead-letters")
@@ -87,7 +67,7 @@ async def test_peek_shows_dead_letters_twice_and_loses_none(api_client: Any, sqs
 
 
 async def test_peek_shows_at_most_limit(api_client: Any, sqs: Any, settings: Settings) -> None:
-    dead_letter(api_client, sqs, settings, *({"message": str(i)} for i in range(5)))
+    await asyncio.to_thread(dead_letter, api_client.server.app, sqs, settings, *({"message": str(i)} for i in range(5)))
     response = await api_client.get("/queues/log/dead-letters?limit=2")
     assert response.status == 200
     assert (await response.json())["count"] == 2
@@ -129,7 +109,9 @@ async def test_a_redrive_body_that_is_not_json_is_400(api_client: Any) -> None:
 
 async def test_redrive_of_all_moves_every_dead_letter_once(api_client: Any, sqs: Any, settings: Settings) -> None:
     # Given four dead letters
-    ids = dead_letter(api_client, sqs, settings, *({"message": str(i)} for i in range(4)))
+    ids = await asyncio.to_thread(
+        dead_letter, api_client.server.app, sqs, settings, *({"message": str(i)} for i in range(4))
+    )
     # When all are redriven (an empty body means all)
     response = await api_client.post("/queues/log/redrive")
     # Then the answer names each, by the fallback this server needs
@@ -140,7 +122,7 @@ async def test_redrive_of_all_moves_every_dead_letter_once(api_client: Any, sqs:
     assert sorted(body["ids"]) == sorted(ids)
     # And each is on the source queue once, without the dead-letter attributes, and the DLQ is empty
     assert queue_depth(sqs, settings.queue_name("log") + "_dlq") == {"visible": 0, "in_flight": 0, "delayed": 0}
-    moved = drain(sqs, settings.queue_name("log"), timeout=2)
+    moved = await asyncio.to_thread(drain, sqs, settings.queue_name("log"), timeout=2)
     assert sorted(json.loads(base64.b64decode(m["Body"]))["message_id"] for m in moved) == sorted(ids)
     attrs = moved[0]["MessageAttributes"]
     assert set(attrs) == {"qm-type", "qm-message-id"}
@@ -148,7 +130,9 @@ async def test_redrive_of_all_moves_every_dead_letter_once(api_client: Any, sqs:
 
 async def test_redrive_of_selected_ids_moves_exactly_those(api_client: Any, sqs: Any, settings: Settings) -> None:
     # Given five dead letters
-    ids = dead_letter(api_client, sqs, settings, *({"message": str(i)} for i in range(5)))
+    ids = await asyncio.to_thread(
+        dead_letter, api_client.server.app, sqs, settings, *({"message": str(i)} for i in range(5))
+    )
     chosen = [ids[1], ids[3]]
     # When two of them, and an id that is not there, are redriven
     response = await api_client.post("/queues/log/redrive", json={"ids": [*chosen, "missing"]})
@@ -160,8 +144,8 @@ async def test_redrive_of_selected_ids_moves_exactly_those(api_client: Any, sqs:
     assert body["not_found"] == ["missing"]
     dlq = settings.queue_name("log") + "_dlq"
     assert queue_depth(sqs, dlq) == {"visible": 3, "in_flight": 0, "delayed": 0}
-    assert sorted(ids_on(sqs, settings.queue_name("log"))) == sorted(chosen)
-    assert sorted(ids_on(sqs, dlq)) == sorted(set(ids) - set(chosen))
+    assert sorted(await asyncio.to_thread(queued_ids, sqs, settings.queue_name("log"))) == sorted(chosen)
+    assert sorted(await asyncio.to_thread(queued_ids, sqs, dlq)) == sorted(set(ids) - set(chosen))
 
 
 async def test_dead_letter_actions_are_audited_by_key_position_never_the_key(
@@ -169,7 +153,7 @@ async def test_dead_letter_actions_are_audited_by_key_position_never_the_key(
 ) -> None:
     # Given an API with two keys, used with the second
     client = await aiohttp_client(create_app(dataclasses.replace(settings, api_keys=("first-key", "second-key"))))
-    dead_letter(client, sqs, settings, {"message": "a"})
+    await asyncio.to_thread(dead_letter, client.server.app, sqs, settings, {"message": "a"})
     headers = {"Authorization": "Bearer second-key"}
     # When it peeks and redrives
     with caplog.at_level(logging.INFO, logger="queue_manager.audit"):
@@ -192,23 +176,24 @@ async def test_a_missing_dead_letter_queue_is_503(api_client: Any, sqs: Any, set
     assert "Retry-After" in response.headers
 
 
-async def test_a_redriven_message_is_processed_by_a_worker(api_client: Any, sqs: Any, settings: Settings) -> None:
+async def test_a_redriven_message_is_processed_by_a_worker(
+    api_client: Any,
+    sqs: Any,
+    settings: Settings,
+    broker: Callable[..., QMBroker],
+    worker: Callable[..., InProcessWorker],
+) -> None:
     # Given a dead letter and a worker for its type
-    (message_id,) = dead_letter(api_client, sqs, settings, {"message": "again"})
-    broker = build_broker(settings)
+    (message_id,) = await asyncio.to_thread(dead_letter, api_client.server.app, sqs, settings, {"message": "again"})
+    qm = broker()
     done: list[Any] = []
-    dramatiq.actor(broker=broker, actor_name="log", queue_name="log")(done.append)
-    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
-    worker.start()
-    try:
-        # When it is redriven by id
-        response = await api_client.post("/queues/log/redrive", json={"ids": [message_id]})
-        assert (await response.json())["ids"] == [message_id]
-        # Then the worker runs it
-        wait_for(lambda: done, timeout=15, what="the redriven message processed")
-    finally:
-        worker.stop(timeout=10_000)
-        broker.close()
+    dramatiq.actor(broker=qm, actor_name="log", queue_name="log")(done.append)
+    worker(qm, threads=2)
+    # When it is redriven by id
+    response = await api_client.post("/queues/log/redrive", json={"ids": [message_id]})
+    assert (await response.json())["ids"] == [message_id]
+    # Then the worker runs it
+    await eventually(lambda: done, timeout=15, what="the redriven message processed")
     assert done == [{"message": "again"}]
 
 

@@ -8,7 +8,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,8 @@ import pytest
 import yaml
 
 from queue_manager.settings import Settings
-from tests.conftest import ROOT, Proc, Receiver, wait_for
+from tests.conftest import ROOT, Proc, Receiver
+from tests.support import post_json, queue_depth, wait_for
 
 #: SQS actions and the IAM action that authorises each (batches use the single-message permission).
 IAM_ACTION = {
@@ -83,6 +83,7 @@ def test_the_iam_policy_allows_every_sqs_action_a_run_makes(
     worker_process: Callable[..., Proc],
     receiver: Receiver,
     settings: Settings,
+    sqs: Any,
     tmp_path: Path,
 ) -> None:
     # Given an API and a worker that record the SQS actions they make
@@ -95,11 +96,8 @@ def test_the_iam_policy_allows_every_sqs_action_a_run_makes(
     receiver.statuses["/gone"] = [404]
 
     def post(document: dict[str, Any], path: str = "/messages") -> None:
-        request = urllib.request.Request(
-            url + path, data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 202
+        status, answer = post_json(url + path, document, timeout=10)
+        assert status == 202, answer
 
     # When messages take every path: success, retry, dead letter, batch, depth reads
     post({"type": "webhook", "payload": {"url": receiver.url("/flaky"), "body": 1}})
@@ -108,7 +106,16 @@ def test_the_iam_policy_allows_every_sqs_action_a_run_makes(
     with urllib.request.urlopen(url + "/queues", timeout=10) as response:
         assert response.status == 200
     wait_for(lambda: len(receiver.to("/flaky")) == 2 and receiver.to("/gone"), timeout=30, what="all paths")
-    time.sleep(0.5)
+    empty = {"visible": 0, "in_flight": 0, "delayed": 0}
+    wait_for(
+        lambda: (
+            queue_depth(sqs, settings.queue_name("webhook")) == empty
+            and queue_depth(sqs, settings.queue_name("log")) == empty
+            and queue_depth(sqs, settings.queue_name("webhook") + "_dlq")["visible"] == 1
+        ),
+        timeout=30,
+        what="every message done: acknowledged, or dead-lettered",
+    )
     worker.signal(15)
     worker.wait(timeout=40)
     api.signal(15)

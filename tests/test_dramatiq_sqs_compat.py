@@ -24,7 +24,7 @@ from dramatiq_sqs import SQSBroker
 from dramatiq_sqs.exceptions import MessageDelayTooLong, MessageTooLarge
 
 from queue_manager.sqs.broker import QMBroker
-from tests.conftest import drain, queue_depth, wait_for
+from tests.support import drain, queue_depth, wait_for
 
 #: How long a test waits for a queue to empty, in milliseconds.
 JOIN_TIMEOUT_MS = 60_000

@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from queue_manager.settings import Settings
-from tests.conftest import Proc, Receiver, drain, queue_depth, wait_for
+from tests.conftest import Proc, Receiver
+from tests.support import drain, post_json, queue_depth, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-def post(base_url: str, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        base_url + "/messages", data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def post_webhook(base_url: str, url: str, body: Any) -> str:
-    status, answer = post(base_url, {"type": "webhook", "payload": {"url": url, "body": body}})
+    status, answer = post_json(base_url + "/messages", {"type": "webhook", "payload": {"url": url, "body": body}})
     assert status == 202, answer
     return str(answer["id"])
 

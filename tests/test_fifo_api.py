@@ -8,7 +8,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,11 +17,11 @@ import pytest
 
 from api import keys
 from api.sender import Sender
-from broker import build_broker
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker
 from queue_manager.sqs.errors import SQSOutcomeUnknown
 from queue_manager.sqs.sending import SendResult
+from tests.support import eventually, post_json, problem
 
 pytestmark = pytest.mark.api
 
@@ -64,13 +64,6 @@ def by_group(messages: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return groups
 
 
-async def problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status == status, await response.text()
-    assert response.content_type == "application/problem+json"
-    body: dict[str, Any] = await response.json()
-    return body
-
-
 async def test_a_fifo_type_has_a_fifo_queue_and_a_fifo_dead_letter_queue_behind_its_redrive_policy(
     api_client: Any, settings: Settings, sqs: Any
 ) -> None:
@@ -108,7 +101,7 @@ async def test_a_fifo_message_goes_out_with_its_group_and_its_message_id_as_dedu
     assert answer["queue"] == f"{settings.queue_prefix}_ordered.fifo"
     # And SQS has it with that group and the message id as its deduplication id
     url = sqs.get_queue_url(QueueName=answer["queue"])["QueueUrl"]
-    [message] = read_in_order(sqs, url)
+    [message] = await asyncio.to_thread(read_in_order, sqs, url)
     assert message["Attributes"]["MessageGroupId"] == "customer-42"
     assert message["Attributes"]["MessageDeduplicationId"] == answer["id"]
     # And the actor can see its group
@@ -128,7 +121,7 @@ async def test_two_messages_with_one_deduplication_id_are_one_sqs_message(
     # Then both are accepted and SQS holds the first only
     assert (first.status, second.status) == (202, 202)
     url = sqs.get_queue_url(QueueName=f"{settings.queue_prefix}_ordered.fifo")["QueueUrl"]
-    messages = read_in_order(sqs, url)
+    messages = await asyncio.to_thread(read_in_order, sqs, url)
     assert [body_of(m)["args"][0]["body"] for m in messages] == [{"n": 1}]
     assert messages[0]["Attributes"]["MessageDeduplicationId"] == "order-7-paid"
 
@@ -143,7 +136,7 @@ async def test_a_group_id_on_a_standard_type_sets_the_fair_queue_group(
     assert response.status == 202, await response.text()
     # Then SQS has it with that MessageGroupId and no deduplication id
     url = sqs.get_queue_url(QueueName=settings.queue_name("webhook"))["QueueUrl"]
-    [message] = read_in_order(sqs, url)
+    [message] = await asyncio.to_thread(read_in_order, sqs, url)
     assert message["Attributes"]["MessageGroupId"] == "tenant-a"
     assert "MessageDeduplicationId" not in message["Attributes"]
 
@@ -233,7 +226,7 @@ async def test_a_batch_keeps_each_group_in_array_order_on_the_fifo_queue(
     assert response.status == 202, await response.text()
     # Then SQS hands out each group's messages in the order of the array
     url = sqs.get_queue_url(QueueName=f"{settings.queue_prefix}_ordered.fifo")["QueueUrl"]
-    groups = by_group(read_in_order(sqs, url))
+    groups = by_group(await asyncio.to_thread(read_in_order, sqs, url))
     assert {g: [p["body"] for p in payloads] for g, payloads in groups.items()} == {
         f"g{k}": list(range(k, 60, 3)) for k in range(3)
     }
@@ -364,13 +357,13 @@ class AwsLikeFailures(RecordingBroker):
 
 
 @pytest.fixture
-def fifo_broker(settings: Settings) -> Iterator[QMBroker]:
-    broker = build_broker(settings)
-    broker.fifo_queues.add("seq")
-    broker.declare_queue("seq")
-    broker.ensure_queue("seq")
-    yield broker
-    broker.close()
+def fifo_broker(broker: Callable[..., QMBroker]) -> QMBroker:
+    """A broker of this test's own with a FIFO queue "seq" (the broker fixture closes it)."""
+    qm = broker()
+    qm.fifo_queues.add("seq")
+    qm.declare_queue("seq")
+    qm.ensure_queue("seq")
+    return qm
 
 
 @pytest.fixture
@@ -416,7 +409,9 @@ async def test_a_group_never_has_two_batches_in_flight_and_keeps_its_arrival_ord
         assert not ({g for g in a[2] if g} & {g for g in b[2] if g}), (a, b)
     # And SQS hands each group out in its arrival order
     url = fifo_broker.ensure_queue("seq").url
-    assert by_group(read_in_order(sqs, url)) == {f"g{k}": list(range(k, 100, 4)) for k in range(4)}
+    assert by_group(await asyncio.to_thread(read_in_order, sqs, url)) == {
+        f"g{k}": list(range(k, 100, 4)) for k in range(4)
+    }
 
 
 async def test_a_failed_entry_is_sent_again_ahead_of_the_rest_of_its_group(
@@ -434,7 +429,10 @@ async def test_a_failed_entry_is_sent_again_ahead_of_the_rest_of_its_group(
     assert len(failing.calls) >= 2
     # And both groups are on SQS in arrival order: nothing of group a overtook the failed one
     url = fifo_broker.ensure_queue("seq").url
-    assert by_group(read_in_order(sqs, url)) == {"a": list(range(0, 20, 2)), "b": list(range(1, 20, 2))}
+    assert by_group(await asyncio.to_thread(read_in_order, sqs, url)) == {
+        "a": list(range(0, 20, 2)),
+        "b": list(range(1, 20, 2)),
+    }
 
 
 async def test_an_entry_that_fails_for_good_fails_what_waits_behind_it_in_its_group(
@@ -447,10 +445,7 @@ async def test_an_entry_that_fails_for_good_fails_what_waits_behind_it_in_its_gr
     sender = Sender(fifo_broker, executor, linger_seconds=0.002)
 
     async def sent(e: dict[str, Any]) -> None:
-        deadline = time.monotonic() + 10
-        while message_id(e) not in failing.started:
-            assert time.monotonic() < deadline, "the entry was never sent"
-            await asyncio.sleep(0.005)
+        await eventually(lambda: message_id(e) in failing.started, timeout=10, interval=0.005, what="the entry sent")
 
     # When group a's first message goes alone, the rest of a arrives while it is in flight,
     # and two more of a arrive while the batch with the refused one is in flight
@@ -470,7 +465,7 @@ async def test_an_entry_that_fails_for_good_fails_what_waits_behind_it_in_its_gr
     assert waited[0].code == "EarlierMessageFailed" and "earlier message of group 'a'" in (waited[0].detail or "")
     assert all(r.ok for r in later)
     url = fifo_broker.ensure_queue("seq").url
-    assert by_group(read_in_order(sqs, url)) == {"a": [0, 7, 8], "b": [4]}
+    assert by_group(await asyncio.to_thread(read_in_order, sqs, url)) == {"a": [0, 7, 8], "b": [4]}
 
 
 class NoAnswerFor(RecordingBroker):
@@ -499,10 +494,7 @@ async def test_a_batch_without_an_answer_fails_what_waits_behind_it_unsent(
     sender = Sender(fifo_broker, executor, linger_seconds=0.002)
     # When more of group a arrives while that batch is in flight, and more again after it failed
     first = asyncio.ensure_future(sender.send("seq", head))
-    deadline = time.monotonic() + 10
-    while message_id(head) not in lost.started:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.005)
+    await eventually(lambda: message_id(head) in lost.started, timeout=10, interval=0.005, what="the batch sent")
     behind = await asyncio.gather(*(sender.send("seq", entry(fifo_broker, "a", n)) for n in (1, 2)))
     with pytest.raises(SQSOutcomeUnknown):
         await first
@@ -511,7 +503,7 @@ async def test_a_batch_without_an_answer_fails_what_waits_behind_it_unsent(
     # Then what waited behind it was not sent (its clients retry in order), and what came after is
     assert [r.code for r in behind] == ["EarlierMessageFailed"] * 2
     assert after.ok
-    assert by_group(read_in_order(sqs, fifo_broker.ensure_queue("seq").url)) == {"a": [3]}
+    assert by_group(await asyncio.to_thread(read_in_order, sqs, fifo_broker.ensure_queue("seq").url)) == {"a": [3]}
 
 
 async def test_a_server_that_accepts_the_rest_of_a_group_after_a_failure_gets_no_resend_behind_it(
@@ -527,7 +519,7 @@ async def test_a_server_that_accepts_the_rest_of_a_group_after_a_failure_gets_no
     outcomes = await asyncio.gather(*(sender.send("seq", e) for e in entries), return_exceptions=True)
     await sender.close()
     url = fifo_broker.ensure_queue("seq").url
-    queued = [m for g in by_group(read_in_order(sqs, url)).values() for m in g]
+    queued = [m for g in by_group(await asyncio.to_thread(read_in_order, sqs, url)).values() for m in g]
     # Then whatever the server did, what SQS holds is in arrival order and the refused one is not
     # among it: it is never sent again behind the later ones
     accepted = [i for i, o in enumerate(outcomes) if isinstance(o, SendResult) and o.ok]
@@ -579,16 +571,3 @@ def test_the_qm_client_needs_a_group_for_a_fifo_type_and_sends_it(
         "tenant-1",
         "d-1",
     )
-
-
-def post_json(url: str, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    import urllib.error
-    import urllib.request
-
-    body = json.dumps(document).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())

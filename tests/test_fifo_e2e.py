@@ -4,17 +4,16 @@ a receiver that records the order in which each group's webhooks arrive."""
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from queue_manager.settings import Settings
-from tests.conftest import SQS_KIND, Proc, Receiver, queue_depth, wait_for
+from tests.conftest import SQS_KIND, Proc, Receiver
+from tests.support import post_json, queue_depth, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -42,17 +41,6 @@ else:
 CHUNKS = (1, 7, 1, 1, 20, 3, 1, 12)
 
 
-def post(base_url: str, path: str, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        base_url + path, data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def fails_first(group: str, n: int) -> bool:
     """About one message in ten fails its first attempt, the same ones every run."""
     return int(hashlib.sha256(f"{group}:{n}".encode()).hexdigest(), 16) % 10 == 0
@@ -74,9 +62,9 @@ def send_group(api: str, receiver: Receiver, group: str, count: int, errors: lis
         turn += 1
         chunk = [envelope(receiver, group, i) for i in range(n, n + size)]
         if size == 1:
-            status, answer = post(api, "/messages", chunk[0])
+            status, answer = post_json(api + "/messages", chunk[0])
         else:
-            status, answer = post(api, "/messages/batch", {"messages": chunk})
+            status, answer = post_json(api + "/messages/batch", {"messages": chunk})
         if status != 202:
             errors.append(f"{group} {n}: {status} {answer}")
             return
@@ -145,18 +133,24 @@ def test_a_worker_killed_while_a_message_waits_for_its_retry_loses_nothing_and_k
     worker_process: Callable[..., Proc],
     receiver: Receiver,
     settings: Settings,
+    sqs: Any,
 ) -> None:
     # Given a group of 12 whose fifth message is answered 503 with Retry-After: 3 the first time
     receiver.statuses["/g/4"] = [503, 200]
     receiver.retry_after["/g/4"] = "3"
     _, api = api_process()
     worker = worker_process(threads=4)
-    status, answer = post(api, "/messages/batch", {"messages": [envelope(receiver, "g", n) for n in range(12)]})
+    status, answer = post_json(api + "/messages/batch", {"messages": [envelope(receiver, "g", n) for n in range(12)]})
     assert status == 202, answer
     # When the worker is SIGKILLed while that message waits for its retry, and a new one starts
     wait_for(lambda: len(receiver.to("/g/4")) == 1, timeout=30, what="the first attempt at message 4")
     failed_at = receiver.to("/g/4")[0].at
-    time.sleep(1)
+    retrying = f"Retrying message {receiver.to('/g/4')[0].headers['Idempotency-Key']!r}"
+    wait_for(lambda: retrying in worker.output(), timeout=10, what="the worker to schedule the retry")
+    # (and once the four before it are deleted: a kill before their acks reach SQS would have them
+    # delivered again, as at-least-once allows, and the order asserted below would not hold)
+    name = f"{settings.queue_prefix}_ordered.fifo"
+    wait_for(lambda: sum(queue_depth(sqs, name).values()) == 8, timeout=10, what="messages 0-3 deleted")
     worker.kill_all()
     worker.wait(timeout=10)
     worker_process(threads=4)

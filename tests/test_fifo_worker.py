@@ -3,12 +3,11 @@ parallel, retries hold the rest of their group, dead letters keep their group, s
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -16,28 +15,12 @@ import pytest
 from dramatiq.errors import Retry
 from dramatiq.middleware import CurrentMessage
 
-from broker import build_broker
-from queue_manager.settings import Settings
+from queue_manager.sqs.broker import QMBroker
 from queue_manager.sqs.errors import PermanentFailure
-from tests.conftest import drain, queue_depth, wait_for
-from tests.test_worker import Harness
+from tests.conftest import InProcessWorker
+from tests.support import drain, queue_depth, send_messages, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def harness(settings: Settings) -> Iterator[Callable[..., Harness]]:
-    """In-process Dramatiq workers on brokers of this test's own queues (as in test_worker)."""
-    made: list[Harness] = []
-
-    def make(**overrides: Any) -> Harness:
-        test_settings = dataclasses.replace(settings, **overrides)
-        made.append(Harness(build_broker(test_settings), test_settings, []))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.stop()
 
 
 class Journal:
@@ -63,7 +46,7 @@ class Journal:
 
 
 def fifo_actor(
-    h: Harness,
+    qm: QMBroker,
     journal: Journal,
     *,
     seconds: float = 0.0,
@@ -81,39 +64,36 @@ def fifo_actor(
         if error is not None:
             raise error
 
-    return dramatiq.actor(run, broker=h.broker, actor_name="seq", queue_name="seq", fifo=True, **options)
+    return dramatiq.actor(run, broker=qm, actor_name="seq", queue_name="seq", fifo=True, **options)
 
 
-def send_groups(h: Harness, actor: dramatiq.Actor[Any, Any], groups: dict[str, int]) -> dict[str, list[str]]:
+def send_groups(qm: QMBroker, actor: dramatiq.Actor[Any, Any], groups: dict[str, int]) -> dict[str, list[str]]:
     """Send `count` messages per group, interleaved, in batches of ten; returns the ids per group."""
     messages = []
     for n in range(max(groups.values())):
         for group, count in groups.items():
             if n < count:
                 messages.append(actor.message_with_options(args=({"group": group, "n": n},), group_id=group))
+    send_messages(qm, messages)
     ids: dict[str, list[str]] = {g: [] for g in groups}
-    for start in range(0, len(messages), 10):
-        chunk = messages[start : start + 10]
-        results = h.broker.send_entries("seq", [h.broker.build_entry(m, None) for m in chunk])
-        assert all(r.ok for r in results), results
-        for m in chunk:
-            ids[m.options["group_id"]].append(m.message_id)
+    for m in messages:
+        ids[m.options["group_id"]].append(m.message_id)
     return ids
 
 
 def test_a_group_runs_one_message_at_a_time_in_order_while_groups_run_in_parallel(
-    harness: Callable[..., Harness], sqs: Any
+    broker: Callable[..., QMBroker], worker: Callable[..., InProcessWorker], sqs: Any
 ) -> None:
     # Given 3 groups of 15 messages on a FIFO queue, each taking 30 ms
-    h = harness()
+    qm = broker()
     journal = Journal()
-    actor = fifo_actor(h, journal, seconds=0.03)
-    send_groups(h, actor, {"a": 15, "b": 15, "c": 15})
+    actor = fifo_actor(qm, journal, seconds=0.03)
+    send_groups(qm, actor, {"a": 15, "b": 15, "c": 15})
     # When one process with 9 threads works them (one receiver: moto server lets two concurrent
     # receives take messages of one group, see test_fifo_e2e)
-    h.start(threads=9)
+    w = worker(qm, threads=9)
     wait_for(lambda: all(len(journal.done(g)) == 15 for g in "abc"), timeout=30, what="every message processed")
-    h.stop()
+    w.stop()
     # Then each group ran in order, no two of its messages at once, each on its first attempt
     for group in "abc":
         runs = journal.of(group)
@@ -123,25 +103,25 @@ def test_a_group_runs_one_message_at_a_time_in_order_while_groups_run_in_paralle
     # And the groups did run side by side
     everything = sorted(journal.runs, key=lambda r: r["start"])
     assert any(b["start"] < a["end"] for a, b in itertools.pairwise(everything))
-    assert queue_depth(sqs, h.queue("seq")) == {"visible": 0, "in_flight": 0, "delayed": 0}
+    assert queue_depth(sqs, qm.sqs_queue_name("seq")) == {"visible": 0, "in_flight": 0, "delayed": 0}
 
 
 def test_a_failed_message_is_retried_in_place_before_the_rest_of_its_group(
-    harness: Callable[..., Harness], sqs: Any
+    broker: Callable[..., QMBroker], worker: Callable[..., InProcessWorker], sqs: Any
 ) -> None:
     # Given a group whose fourth message fails its first attempt and asks for a 500 ms pause
-    h = harness(max_retries=2)
+    qm = broker(max_retries=2)
     journal = Journal()
 
     def once(payload: dict[str, Any], attempt: int) -> Exception | None:
         return Retry("not yet", delay=500) if payload == {"group": "a", "n": 3} and attempt == 1 else None
 
-    actor = fifo_actor(h, journal, fail=once)
-    send_groups(h, actor, {"a": 10, "b": 10})
+    actor = fifo_actor(qm, journal, fail=once)
+    send_groups(qm, actor, {"a": 10, "b": 10})
     # When one process works them
-    h.start(threads=4)
+    w = worker(qm, threads=4)
     wait_for(lambda: len(journal.done("a")) == 10 and len(journal.done("b")) == 10, timeout=30, what="all processed")
-    h.stop()
+    w.stop()
     # Then the failed one ran again after its pause, as attempt 2, before anything after it in its group
     runs = journal.of("a")
     assert [(r["n"], r["ok"]) for r in runs] == [(0, True), (1, True), (2, True), (3, False)] + [
@@ -154,122 +134,127 @@ def test_a_failed_message_is_retried_in_place_before_the_rest_of_its_group(
     assert {r["attempt"] for r in runs[5:]} == {1}
     # And the other group never waited for it
     assert [r["n"] for r in journal.of("b")] == list(range(10))
-    assert queue_depth(sqs, h.queue("seq")) == {"visible": 0, "in_flight": 0, "delayed": 0}
-    assert queue_depth(sqs, h.broker.dead_letter_queue_name("seq"))["visible"] == 0
+    assert queue_depth(sqs, qm.sqs_queue_name("seq")) == {"visible": 0, "in_flight": 0, "delayed": 0}
+    assert queue_depth(sqs, qm.dead_letter_queue_name("seq"))["visible"] == 0
 
 
 def test_a_message_out_of_retries_goes_to_the_fifo_dead_letter_queue_with_its_group_and_the_group_goes_on(
-    harness: Callable[..., Harness], sqs: Any
+    broker: Callable[..., QMBroker], worker: Callable[..., InProcessWorker], sqs: Any
 ) -> None:
     # Given a group whose third message always fails, with one retry allowed
-    h = harness(max_retries=1)
+    qm = broker(max_retries=1)
     journal = Journal()
-    actor = fifo_actor(h, journal, fail=lambda p, a: RuntimeError("boom") if p["n"] == 2 else None, max_retries=1)
-    ids = send_groups(h, actor, {"a": 6})
+    actor = fifo_actor(qm, journal, fail=lambda p, a: RuntimeError("boom") if p["n"] == 2 else None, max_retries=1)
+    ids = send_groups(qm, actor, {"a": 6})
     # When a worker runs them
-    h.start(threads=4)
+    w = worker(qm, threads=4)
     wait_for(lambda: len(journal.done("a")) == 5, timeout=30, what="the rest of the group")
-    h.stop()
+    w.stop()
     # Then it was tried twice, dead-lettered, and the group went on in order after it
     assert [(r["n"], r["ok"]) for r in journal.of("a")] == [
         (0, True), (1, True), (2, False), (2, False), (3, True), (4, True), (5, True),
     ]  # fmt: skip
     # And the FIFO dead-letter queue holds it with its group and its deduplication id (the message id)
-    [dead] = drain(sqs, h.broker.dead_letter_queue_name("seq"))
+    [dead] = drain(sqs, qm.dead_letter_queue_name("seq"))
     assert dead["Attributes"]["MessageGroupId"] == "a"
     assert dead["Attributes"]["MessageDeduplicationId"] == ids["a"][2]
     assert dead["MessageAttributes"]["qm-message-id"]["StringValue"] == ids["a"][2]
-    assert "retries exhausted after 2 attempt(s)" in dead["MessageAttributes"]["qm-error"]["StringValue"]
+    assert (
+        dead["MessageAttributes"]["qm-error"]["StringValue"]
+        == "retries exhausted after 2 attempt(s): RuntimeError: boom"
+    )
 
 
 def test_a_permanent_failure_is_dead_lettered_at_once_and_the_group_goes_on(
-    harness: Callable[..., Harness], sqs: Any
+    broker: Callable[..., QMBroker], worker: Callable[..., InProcessWorker], sqs: Any
 ) -> None:
-    h = harness(max_retries=5)
+    qm = broker(max_retries=5)
     journal = Journal()
     actor = fifo_actor(
-        h, journal, fail=lambda p, a: PermanentFailure("no") if p["n"] == 1 else None, throws=(PermanentFailure,)
+        qm, journal, fail=lambda p, a: PermanentFailure("no") if p["n"] == 1 else None, throws=(PermanentFailure,)
     )
-    send_groups(h, actor, {"a": 4})
-    h.start(threads=2)
+    send_groups(qm, actor, {"a": 4})
+    w = worker(qm, threads=2)
     wait_for(lambda: len(journal.done("a")) == 3, timeout=30, what="the rest of the group")
-    h.stop()
+    w.stop()
     assert [(r["n"], r["ok"]) for r in journal.of("a")] == [(0, True), (1, False), (2, True), (3, True)]
-    [dead] = drain(sqs, h.broker.dead_letter_queue_name("seq"))
+    [dead] = drain(sqs, qm.dead_letter_queue_name("seq"))
     assert dead["Attributes"]["MessageGroupId"] == "a"
 
 
 def test_a_stopping_worker_hands_back_what_it_holds_and_the_next_one_carries_on_in_order(
-    harness: Callable[..., Harness], sqs: Any
+    broker: Callable[..., QMBroker], worker: Callable[..., InProcessWorker], sqs: Any
 ) -> None:
     # Given a worker holding a group of 10 slow messages (0.3 s each), 2 of them done
-    h = harness()
+    qm = broker()
     journal = Journal()
-    actor = fifo_actor(h, journal, seconds=0.3)
-    send_groups(h, actor, {"a": 10})
-    h.start(threads=4)
+    actor = fifo_actor(qm, journal, seconds=0.3)
+    send_groups(qm, actor, {"a": 10})
+    w = worker(qm, threads=4)
     wait_for(lambda: len(journal.done("a")) >= 2, timeout=30, what="two processed")
     # When it stops
-    h.stop()
+    w.stop()
     stopped_after = len(journal.done("a"))
     assert stopped_after < 10
     # Then nothing stays hidden: what it held is visible again at once
-    assert queue_depth(sqs, h.queue("seq"))["in_flight"] == 0
+    assert queue_depth(sqs, qm.sqs_queue_name("seq"))["in_flight"] == 0
     # And another worker runs the rest in order, none twice
-    other = harness(queue_prefix=h.settings.queue_prefix)
+    other = broker()  # the same queues: they share the test's prefix
     second = Journal()
     fifo_actor(other, second, seconds=0.01)
-    other.start(threads=4)
+    other_worker = worker(other, threads=4)
     wait_for(lambda: len(journal.done("a")) + len(second.done("a")) >= 10, timeout=30, what="the rest processed")
-    other.stop()
+    other_worker.stop()
     assert journal.done("a") + second.done("a") == list(range(10))
 
 
-def test_a_dead_letter_redriven_to_a_fifo_queue_keeps_its_group(harness: Callable[..., Harness], sqs: Any) -> None:
+def test_a_dead_letter_redriven_to_a_fifo_queue_keeps_its_group(
+    broker: Callable[..., QMBroker], worker: Callable[..., InProcessWorker], sqs: Any
+) -> None:
     # Given a message of group a dead-lettered within seconds of being sent
-    h = harness(max_retries=0)
+    qm = broker(max_retries=0)
     journal = Journal()
-    actor = fifo_actor(h, journal, fail=lambda p, a: None if journal.runs else PermanentFailure("no"))
-    send_groups(h, actor, {"a": 1})
-    h.start(threads=2)
+    actor = fifo_actor(qm, journal, fail=lambda p, a: None if journal.runs else PermanentFailure("no"))
+    send_groups(qm, actor, {"a": 1})
+    w = worker(qm, threads=2)
     wait_for(lambda: journal.runs, timeout=20, what="the first attempt")
-    urls = h.broker.ensure_queue("seq")
-    wait_for(lambda: queue_depth(sqs, h.broker.dead_letter_queue_name("seq"))["visible"], timeout=10, what="dlq")
+    urls = qm.ensure_queue("seq")
+    wait_for(lambda: queue_depth(sqs, qm.dead_letter_queue_name("seq"))["visible"], timeout=10, what="dlq")
     # When it is redriven at once (well inside the 5-minute deduplication window of its first send)
-    result = h.broker.dead_letters.redrive(urls.dead_letter_url, urls.url)
+    result = qm.dead_letters.redrive(urls.dead_letter_url, urls.url)
     # Then it is back on the FIFO queue, not dropped as a duplicate, and runs again
     assert result.moved == 1, result
     wait_for(lambda: journal.done("a") == [0], timeout=20, what="the redriven message processed")
-    h.stop()
+    w.stop()
     assert [r["attempt"] for r in journal.of("a")] == [1, 1]
 
 
 def test_a_quick_retry_that_succeeds_sends_no_visibility_change_for_its_backoff(
-    harness: Callable[..., Harness], sqs: Any
+    broker: Callable[..., QMBroker], worker: Callable[..., InProcessWorker], sqs: Any
 ) -> None:
     # Given acks batched for a second, and a message that fails once with a 20 ms backoff
-    h = harness(ack_flush_interval_ms=1000)
+    qm = broker(ack_flush_interval_ms=1000)
     journal = Journal()
-    actor = fifo_actor(h, journal, fail=lambda p, a: Retry("again", delay=20) if a == 1 else None)
-    send_groups(h, actor, {"a": 1})
+    actor = fifo_actor(qm, journal, fail=lambda p, a: Retry("again", delay=20) if a == 1 else None)
+    send_groups(qm, actor, {"a": 1})
     # When it is retried and succeeds before its backoff's visibility change was sent
-    h.start(threads=2)
+    w = worker(qm, threads=2)
     wait_for(lambda: journal.done("a") == [0], timeout=20, what="the retry")
-    h.stop()
+    w.stop()
     # Then its delete replaced that change: no ChangeMessageVisibility for a message already gone
     assert [r["attempt"] for r in journal.of("a")] == [1, 2]
-    assert h.broker.request_counts().get("ChangeMessageVisibilityBatch", 0) == 0, h.broker.request_counts()
-    assert queue_depth(sqs, h.queue("seq")) == {"visible": 0, "in_flight": 0, "delayed": 0}
+    assert qm.request_counts().get("ChangeMessageVisibilityBatch", 0) == 0, qm.request_counts()
+    assert queue_depth(sqs, qm.sqs_queue_name("seq")) == {"visible": 0, "in_flight": 0, "delayed": 0}
 
 
 def test_a_fifo_receive_whose_answer_is_lost_is_retried_with_the_same_attempt_id(
-    harness: Callable[..., Harness], sqs: Any
+    broker: Callable[..., QMBroker], worker: Callable[..., InProcessWorker], sqs: Any
 ) -> None:
     # Given 2 groups of 5 messages, and the answer to each first try of a receive lost (a 500)
-    h = harness()
+    qm = broker()
     journal = Journal()
-    actor = fifo_actor(h, journal)
-    send_groups(h, actor, {"a": 5, "b": 5})
+    actor = fifo_actor(qm, journal)
+    send_groups(qm, actor, {"a": 5, "b": 5})
     tries: list[str] = []
     lost = threading.Lock()
 
@@ -291,13 +276,13 @@ def test_a_fifo_receive_whose_answer_is_lost_is_retried_with_the_same_attempt_id
 
     answered: set[str | None] = set()
     sends: list[str | None] = []
-    events = h.broker.receive_client.meta.events
+    events = qm.receive_client.meta.events
     events.register("before-parameter-build.sqs.ReceiveMessage", record_attempt)
     events.register("before-send.sqs.ReceiveMessage", answer)
     # When one process works them
-    h.start(threads=4)
+    w = worker(qm, threads=4)
     wait_for(lambda: all(len(journal.done(g)) == 5 for g in "ab"), timeout=30, what="every message processed")
-    h.stop()
+    w.stop()
     # Then every receive carried an attempt id of its own, each was answered on its retry (the
     # server saw the same id twice), and each message ran once, in order, on its first attempt
     assert "None" not in tries and len(set(tries)) == len(tries), tries

@@ -22,8 +22,8 @@ from aiohttp import ClientSession
 from api import idempotency, keys
 from api.app import create_app
 from queue_manager.settings import Settings
-from tests.conftest import SQSServer, drain, free_port, wait_for
-from tests.test_ingest import queued_ids
+from tests.conftest import SQSServer
+from tests.support import drain, eventually, free_port, queued_ids, wait_for
 
 pytestmark = pytest.mark.api
 
@@ -50,15 +50,6 @@ def copies(sqs: Any, settings: Settings, expected: int) -> Counter[str]:
     wait_for(gather, timeout=20, interval=0.1, what=f"{expected} copies on the queue")
     gather()  # and no more than that: a late copy would show up here
     return found
-
-
-async def eventually(predicate: Any, *, timeout: float, what: str) -> None:
-    """Poll `predicate` without blocking the event loop (the app under test runs on it)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Timed out after {timeout} s waiting for {what}.")
-        await asyncio.sleep(0.05)
 
 
 def key_state(settings: Settings, key: str) -> str | None:
@@ -108,7 +99,7 @@ async def test_a_send_still_in_flight_when_its_request_gives_up_is_replayed_once
     assert third.headers["Idempotent-Replayed"] == "true"
     answer = await third.json()
     assert sends(client) - before == 1
-    assert copies(sqs, settings, 1) == {answer["id"]: 1}
+    assert await asyncio.to_thread(copies, sqs, settings, 1) == {answer["id"]: 1}
 
 
 async def test_a_send_sqs_took_and_never_answered_is_sent_again_with_the_same_id(
@@ -150,7 +141,7 @@ async def test_a_send_sqs_took_and_never_answered_is_sent_again_with_the_same_id
     assert await third.json() == answer
     # And SQS holds one copy per send that reached it (the frozen one and the re-send), both with one id
     assert sends(client) - before == 2
-    assert copies(sqs, settings, 2) == {answer["id"]: 2}
+    assert await asyncio.to_thread(copies, sqs, settings, 2) == {answer["id"]: 2}
 
 
 async def test_a_send_that_surely_did_not_reach_sqs_is_not_accepted_and_frees_its_key(
@@ -196,12 +187,12 @@ async def test_the_message_id_is_a_function_of_the_key_and_the_message(
     api_process: Any, settings: Settings, sqs: Any, tmp_path: Path
 ) -> None:
     # Given two API runs that share nothing (each with a state directory of its own), and a key used on the first
-    first_api, url = api_process(env={"QM_STATE_DIR": str(tmp_path / "one")})
+    first_api, url = await asyncio.to_thread(api_process, env={"QM_STATE_DIR": str(tmp_path / "one")})
     async with ClientSession() as session:
         async with session.post(url + "/messages", json=LOG, headers={"Idempotency-Key": "k-1"}) as r:
             first = await r.json()
         first_api.kill_all()
-        _, url2 = api_process(env={"QM_STATE_DIR": str(tmp_path / "two")})
+        _, url2 = await asyncio.to_thread(api_process, env={"QM_STATE_DIR": str(tmp_path / "two")})
         # When the same key and message are posted to the second, another key, and the key with another message
         async with session.post(url2 + "/messages", json=LOG, headers={"Idempotency-Key": "k-1"}) as r:
             again = await r.json()
@@ -210,12 +201,12 @@ async def test_the_message_id_is_a_function_of_the_key_and_the_message(
         other_message = {"type": "log", "payload": {"message": "another"}}
         async with session.post(url2 + "/messages", json=other_message, headers={"Idempotency-Key": "k-3"}) as r:
             k3 = await r.json()
-        _, url3 = api_process(env={"QM_STATE_DIR": str(tmp_path / "three")})
+        _, url3 = await asyncio.to_thread(api_process, env={"QM_STATE_DIR": str(tmp_path / "three")})
         async with session.post(url3 + "/messages", json=LOG, headers={"Idempotency-Key": "k-3"}) as r:
             k3_reused = await r.json()
     # Then the same key and message get the same id; another key or another message, another id
     assert again["id"] == first["id"]
     assert len({first["id"], other_key["id"], k3["id"], k3_reused["id"]}) == 4
-    assert sorted(queued_ids(sqs, settings.queue_name("log"))) == sorted(
+    assert sorted(await asyncio.to_thread(queued_ids, sqs, settings.queue_name("log"))) == sorted(
         [first["id"], first["id"], other_key["id"], k3["id"], k3_reused["id"]]
     )

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.conftest import Proc, Receiver, wait_for
+from tests.conftest import Proc, Receiver
+from tests.support import post_json, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +27,9 @@ def test_a_message_is_followed_from_the_post_to_its_result_in_json_logs(
     receiver.statuses["/once"] = [500, 200]
     # When a webhook is posted
     document = {"type": "webhook", "payload": {"url": receiver.url("/once"), "body": {}}}
-    request = urllib.request.Request(
-        url + "/messages", data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        message_id = json.loads(response.read())["id"]
+    status, answer = post_json(url + "/messages", document, timeout=10)
+    assert status == 202, answer
+    message_id = answer["id"]
     wait_for(
         lambda: any(
             r.get("message_id") == message_id and r["message"].startswith("Processed")
@@ -72,11 +70,9 @@ def test_at_info_a_message_that_succeeds_writes_no_line_per_message_and_no_acces
     ids = []
     for path in ("/flaky", "/fine"):
         document = {"type": "webhook", "payload": {"url": receiver.url(path), "body": {}}}
-        request = urllib.request.Request(
-            url + "/messages", data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            ids.append(json.loads(response.read())["id"])
+        status, answer = post_json(url + "/messages", document, timeout=10)
+        assert status == 202, answer
+        ids.append(answer["id"])
     wait_for(lambda: len(receiver.to("/flaky")) == 2 and receiver.to("/fine"), timeout=30, what="both delivered")
     # Then the API wrote no line for either request, and the worker none for the message that just worked
     assert not [r for r in json_lines(api.output()) if r.get("message_id") in ids or "POST /messages" in r["message"]]

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Proc, Receiver, free_port, wait_for
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+from tests.conftest import Proc, Receiver
+from tests.support import free_port, post_json, samples, wait_for
 
 
 @pytest.mark.api
@@ -54,11 +45,8 @@ def test_a_two_process_worker_exports_one_sum_of_its_processes(
     # When ten webhooks go through, one of them failing once
     for path in ["/ok"] * 9 + ["/flaky"]:
         document = {"type": "webhook", "payload": {"url": receiver.url(path), "body": {}}}
-        request = urllib.request.Request(
-            url + "/messages", data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 202
+        status, answer = post_json(url + "/messages", document, timeout=10)
+        assert status == 202, answer
 
     def read() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         try:

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI, ROOT, Proc, Receiver, free_port, wait_for
+from tests.conftest import IN_CI, ROOT, Proc, Receiver
+from tests.support import free_port, wait_for
 
 #: How long a stack may take to stop on Ctrl-C (the workers' long polls are 2 s here, see below).
 STOP_SECONDS = 60

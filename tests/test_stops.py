@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from queue_manager.settings import Settings
-from tests.conftest import Proc, Receiver, drain, queue_depth, wait_for
+from tests.conftest import Proc, Receiver
+from tests.support import drain, queue_depth, wait_for
 
 pytestmark = pytest.mark.e2e
 

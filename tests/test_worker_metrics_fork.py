@@ -13,9 +13,9 @@ from typing import Any
 
 import dramatiq
 
-from broker import build_broker
-from queue_manager.settings import Settings
-from tests.conftest import Proc, free_port, wait_for
+from queue_manager.sqs.broker import QMBroker
+from tests.conftest import Proc
+from tests.support import free_port, wait_for
 
 
 def json_lines(output: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -40,7 +40,7 @@ def metrics_answer(port: int) -> bool:
 
 
 def test_a_taken_metrics_port_is_logged_as_json_and_the_worker_carries_on(
-    worker_process: Callable[..., Proc], settings: Settings
+    worker_process: Callable[..., Proc], broker: Callable[..., QMBroker]
 ) -> None:
     # Given another program listening on the metrics port
     holder = socket.socket()
@@ -63,15 +63,14 @@ def test_a_taken_metrics_port_is_logged_as_json_and_the_worker_carries_on(
         # And no line of the fork's is text: no traceback
         assert not [line for line in others if "Traceback" in line or "ForkProcess" in line or "metrics" in line]
         # And the worker carries on: a message sent now is processed
-        broker = build_broker(settings)
-        broker.declare_queue("log")
-        broker.enqueue(
+        sender = broker()
+        sender.declare_queue("log")
+        sender.enqueue(
             dramatiq.Message(
                 queue_name="log", actor_name="log", args=({"message": "still working"},), kwargs={}, options={}
             )
         )
-        broker.join("log", timeout=20_000)
-        broker.close()
+        sender.join("log", timeout=20_000)
         assert any(r["message"] == "still working" for r in json_lines(proc.output())[0])
         assert proc.process.poll() is None
     finally:

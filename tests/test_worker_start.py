@@ -12,7 +12,8 @@ from typing import Any
 
 from broker import build_broker
 from queue_manager.settings import Settings
-from tests.conftest import VENV_BIN, Proc, SQSServer, settings_env, wait_for
+from tests.conftest import VENV_BIN, Proc, SQSServer, settings_env
+from tests.support import wait_for
 
 #: The message types the shipped actors declare: one queue each.
 QUEUES = ("log", "ordered", "webhook")
