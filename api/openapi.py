@@ -262,7 +262,7 @@ def build_openapi(
                         "SQS's visible, in-flight and delayed counts, with what the worker processes report "
                         "(those sharing this API's QM_STATE_DIR, reports under 5 s old): held (received, not "
                         "started), running, backing_off (hidden for a retry's backoff, never counted as work). "
-                        "backlog = visible + held; threads_needed = running + backlog × min(1, p50 ÷ "
+                        "backlog = visible + held; threads_needed = running + backlog * min(1, p50 ÷ "
                         "target_latency_seconds); workers_needed = ⌈threads_needed ÷ threads_per_process⌉. "
                         "A figure the reports cannot give is null, and `reasons` says why. For KEDA's "
                         "metrics-api scaler: valueLocation `total.workers_needed`."

@@ -5,7 +5,7 @@ Definitions (the README's "Scaling and deploying" says the same):
 - **backlog**: messages waiting for a worker thread: visible on SQS, plus those a worker received
   and has not started (`held`). Delayed messages are not due yet, and messages backing off (a
   retry in place hidden for its backoff) are not work for anyone until it ends: neither counts.
-- **threads needed**: `running + backlog × min(1, p50 ÷ target)`. A thread finishes target ÷ p50
+- **threads needed**: `running + backlog * min(1, p50 ÷ target)`. A thread finishes target ÷ p50
   messages within the target latency, so clearing the backlog in time takes backlog ÷ (target ÷
   p50) threads (AWS's backlog-per-instance rule, per thread), never more than one per message;
   the threads busy now are the arrival rate's share (Little's law), kept so a fleet that keeps up

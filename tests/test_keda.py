@@ -91,7 +91,7 @@ def test_the_metrics_api_trigger_reads_workers_needed_from_scaling_with_an_api_k
     (trigger,) = [t for t in spec["triggers"] if t["type"] == "metrics-api"]
     metadata = trigger["metadata"]
     _keys_within(metadata, METRICS_API, "metrics-api")
-    assert METRICS_API_REQUIRED <= set(metadata)
+    assert set(metadata) >= METRICS_API_REQUIRED
     assert metadata["authMode"] in METRICS_API_AUTH_MODES
     # /scaling is served, behind the API keys like /queues
     assert metadata["url"].endswith("/scaling")
@@ -117,7 +117,6 @@ def test_the_sqs_triggers_watch_every_shipped_queue_on_visible_messages_only() -
         assert "awsRegion" in trigger["metadata"]
     settings = Settings()
     registry = SchemaRegistry.load(settings.schemas_dir)
-    expected = {
-        fifo_name(settings.queue_name(t)) if t in registry.fifo_types else settings.queue_name(t) for t in registry.types
-    }
+    names = {t: settings.queue_name(t) for t in registry.types}
+    expected = {fifo_name(name) if t in registry.fifo_types else name for t, name in names.items()}
     assert {t["metadata"]["queueURL"].rsplit("/", 1)[1] for t in triggers} == expected

@@ -61,7 +61,7 @@ def test_figures_combine_processes_and_never_count_backing_off_as_work() -> None
     # When the figures are made with a 5 s target
     answer = scaling.figures([("webhook", "qm_webhook", depth)], reports, target_latency_seconds=5)
     row = answer["types"][0]
-    # Then: backlog = 18 visible + 2 held; p50 of 1,1,3,1,2 = 1; threads = 4 + 20 × 1/5 = 8
+    # Then: backlog = 18 visible + 2 held; p50 of 1,1,3,1,2 = 1; threads = 4 + 20 * 1/5 = 8
     assert (row["held"], row["running"], row["backing_off"]) == (2, 4, 40)
     assert row["backlog"] == 20
     assert row["unreported_in_flight"] == 50 - 2 - 4 - 40

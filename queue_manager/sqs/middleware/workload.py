@@ -41,7 +41,11 @@ class WorkloadReports(dramatiq.Middleware):
     """
 
     def __init__(
-        self, *, store: ReportStore | None = None, gauges: bool = True, interval_seconds: float = REPORT_INTERVAL_SECONDS
+        self,
+        *,
+        store: ReportStore | None = None,
+        gauges: bool = True,
+        interval_seconds: float = REPORT_INTERVAL_SECONDS,
     ) -> None:
         self.logger: logging.Logger = get_logger(__name__, type(self))  # type: ignore[no-untyped-call]
         self.store = store
