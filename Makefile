@@ -49,7 +49,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
-	$(BIN)/yamllint -c .yamllint.yaml compose.yaml .pre-commit-config.yaml
+	$(BIN)/yamllint -c .yamllint.yaml compose.yaml .pre-commit-config.yaml deploy/keda-scaledobject.yaml
 
 format: install
 	$(BIN)/ruff format .

@@ -23,6 +23,7 @@ import dramatiq
 from dramatiq.errors import Retry
 from dramatiq.middleware import AgeLimit, CurrentMessage, ShutdownNotifications, TimeLimit
 
+from queue_manager.reports import REPORTS_FOLDER, DirectoryReports
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker
 from queue_manager.sqs.constants import FIFO_OPTION
@@ -31,6 +32,7 @@ from queue_manager.sqs.middleware.fifo import FifoQueues
 from queue_manager.sqs.middleware.logcontext import StructuredLogs
 from queue_manager.sqs.middleware.metrics import WorkerMetrics
 from queue_manager.sqs.middleware.retries import RetriesInPlace
+from queue_manager.sqs.middleware.workload import WorkloadReports
 from schemas import SchemaRegistry
 
 
@@ -53,6 +55,7 @@ def build_broker(settings: Settings, *, fifo_types: frozenset[str] = frozenset()
         StructuredLogs(log_format=settings.log_format, log_level=settings.log_level),
         FifoQueues(),
         WorkerMetrics(port=settings.worker_metrics_port, host=settings.worker_metrics_host),
+        WorkloadReports(store=worker_reports(settings), gauges=bool(settings.worker_metrics_port)),
     ]
     return QMBroker(
         namespace=settings.queue_prefix,
@@ -78,7 +81,12 @@ def build_broker(settings: Settings, *, fifo_types: frozenset[str] = frozenset()
     )
 
 
-__all__ = ["PermanentFailure", "Retry", "build_broker", "message_type"]
+def worker_reports(settings: Settings) -> DirectoryReports | None:
+    """Where the worker processes of this host publish their workload for /scaling: QM_STATE_DIR, if set."""
+    return DirectoryReports(settings.state_dir / REPORTS_FOLDER) if settings.state_dir is not None else None
+
+
+__all__ = ["PermanentFailure", "Retry", "build_broker", "message_type", "worker_reports"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

@@ -27,7 +27,7 @@ from api.openapi import build_openapi
 from api.routes import setup_routes
 from api.schemas import MAX_BATCH_BODY_BYTES
 from api.sender import Sender
-from broker import build_broker
+from broker import build_broker, worker_reports
 from queue_manager import logs
 from queue_manager.settings import Settings, SettingsError
 from queue_manager.sqs.sending import SEND_ATTEMPTS
@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.METRICS] = metrics
     app[keys.REGISTRY] = registry
     app[keys.FIFO_TYPES] = registry.fifo_types
+    app[keys.WORKER_REPORTS] = worker_reports(settings)
     app[keys.OPENAPI] = build_openapi(registry, settings, fifo_types=app[keys.FIFO_TYPES])
     # The interactive docs: Swagger UI's assets as installed by swagger-ui-py, served locally.
     swagger_ui.api_doc(app, config=app[keys.OPENAPI], url_prefix="/docs", title="queue-manager API", host_inject=False)

@@ -12,6 +12,8 @@ from api import keys, problems
 from api.bodies import read_json
 from api.ingest import Prepared, prepare, submit
 from api.schemas import MAX_BATCH_BODY_BYTES, MAX_MESSAGE_BODY_BYTES, batch_violations
+from queue_manager import scaling as scaling_figures
+from queue_manager.reports import ProcessReport
 from queue_manager.sqs.errors import logged, public
 from queue_manager.sqs.queues import queue_arn
 from schemas.envelopes import fifo_group
@@ -191,3 +193,36 @@ async def list_queues(request: web.Request) -> web.Response:
             "notes": {"oldest_age_seconds": OLDEST_AGE_NOTE},
         }
     )
+
+
+async def scaling(request: web.Request) -> web.Response:
+    """Per type: SQS's counts, what the workers hold, run and defer, and the workers needed for the target latency."""
+    broker = request.app[keys.BROKER]
+    registry = request.app[keys.REGISTRY]
+    store = request.app[keys.WORKER_REPORTS]
+    executor = request.app[keys.EXECUTOR]
+    loop = asyncio.get_running_loop()
+    reading: asyncio.Future[list[ProcessReport]] = (
+        loop.run_in_executor(executor, store.fresh) if store is not None else _no_reports(loop)
+    )
+    try:
+        depths = await asyncio.gather(*(loop.run_in_executor(executor, broker.depths, t) for t in registry.types))
+    except Exception as exc:  # SQS down, a queue missing: the client gets a 503 that says which
+        reading.cancel()
+        logger.warning("Could not read queue depths: %s.", logged(exc))
+        raise problems.ServiceUnavailable(
+            f"Could not read queue depths: {public(exc)}", retry_after_seconds=problems.RETRY_AFTER_READ_SECONDS
+        ) from None
+    reports = await reading
+    answer = scaling_figures.figures(
+        ((t, broker.sqs_queue_name(t), d["queue"]) for t, d in zip(registry.types, depths, strict=True)),
+        reports,
+        target_latency_seconds=request.app[keys.SETTINGS].target_latency_seconds,
+    )
+    return web.json_response(answer)
+
+
+def _no_reports(loop: asyncio.AbstractEventLoop) -> asyncio.Future[list[ProcessReport]]:
+    done: asyncio.Future[list[ProcessReport]] = loop.create_future()
+    done.set_result([])
+    return done

@@ -10,6 +10,7 @@ from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
 from api.sender import Sender
+from queue_manager.reports import ReportStore
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker
 from schemas import SchemaRegistry
@@ -27,3 +28,5 @@ IDEMPOTENCY = web.AppKey("qm.idempotency", IdempotencyStore)
 DEPTH_GUARD = web.AppKey("qm.depth_guard", DepthGuard)
 #: The message types on FIFO queues, as their actors declare.
 FIFO_TYPES: web.AppKey[frozenset[str]] = web.AppKey("qm.fifo_types", frozenset)
+#: Where the host's worker processes publish their workload (None without QM_STATE_DIR).
+WORKER_REPORTS: web.AppKey[ReportStore | None] = web.AppKey("qm.worker_reports")

@@ -254,6 +254,26 @@ def build_openapi(
                     },
                 }
             },
+            "/scaling": {
+                "get": {
+                    "operationId": "scaling",
+                    "summary": "Autoscaling signals: per type, what waits, runs and backs off, and the workers needed",
+                    "description": (
+                        "SQS's visible, in-flight and delayed counts, with what the worker processes report "
+                        "(those sharing this API's QM_STATE_DIR, reports under 5 s old): held (received, not "
+                        "started), running, backing_off (hidden for a retry's backoff, never counted as work). "
+                        "backlog = visible + held; threads_needed = running + backlog * min(1, p50 ÷ "
+                        "target_latency_seconds); workers_needed = ⌈threads_needed ÷ threads_per_process⌉. "
+                        "A figure the reports cannot give is null, and `reasons` says why. For KEDA's "
+                        "metrics-api scaler: valueLocation `total.workers_needed`."
+                    ),
+                    "responses": {
+                        "200": _json("The figures.", {"$ref": "#/components/schemas/Scaling"}),
+                        "503": _problem("SQS cannot be reached.", retry_after=problems.RETRY_AFTER_READ_SECONDS),
+                        **common,
+                    },
+                }
+            },
             "/queues/{name}/dead-letters": {
                 "get": {
                     "operationId": "peekDeadLetters",
@@ -438,6 +458,7 @@ def build_openapi(
                     },
                 },
                 "Queues": {"type": "object", "properties": {"queues": {"type": "array", "items": {"type": "object"}}}},
+                **_scaling_schemas(),
                 "Violation": {
                     "type": "object",
                     "properties": {
@@ -460,5 +481,60 @@ def build_openapi(
                     "required": ["type", "title", "status", "detail"],
                 },
             },
+        },
+    }
+
+
+def _scaling_schemas() -> dict[str, Any]:
+    """The components of GET /scaling's answer."""
+    count = {"type": ["integer", "null"], "minimum": 0}
+    number = {"type": ["number", "null"], "minimum": 0}
+    reasons = {
+        "type": "object",
+        "additionalProperties": {"type": "string"},
+        "description": "Why each null figure is null.",
+    }
+    return {
+        "ScalingType": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string"},
+                "queue": {"type": "string"},
+                "visible": {"type": "integer", "description": "SQS: ApproximateNumberOfMessages."},
+                "delayed": {"type": "integer", "description": "SQS: ApproximateNumberOfMessagesDelayed."},
+                "in_flight": {"type": "integer", "description": "SQS: ApproximateNumberOfMessagesNotVisible."},
+                "held": {**count, "description": "Received by a worker and not started."},
+                "running": {**count, "description": "Held by a worker thread."},
+                "backing_off": {**count, "description": "Hidden for a retry's backoff: not work until it ends."},
+                "unreported_in_flight": {**count, "description": "In flight and in no fresh worker report."},
+                "backlog": {**count, "description": "visible + held: messages waiting for a thread."},
+                "oldest_wait_seconds": {**number, "description": "The longest a first attempt waited for a thread."},
+                "p50_seconds": {**number, "description": "The median of the workers' recent processing times."},
+                "threads_needed": number,
+                "workers_needed": count,
+                "reasons": reasons,
+            },
+            "required": ["type", "queue", "visible", "delayed", "in_flight", "workers_needed", "reasons"],
+        },
+        "Scaling": {
+            "type": "object",
+            "properties": {
+                "target_latency_seconds": {"type": "number"},
+                "workers": {
+                    "type": "object",
+                    "properties": {
+                        "processes": {"type": "integer"},
+                        "threads": {"type": "integer"},
+                        "busy_threads": {"type": "integer"},
+                        "threads_per_process": {"type": ["number", "null"]},
+                    },
+                },
+                "types": {"type": "array", "items": {"$ref": "#/components/schemas/ScalingType"}},
+                "total": {
+                    "type": "object",
+                    "properties": {"threads_needed": number, "workers_needed": count, "reasons": reasons},
+                },
+            },
+            "required": ["target_latency_seconds", "workers", "types", "total"],
         },
     }

@@ -13,6 +13,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/schemas", handlers.list_schemas)
     app.router.add_get("/schemas/{type}", handlers.get_schema)
     app.router.add_get("/queues", handlers.list_queues)
+    app.router.add_get("/scaling", handlers.scaling)
     app.router.add_get("/queues/{name}/dead-letters", deadletters.list_dead_letters)
     app.router.add_post("/queues/{name}/redrive", deadletters.redrive)
     app.router.add_get("/openapi.json", handlers.openapi)

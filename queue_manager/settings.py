@@ -235,9 +235,17 @@ class Settings:
     )
     state_dir: Path | None = setting(
         None,
-        "Where the API keeps its idempotency keys (SQLite), shared by its processes and kept across restarts; "
-        "unset, each run gets a temporary one.",
+        "Where the API keeps its idempotency keys (SQLite), shared by its processes and kept across restarts, and "
+        "where the host's worker processes publish their workload for GET /scaling; unset, each API run gets a "
+        "temporary one and workers publish nothing.",
         parse=_optional_path,
+    )
+    target_latency_seconds: float = setting(
+        30.0,
+        "How long a message may wait for a worker thread: GET /scaling's workers needed clear the backlog within it.",
+        parse=_float,
+        low=0.1,
+        high=43_200,
     )
     api_keys: tuple[str, ...] = setting(
         (), "Keys accepted as `Authorization: Bearer <key>`; several allow rotation.", parse=_words

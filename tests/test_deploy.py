@@ -66,6 +66,11 @@ def test_the_api_keeps_its_idempotency_keys_on_a_volume_in_compose_as_under_supe
     assert "api-state" in compose["volumes"]
     # supervisord keeps them under .state as well
     assert 'QM_STATE_DIR="${QM_STATE_DIR:-%(here)s/.state/api}"' in (ROOT / "supervisord.conf").read_text()
+    # and the workers share that folder, where they publish their workload for GET /scaling
+    assert "api-state:/state" in compose["services"]["worker"]["volumes"]
+    programs = (ROOT / "supervisord.conf").read_text().split("[program:worker]", 1)[1]
+    worker_command = next(line for line in programs.splitlines() if line.startswith("command="))
+    assert 'QM_STATE_DIR="${QM_STATE_DIR:-%(here)s/.state/api}"' in worker_command
 
 
 def test_dockerfile_is_multi_stage_non_root_with_healthchecks() -> None:

@@ -36,6 +36,7 @@ from queue_manager.sqs.fifo_consumer import FifoConsumer
 from queue_manager.sqs.middleware.retries import RetriesInPlace
 from queue_manager.sqs.pending import NOT_YET, PendingConsumer
 from queue_manager.sqs.sending import Sender, SendResult
+from queue_manager.sqs.workload import Workload
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +223,8 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         self.default_time_limit_ms = time_limit_ms
         self.create_queues = create_queues
         self.capacity = Capacity()
+        #: What this process holds, per queue: received, running, backing off (for /scaling and the gauges).
+        self.workload = Workload()
         self.acks = Acks(
             self.client,
             visibility_timeout_seconds=visibility,
@@ -416,6 +419,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             receive_linger_seconds=self.receive_linger_seconds,
             receive_gather_seconds=self.receive_gather_seconds,
             time_limit_ms=self.time_limit_ms,
+            workload=self.workload,
         )
         consumer_class = self.fifo_consumer_class if self.is_fifo(queue_name) else self.consumer_class
         consumer = consumer_class(context)

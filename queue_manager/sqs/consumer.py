@@ -30,6 +30,7 @@ from queue_manager.sqs.message import (
     receive_count,
 )
 from queue_manager.sqs.queues import QueueUrls, is_fifo_name
+from queue_manager.sqs.workload import Workload
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class ConsumerContext:
       receive_linger_seconds: How long a receive waits for more threads to free once one has.
       receive_gather_seconds: How long a receive that came back part-full waits before the next one.
       time_limit_ms: The time limit of an actor, by name (the heartbeat holds its messages that long).
+      workload: The process's record of what it holds, per queue (for /scaling and the gauges).
     """
 
     queue_name: str
@@ -91,6 +93,7 @@ class ConsumerContext:
     receive_linger_seconds: float
     receive_gather_seconds: float
     time_limit_ms: Callable[[str], int]
+    workload: Workload = dataclasses.field(default_factory=Workload)
 
 
 class QMConsumer(dramatiq.Consumer):
@@ -115,6 +118,8 @@ class QMConsumer(dramatiq.Consumer):
         self.dead_letter_url = context.urls.dead_letter_url
         self.acks = context.acks
         self.capacity = context.capacity
+        self.workload = context.workload
+        self.workload.declare(self.queue_name)
         self.prefetch = max(1, context.prefetch)
         #: Messages received and not yet acknowledged, rejected or released, and receives' room.
         self.held = 0
@@ -341,6 +346,9 @@ class QMConsumer(dramatiq.Consumer):
                 hold_until=now + time_limit_ms / 1000 + self.context.visibility_timeout_seconds,
             )
         )
+        # A first attempt's wait counts from its send; a later one's would include its backoff.
+        sent_at = decoded.message_timestamp / 1000 if count == 1 else None
+        self.workload.received(self.queue_name, receipt, sent_at=sent_at)
         return SQSMessage(
             decoded,
             queue_url=self.queue_url,
@@ -354,6 +362,7 @@ class QMConsumer(dramatiq.Consumer):
     def ack(self, message: dramatiq.MessageProxy) -> None:
         assert isinstance(message, SQSMessage)
         self.acks.delete(message.sqs_queue_url, message.sqs_receipt_handle)
+        self.workload.let_go((message.sqs_receipt_handle,))
         self.capacity.release(1)
         self._give_room(1)
 
@@ -365,7 +374,9 @@ class QMConsumer(dramatiq.Consumer):
         if delay_ms is not None:
             seconds = max(0, min(int(delay_ms) // 1000, constants.MAX_HIDE_SECONDS))
             self.acks.change_visibility(message.sqs_queue_url, message.sqs_receipt_handle, seconds)
+            self.workload.backing_off(message.sqs_receipt_handle, seconds)
             return
+        self.workload.let_go((message.sqs_receipt_handle,))
         reason = message.options.pop(constants.DEAD_LETTER_REASON_OPTION, None) or describe_failure(message)
         self._dead_letter(
             message.sqs_receipt_handle,
@@ -421,6 +432,7 @@ class QMConsumer(dramatiq.Consumer):
 
     def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
         handles = [m.sqs_receipt_handle for m in messages if isinstance(m, SQSMessage)]
+        self.workload.let_go(handles)
         if handles:
             self.acks.release_now(self.queue_url, handles)
             self.capacity.release(len(handles))

@@ -69,6 +69,7 @@ class FifoConsumer(QMConsumer):
         after = self.gate.done(group)
         # With nothing of the group left here, SQS keeps the group blocked until this delete lands.
         self.acks.delete(message.sqs_queue_url, message.sqs_receipt_handle, soon=group is not None and not after)
+        self.workload.let_go((message.sqs_receipt_handle,))
         self.capacity.release(1)
         self._give_room(1)
         if after is not None:
@@ -82,6 +83,7 @@ class FifoConsumer(QMConsumer):
             self._retry_later(message, int(delay_ms))
             return
         self._give_room(1)
+        self.workload.let_go((message.sqs_receipt_handle,))
         group = message.group_id
         reason = message.options.pop(constants.DEAD_LETTER_REASON_OPTION, None) or describe_failure(message)
         dead = self._dead_letter(
@@ -112,7 +114,9 @@ class FifoConsumer(QMConsumer):
         timer.daemon = True
         with self._lock:
             if self._closed:
+                self.workload.let_go((message.sqs_receipt_handle,))
                 return
+            self.workload.backing_off(message.sqs_receipt_handle, delay_seconds)
             self._retrying[message.sqs_receipt_handle] = (message, timer)
         timer.start()
 
@@ -121,6 +125,7 @@ class FifoConsumer(QMConsumer):
             if self._closed or self._retrying.pop(message.sqs_receipt_handle, None) is None:
                 return
         # The attempt number goes up: SQS did not hand it out again, this process runs it again.
+        self.workload.received(self.queue_name, message.sqs_receipt_handle, sent_at=None)
         self._start(message.next_attempt())
 
     def _start(self, message: SQSMessage) -> None:
@@ -140,6 +145,7 @@ class FifoConsumer(QMConsumer):
 
     def _release(self, messages: list[SQSMessage]) -> None:
         """Hand held messages (no thread, but prefetch room) back to SQS at once."""
+        self.workload.let_go(m.sqs_receipt_handle for m in messages)
         if messages:
             logger.debug("Handing back %d held message(s) on %r.", len(messages), self.queue_name)
             self.acks.release_now(self.queue_url, (m.sqs_receipt_handle for m in messages))
@@ -153,6 +159,7 @@ class FifoConsumer(QMConsumer):
             # It stays hidden for its backoff (its group with it), then any worker retries it.
             timer.cancel()
             self.acks.untrack(message.sqs_receipt_handle)
+            self.workload.let_go((message.sqs_receipt_handle,))
         self._give_room(len(retrying))
         super().close()  # stops the receivers: nothing joins the gate after this
         self._release(self.gate.release_all())
