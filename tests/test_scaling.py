@@ -17,7 +17,8 @@ from queue_manager import scaling
 from queue_manager.reports import DirectoryReports, ProcessReport, QueueReport
 from queue_manager.settings import Settings
 from queue_manager.sqs.workload import Workload
-from tests.conftest import Proc, Receiver, free_port, wait_for
+from tests.conftest import Proc, Receiver
+from tests.support import free_port, wait_for
 
 # -- the arithmetic ------------------------------------------------------------------------------
 
