@@ -112,3 +112,28 @@ def test_a_busy_lookahead_below_the_lookahead_is_the_lookahead() -> None:
     capacity.set_threads(4, lookahead=3, busy_lookahead=0)
     capacity.set_busy("a", True)
     assert capacity.total == 7
+
+
+def test_a_whole_thread_reserve_counts_on_what_finishes_during_a_receive() -> None:
+    # Given 10 threads all busy, a lookahead of 10 holding 4 messages, messages finishing every 5 ms
+    # and receives taking 20 ms
+    capacity = Capacity()
+    capacity.set_threads(10, lookahead=10)
+    capacity.take(14)
+    capacity.finish_interval_seconds = 0.005
+    capacity.note_receive(0.1)
+    capacity.receive_seconds = 0.02
+    # When a busy queue's receive asks for a whole receive
+    got = capacity.reserve(10, timeout_seconds=0.5, whole_thread=True)
+    # Then it goes now (6 slots free, 4 more free while it is in flight) and asks for all ten
+    assert capacity.ahead() == 4
+    assert got == 10
+    assert capacity.held == 24
+
+
+def test_without_timings_a_whole_thread_reserve_waits_for_the_whole_receive() -> None:
+    capacity = Capacity()
+    capacity.set_threads(10, lookahead=10)
+    capacity.take(14)
+    assert capacity.ahead() == 0
+    assert capacity.reserve(10, timeout_seconds=0.05, whole_thread=True) == 0

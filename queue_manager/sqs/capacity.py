@@ -48,7 +48,14 @@ class Capacity:
     work of the last; otherwise it is `lookahead`, and receives ask only for free threads.
     """
 
+    #: The weight of the newest sample in the completion-rate and receive-time averages.
+    SMOOTHING = 0.2
+
     def __init__(self, total: int = 10) -> None:
+        #: The time between two finished messages, and how long a busy receive takes (moving averages).
+        self.finish_interval_seconds = 0.0
+        self.receive_seconds = 0.0
+        self._last_finish = 0.0
         self.threads = total
         self.total = total
         #: Of the total, the slots beyond the threads (messages held ready for the next free thread).
@@ -92,6 +99,21 @@ class Capacity:
         with self._cond:
             return max(self.total - self.held, 0)
 
+    def note_receive(self, seconds: float) -> None:
+        """Record how long a busy receive took, for `ahead`."""
+        with self._cond:
+            self.receive_seconds += self.SMOOTHING * (seconds - self.receive_seconds)
+
+    def ahead(self) -> int:
+        """Slots a receive may count on freeing before it returns: the messages that finish meanwhile.
+
+        Only within the lookahead, so a process never holds more than a receive beyond its threads
+        plus what finishes during one (call holding the condition).
+        """
+        if self.finish_interval_seconds <= 0:
+            return 0
+        return min(self.lookahead, int(self.receive_seconds / self.finish_interval_seconds))
+
     def reserve(
         self, most: int, *, timeout_seconds: float, linger_seconds: float = 0.0, whole_thread: bool = False
     ) -> int:
@@ -102,17 +124,19 @@ class Capacity:
         only a lookahead slot, or until all of `most` fits in the lookahead: a busy queue's receive
         then waits for work to finish rather than fetching one message ahead between full
         receives, while a lookahead of a whole receive lets the next one overlap the work of the
-        last. Returns 0 on timeout.
+        last. A whole-thread receive also counts on the slots that free while it is in flight
+        (`ahead`), so it goes out early enough that no thread waits for it. Returns 0 on timeout.
         """
         deadline = time.monotonic() + timeout_seconds
         want = min(most, self.total)
         with self._cond:
-            first = min(self.lookahead + 1, want) if whole_thread else 1
+            ahead = self.ahead() if whole_thread else 0
+            first = max(1, min(self.lookahead + 1, want) - ahead) if whole_thread else 1
             if not self._wait_free(first, deadline):
                 return 0
             if linger_seconds > 0:
-                self._wait_free(want, time.monotonic() + linger_seconds)
-            n = min(most, self.total - self.held)
+                self._wait_free(max(1, want - ahead), time.monotonic() + linger_seconds)
+            n = min(most, self.total - self.held + ahead)
             self.held += n
             return n
 
@@ -124,6 +148,16 @@ class Capacity:
         """Count `n` messages as held even if no thread is free (bounded over-commit)."""
         with self._cond:
             self.held += n
+
+    def finish(self, n: int = 1) -> None:
+        """Release the slots of `n` messages a thread has finished (acked or nacked), timing them for `ahead`."""
+        with self._cond:
+            now = time.monotonic()
+            if self._last_finish:
+                interval = min((now - self._last_finish) / n, 1.0)  # an idle spell is not a rate
+                self.finish_interval_seconds += self.SMOOTHING * (interval - self.finish_interval_seconds)
+            self._last_finish = now
+        self.release(n)
 
     def release(self, n: int = 1) -> None:
         with self._cond:

@@ -161,8 +161,10 @@ class QMConsumer(dramatiq.Consumer):
             self._cond.notify_all()
 
     def _start_receivers(self) -> None:
-        # One receiver per ten threads (a receive brings at most ten), at least one.
-        count = max(1, min(MAX_RECEIVERS, math.ceil(self.capacity.total / constants.MAX_RECEIVE_MESSAGES)))
+        # One receiver per ten threads (a receive brings at most ten), at least one; the lookahead is
+        # served by the same receivers, which go out early enough (`Capacity.ahead`): two receivers
+        # sharing one process's room made receives of three messages on average.
+        count = max(1, min(MAX_RECEIVERS, math.ceil(self.capacity.threads / constants.MAX_RECEIVE_MESSAGES)))
         for index in range(count):
             thread = threading.Thread(
                 target=self._receive_loop, args=(index,), name=f"qm-receive-{self.queue_name}-{index}", daemon=True
@@ -244,6 +246,7 @@ class QMConsumer(dramatiq.Consumer):
                 self._idle_polls.add(index)
             else:
                 self._busy_receives += 1
+        asked = time.monotonic()
         try:
             received = self._receive(most, wait_seconds=self.idle_wait_seconds if idle else self.busy_wait_seconds)
         except (BotoCoreError, ClientError) as exc:
@@ -256,6 +259,9 @@ class QMConsumer(dramatiq.Consumer):
             time.sleep(pause)
             return
         self._receive_done(index, idle)
+        if not idle and len(received) >= most:
+            # A full receive came back without waiting for messages: its time is the round trip.
+            self.capacity.note_receive(time.monotonic() - asked)
         self.errors = 0
         self._give_room(most - len(received))
         if reserved > len(received):
@@ -363,12 +369,12 @@ class QMConsumer(dramatiq.Consumer):
         assert isinstance(message, SQSMessage)
         self.acks.delete(message.sqs_queue_url, message.sqs_receipt_handle)
         self.workload.let_go((message.sqs_receipt_handle,))
-        self.capacity.release(1)
+        self.capacity.finish(1)
         self._give_room(1)
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
         assert isinstance(message, SQSMessage)
-        self.capacity.release(1)
+        self.capacity.finish(1)
         self._give_room(1)
         delay_ms = message.options.pop(constants.RETRY_DELAY_OPTION, None)
         if delay_ms is not None:

@@ -70,14 +70,14 @@ class FifoConsumer(QMConsumer):
         # With nothing of the group left here, SQS keeps the group blocked until this delete lands.
         self.acks.delete(message.sqs_queue_url, message.sqs_receipt_handle, soon=group is not None and not after)
         self.workload.let_go((message.sqs_receipt_handle,))
-        self.capacity.release(1)
+        self.capacity.finish(1)
         self._give_room(1)
         if after is not None:
             self._start(after)
 
     def nack(self, message: dramatiq.MessageProxy) -> None:
         assert isinstance(message, SQSMessage)
-        self.capacity.release(1)  # its thread is free; while it waits to retry it is still held here
+        self.capacity.finish(1)  # its thread is free; while it waits to retry it is still held here
         delay_ms = message.options.pop(constants.RETRY_DELAY_OPTION, None)
         if delay_ms is not None:
             self._retry_later(message, int(delay_ms))
