@@ -111,6 +111,9 @@ class QMConsumer(dramatiq.Consumer):
     #: The system attributes every receive asks for.
     system_attribute_names: tuple[str, ...] = SYSTEM_ATTRIBUTE_NAMES
 
+    #: Whether this queue's full receives grow the process's lookahead to a whole receive.
+    grows_lookahead = True
+
     def __init__(self, context: ConsumerContext) -> None:
         self.context = context
         self.queue_name = context.queue_name
@@ -282,7 +285,7 @@ class QMConsumer(dramatiq.Consumer):
             self.buffer.extend(accepted)
             was_full, self.full = self.full, bool(received) and len(received) >= most
             was_idle, self.idle = self.idle, not received
-            if was_full != self.full:
+            if was_full != self.full and self.grows_lookahead:
                 # A full receive means a backlog: the process may hold one receive beyond its threads.
                 self.capacity.set_busy(self, self.full)
             if accepted or was_idle != self.idle or was_full != self.full:

@@ -37,6 +37,10 @@ class FifoConsumer(QMConsumer):
 
     system_attribute_names = QMConsumer.system_attribute_names + fifo.SYSTEM_ATTRIBUTES
 
+    #: A group runs one message at a time: what a FIFO queue holds beyond its threads mostly waits
+    #: behind its group, kept from every other worker, so its receives do not grow the lookahead.
+    grows_lookahead = False
+
     def __init__(self, context: ConsumerContext) -> None:
         super().__init__(context)
         self.gate: GroupGate[SQSMessage] = GroupGate()
