@@ -13,8 +13,8 @@ import os
 import socket
 import sys
 
-from queue_manager import logs
-from queue_manager.settings import Settings, SettingsError
+# The port is checked before anything heavier is imported (settings, logging): supervisord counts
+# this program as started after `startsecs`, and a refusal must come well inside them.
 
 logger = logging.getLogger("queue_manager.local_sqs")  # not __name__: run as __main__
 
@@ -52,6 +52,9 @@ def main(argv: list[str]) -> None:
             flush=True,
         )
         raise SystemExit(CANNOT_START)
+    from queue_manager import logs
+    from queue_manager.settings import Settings, SettingsError
+
     try:
         settings = Settings.from_env()
         logs.configure(settings.log_format, level=settings.log_level)

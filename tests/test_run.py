@@ -225,7 +225,10 @@ def test_a_taken_local_sqs_port_stops_the_stack_before_anything_reaches_the_othe
         # When the stack starts
         supervisord = clone.start(["supervisord", "-c", "supervisord.conf"], "supervisord")
         # Then it stops by itself, with one line naming the port and the setting that moves it
-        assert supervisord.wait(timeout=30) == 0
+        try:
+            assert supervisord.wait(timeout=30) == 0
+        except subprocess.TimeoutExpired:
+            pytest.fail("supervisord did not stop by itself:\n" + supervisord.output()[-3000:])
     finally:
         other.shutdown()
         other.server_close()
