@@ -36,7 +36,7 @@ browser:
 		echo "chromium could not be installed: the /docs browser test will be skipped here (and fail in CI)"
 
 # Two test processes (pytest-xdist), each with its own SQS server: most tests wait on real subprocesses,
-# so two halve the time on two cores (about 3.5 + 2.5 minutes here).
+# so two halve the time on two cores (about 5.5 + 3.5 minutes here).
 TEST_WORKERS ?= 2
 # PYTHONASYNCIODEBUG=1 puts the API processes the tests start in asyncio's debug mode; the tests'
 # own loops get it from pytest's asyncio_debug option.
