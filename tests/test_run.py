@@ -7,6 +7,7 @@ own (QM_PORT, QM_LOCAL_SQS_PORT, QM_WORKER_METRICS_PORT), so `make test` runs be
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -139,7 +140,27 @@ def clone() -> Iterator[Clone]:
             except subprocess.TimeoutExpired:
                 proc.kill_all()
                 proc.wait(timeout=10)
+    # A stack that did not stop leaves its programs in process groups of their own: whatever still
+    # runs from this clone is killed, so no test leaves a server or a worker behind.
+    for pid in _pids_running_from(folder):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _pids_running_from(folder: Path) -> list[int]:
+    """The processes whose command line names something inside `folder`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(folder) in command:
+            pids.append(int(entry.name))
+    return pids
 
 
 def stop(supervisord: Proc) -> str:
