@@ -30,7 +30,6 @@ audit_logger = logging.getLogger("queue_manager.audit")
 #: The number of dead letters a peek shows when the request does not say.
 DEFAULT_PEEK_LIMIT = 10
 
-RETRY_AFTER_SECONDS = problems.RETRY_AFTER_READ_SECONDS
 
 #: The largest body of a redrive request.
 MAX_REDRIVE_BODY_BYTES = 256 * 1024
@@ -159,7 +158,7 @@ async def _run(request: web.Request, work: Callable[[], T], what: str) -> T:
     except (BotoCoreError, ClientError, SQSUnavailable, QueueMissing) as exc:
         logger.warning("Could not %s: %s.", what, logged(exc))
         raise problems.ServiceUnavailable(
-            f"Could not {what}: {public(exc)}", retry_after_seconds=RETRY_AFTER_SECONDS
+            f"Could not {what}: {public(exc)}", retry_after_seconds=problems.RETRY_AFTER_READ_SECONDS
         ) from None
 
 

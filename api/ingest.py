@@ -29,9 +29,6 @@ from schemas.envelopes import message_violations
 
 logger = logging.getLogger(__name__)
 
-RETRY_AFTER_SECONDS = problems.RETRY_AFTER_SEND_SECONDS
-BACKLOG_RETRY_AFTER_SECONDS = problems.RETRY_AFTER_BACKLOG_SECONDS
-
 #: An idempotency key: 1 to 255 visible ASCII characters.
 IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
@@ -166,7 +163,7 @@ async def submit(app: web.Application, prepared: Prepared) -> tuple[dict[str, An
             raise problems.OutcomeUnknown(
                 "The outcome is unknown: a request with the same Idempotency-Key is still being sent to SQS; "
                 "retry with the same Idempotency-Key.",
-                retry_after_seconds=RETRY_AFTER_SECONDS,
+                retry_after_seconds=problems.RETRY_AFTER_SEND_SECONDS,
             )
         await store.wait(key, remaining)
 
@@ -184,7 +181,7 @@ async def _claim(app: web.Application, prepared: Prepared, key: str) -> Claim:
         app[keys.METRICS].sqs_errors.labels("IdempotencyStore").inc()
         raise problems.ServiceUnavailable(
             "The message was not sent: its idempotency key could not be checked; try again.",
-            retry_after_seconds=RETRY_AFTER_SECONDS,
+            retry_after_seconds=problems.RETRY_AFTER_SEND_SECONDS,
         ) from None
 
 
@@ -202,7 +199,7 @@ async def _send(
             raise problems.TooManyRequests(
                 f"Queue {queue!r} holds about {depth} messages, at or over "
                 f"QM_MAX_QUEUE_DEPTH ({settings.max_queue_depth}); try again later.",
-                retry_after_seconds=BACKLOG_RETRY_AFTER_SECONDS,
+                retry_after_seconds=problems.RETRY_AFTER_BACKLOG_SECONDS,
             )
         future = app[keys.SENDER].submit(prepared.message_type, prepared.entry)
     except (problems.TooManyRequests, Overloaded) as exc:
@@ -212,7 +209,7 @@ async def _send(
             _count_error(app, exc)
             logger.warning("Could not send message %r: %s.", message.message_id, exc)
             raise problems.ServiceUnavailable(
-                f"SQS did not accept the message: {exc}", retry_after_seconds=RETRY_AFTER_SECONDS
+                f"SQS did not accept the message: {exc}", retry_after_seconds=problems.RETRY_AFTER_SEND_SECONDS
             ) from None
         raise
     try:
@@ -307,7 +304,7 @@ def _answer(
         _count_error(app, exc)
         logger.warning("Could not send message %r: %s.", message.message_id, logged(exc))
         raise problems.ServiceUnavailable(
-            f"SQS did not accept the message: {public(exc)}", retry_after_seconds=RETRY_AFTER_SECONDS
+            f"SQS did not accept the message: {public(exc)}", retry_after_seconds=problems.RETRY_AFTER_SEND_SECONDS
         ) from None
     result = future.result()  # anything else was a bug: raised, logged with its traceback, a 500
     if result.unknown:
@@ -318,7 +315,8 @@ def _answer(
         app[keys.METRICS].sqs_errors.labels(result.code or "unknown").inc()
         logger.warning("SQS refused message %r: %s %s.", message.message_id, result.code, result.detail)
         raise problems.ServiceUnavailable(
-            f"SQS did not accept the message: {result.code}: {result.detail}", retry_after_seconds=RETRY_AFTER_SECONDS
+            f"SQS did not accept the message: {result.code}: {result.detail}",
+            retry_after_seconds=problems.RETRY_AFTER_SEND_SECONDS,
         )
     if logger.isEnabledFor(logging.DEBUG):  # a line per message is costly at high rates: DEBUG only
         logger.debug(
@@ -338,7 +336,7 @@ def _outcome_unknown(prepared: Prepared, reason: str) -> problems.OutcomeUnknown
     )
     return problems.OutcomeUnknown(
         f"The outcome is unknown: SQS may have the message ({reason}); {advice}.",
-        retry_after_seconds=RETRY_AFTER_SECONDS,
+        retry_after_seconds=problems.RETRY_AFTER_SEND_SECONDS,
     )
 
 

@@ -105,8 +105,5 @@ def run(
             error = f"{messages - sum(counts)} messages not started after {timeout:.0f} s;"
     finally:
         for run in runs:
-            run.term_at = time.monotonic()
-            if run.process.poll() is None:
-                run.process.terminate()
-            reaper.watch(run, timeout=45)
+            workers.stop(run, reaper)
     return Fleet(impl, proxy.rtt_ms, messages, processes, threads, counts, seconds, runs, error)

@@ -205,7 +205,4 @@ def run(
     finally:
         if api is not None:
             Processes.stop(api, timeout=15)
-        worker.term_at = time.monotonic()
-        if worker.process.poll() is None:
-            worker.process.terminate()
-        reaper.watch(worker, timeout=45)
+        workers.stop(worker, reaper)

@@ -313,10 +313,7 @@ def drain(
             # GetQueueAttributes costs ministack more the deeper the queue: poll rarely while deep.
             time.sleep(0.1 if left > 1000 else 0.05 if left > 200 else 0.02)
     finally:
-        run.term_at = time.monotonic()
-        if run.process.poll() is None:
-            run.process.send_signal(signal.SIGTERM)
-        reaper.watch(run, timeout=45)
+        stop(run, reaper)
     return run
 
 
@@ -362,6 +359,11 @@ def settle_idle(run: WorkerRun) -> None:
 def stop_idle(run: WorkerRun, reaper: Reaper) -> None:
     run.empty_at = time.monotonic()
     run.cpu_at_empty = tree_cpu_seconds(run.process.pid)
+    stop(run, reaper)
+
+
+def stop(run: WorkerRun, reaper: Reaper) -> None:
+    """SIGTERM the run's master (noting when) and let the reaper see it exit."""
     run.term_at = time.monotonic()
     if run.process.poll() is None:
         run.process.send_signal(signal.SIGTERM)
