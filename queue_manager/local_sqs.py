@@ -26,6 +26,9 @@ PORT_VARIABLE = "QM_LOCAL_SQS_PORT"
 
 HOST = "127.0.0.1"
 
+#: The AWS services the embedded server offers (ministack's `SERVICES`).
+SERVICES = "sqs,s3,dynamodb"
+
 
 def port_taken(host: str, port: int) -> bool:
     """Whether something listens on `host:port` (a connection in TIME_WAIT does not count)."""
@@ -61,8 +64,8 @@ def main(argv: list[str]) -> None:
     except SettingsError:  # the API and the workers report it; this server does not need them
         logs.configure("auto")
     logger.info(
-        "The local SQS server at http://%s:%d is for development only: it saves its queues in %s on a "
-        "clean stop, and a crash of it loses every change since it started.",
+        "The local SQS server (with S3 and DynamoDB) at http://%s:%d is for development only: it saves its "
+        "queues and tables in %s on a clean stop, and a crash of it loses every change since it started.",
         HOST,
         args.port,
         args.state_dir,
@@ -74,7 +77,11 @@ def main(argv: list[str]) -> None:
         "BIND_HOST": HOST,
         "PERSIST_STATE": "1",
         "STATE_DIR": args.state_dir,
-        "SERVICES": "sqs",
+        # SQS for the queues; S3 and DynamoDB for the features that need them (large payloads,
+        # the state store). S3 objects live on disk under the state folder.
+        "SERVICES": SERVICES,
+        "S3_PERSIST": "1",
+        "S3_DATA_DIR": os.path.join(args.state_dir, "s3"),
         "LOG_LEVEL": "WARNING",
     }
     os.execve(args.ministack, [args.ministack], env)

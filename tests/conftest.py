@@ -84,7 +84,7 @@ def _server_command(kind: str, port: int) -> tuple[list[str], dict[str, str]]:
                 pytest.fail(message)
             pytest.skip(message)
         env.update(
-            GATEWAY_PORT=str(port), BIND_HOST="127.0.0.1", SERVICES="sqs", LOG_LEVEL="WARNING", PERSIST_STATE="0"
+            GATEWAY_PORT=str(port), BIND_HOST="127.0.0.1", SERVICES="sqs,s3,dynamodb", LOG_LEVEL="WARNING", PERSIST_STATE="0"
         )
         return [str(binary)], env
     if kind == "moto":
@@ -117,7 +117,12 @@ def sqs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SQSServer]:
 @pytest.fixture
 def sqs_env(sqs_server: SQSServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The AWS variables that point a process at the test server (also set in this process)."""
-    env = {**AWS_ENV, "AWS_ENDPOINT_URL_SQS": sqs_server.url}
+    env = {
+        **AWS_ENV,
+        "AWS_ENDPOINT_URL_SQS": sqs_server.url,
+        "AWS_ENDPOINT_URL_S3": sqs_server.url,
+        "AWS_ENDPOINT_URL_DYNAMODB": sqs_server.url,
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
