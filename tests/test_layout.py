@@ -137,6 +137,8 @@ def reaches(graph: dict[str, set[str]], start: str) -> set[str]:
         ("queue_manager.client", ("api", "actors", "broker", "queue_manager.sqs")),
         # The contract is the ground: it imports nothing of the product.
         ("schemas", ("api", "actors", "broker", "queue_manager")),
+        # The state store serves the API and the workers alike; it knows neither.
+        ("queue_manager.state", ("api", "actors", "broker", "queue_manager.sqs")),
         # Wire names and quotas are the bottom of the SQS package.
         ("queue_manager.sqs.constants", ("queue_manager", "api", "actors", "broker", "schemas")),
     ],
