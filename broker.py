@@ -23,6 +23,7 @@ import dramatiq
 from dramatiq.errors import Retry
 from dramatiq.middleware import AgeLimit, CurrentMessage, ShutdownNotifications, TimeLimit
 
+from queue_manager import tracing
 from queue_manager.reports import REPORTS_FOLDER, DirectoryReports
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker
@@ -32,6 +33,7 @@ from queue_manager.sqs.middleware.fifo import FifoQueues
 from queue_manager.sqs.middleware.logcontext import StructuredLogs
 from queue_manager.sqs.middleware.metrics import WorkerMetrics
 from queue_manager.sqs.middleware.retries import RetriesInPlace
+from queue_manager.sqs.middleware.tracing import MessageTracing
 from queue_manager.sqs.middleware.workload import WorkloadReports
 from schemas import SchemaRegistry
 
@@ -57,6 +59,8 @@ def build_broker(settings: Settings, *, fifo_types: frozenset[str] = frozenset()
         WorkerMetrics(port=settings.worker_metrics_port, host=settings.worker_metrics_host),
         WorkloadReports(store=worker_reports(settings), gauges=bool(settings.worker_metrics_port)),
     ]
+    if tracing.wanted(settings):  # first, so its span covers every other hook; absent, it costs nothing
+        middleware.insert(0, MessageTracing(settings=settings))
     return QMBroker(
         namespace=settings.queue_prefix,
         middleware=middleware,

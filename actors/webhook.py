@@ -12,6 +12,7 @@ import urllib3
 from dramatiq.middleware import CurrentMessage
 
 from broker import PermanentFailure, Retry, message_type, settings
+from queue_manager import tracing
 from schemas.checks import destination_error
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,12 @@ def post(payload: dict[str, Any]) -> None:
     headers.update({"Content-Type": "application/json", "Idempotency-Key": message_id})
     timeout = urllib3.Timeout(connect=settings.webhook_timeout_seconds, read=settings.webhook_timeout_seconds)
     try:
-        response = _http.request(
-            "POST", url, body=json.dumps(payload["body"]).encode(), headers=headers, redirect=False, timeout=timeout
-        )
+        # With tracing on, a CLIENT span, and its `traceparent` in the headers: the receiver joins the trace.
+        with tracing.http_client("POST", url, headers) as call:
+            response = _http.request(
+                "POST", url, body=json.dumps(payload["body"]).encode(), headers=headers, redirect=False, timeout=timeout
+            )
+            call.answered(response.status)
     except urllib3.exceptions.HTTPError as exc:
         raise Retry(f"webhook to {url} failed: {type(exc).__name__}") from exc
     status = response.status

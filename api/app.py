@@ -22,13 +22,13 @@ from api import idempotency, keys, processes, server
 from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
-from api.middlewares import auth_middleware, problem_middleware
+from api.middlewares import auth_middleware, problem_middleware, trace_middleware
 from api.openapi import build_openapi
 from api.routes import setup_routes
 from api.schemas import MAX_BATCH_BODY_BYTES
 from api.sender import Sender
 from broker import build_broker, worker_reports
-from queue_manager import logs
+from queue_manager import logs, tracing
 from queue_manager.settings import Settings, SettingsError
 from queue_manager.sqs.sending import SEND_ATTEMPTS
 from schemas import SchemaLoadError, SchemaRegistry
@@ -53,6 +53,9 @@ def create_app(settings: Settings) -> web.Application:
     metrics = ApiMetrics()
     # Metrics outermost, so they count the status the client finally got.
     middlewares: list[Middleware] = [metrics.middleware(), problem_middleware, auth_middleware(api_keys)]
+    spans = tracing.live()
+    if spans is not None:  # outermost: the span covers the whole answer (off, there is nothing to pass through)
+        middlewares.insert(0, trace_middleware(spans))
     # Each handler enforces its own, smaller body limit; this is the largest (a batch).
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BATCH_BODY_BYTES)
     app[keys.SETTINGS] = settings
@@ -130,6 +133,7 @@ def main() -> None:
                     state_dir=settings.state_dir,
                 )
             )
+        tracing.setup(settings, service=tracing.API_SERVICE)
         app = create_app(settings)
     except (SettingsError, SchemaLoadError) as exc:
         print(f"qm-api: cannot start: {exc}", file=sys.stderr)
@@ -148,6 +152,8 @@ def main() -> None:
     except server.PortInUse as exc:
         print(f"qm-api: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        tracing.shutdown()
 
 
 def _is_loopback(host: str) -> bool:

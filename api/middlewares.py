@@ -1,14 +1,18 @@
-"""The one error middleware: every failure leaves as application/problem+json."""
+"""The middlewares: the one error middleware (every failure leaves as application/problem+json), API keys, traces."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from api import problems
+
+if TYPE_CHECKING:
+    from queue_manager.tracing.spans import Spans
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +121,52 @@ def key_position(token: str | None, api_keys: list[str]) -> int | None:
         if hmac.compare_digest(supplied, key.encode()) and position is None:
             position = index
     return position
+
+
+#: Paths not traced: probes and scrapes, many a minute, would bury the requests worth seeing.
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def trace_middleware(spans: Spans) -> Middleware:
+    """A SERVER span per request (HTTP conventions), child of the caller's `traceparent`; its answer
+    carries the span's own `traceparent`. Added by create_app only while tracing is on."""
+
+    @web.middleware
+    async def trace_request(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in UNTRACED_PATHS:
+            return await handler(request)
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else None
+        attributes: dict[str, Any] = {
+            "http.request.method": request.method,
+            "url.path": request.path,
+            "url.scheme": request.scheme,
+            "network.protocol.version": f"{request.version.major}.{request.version.minor}",
+        }
+        if route:
+            attributes["http.route"] = route
+        if request.remote:
+            attributes["client.address"] = request.remote
+        if "User-Agent" in request.headers:
+            attributes["user_agent.original"] = request.headers["User-Agent"]
+        name = f"{request.method} {route}" if route else request.method
+        span, token = spans.server_span(name, request.headers, attributes)
+        status: int | None = None
+        failure: BaseException | None = None
+        try:
+            response = await handler(request)
+            status = response.status
+            traceparent = spans.traceparent(span)
+            if traceparent and not response.prepared:
+                response.headers["traceparent"] = traceparent
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            spans.end_server_span(span, token, status, failure)
+
+    return trace_request

@@ -10,6 +10,7 @@ import contextvars
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -26,8 +27,14 @@ message_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Con
 )
 
 
+#: Set by queue_manager.tracing while tracing is on: the current span's `trace_id` and `span_id`,
+#: or None outside any span. None costs nothing.
+trace_fields: Callable[[], dict[str, str] | None] | None = None
+
+
 class MessageContextFilter(logging.Filter):
-    """Adds the current message's fields to every record that does not set them itself."""
+    """Adds the current message's fields (and, with tracing on, the current span's ids) to every
+    record that does not set them itself."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = message_context.get()
@@ -35,6 +42,12 @@ class MessageContextFilter(logging.Filter):
             for key, value in context.items():
                 if not hasattr(record, key):
                     setattr(record, key, value)
+        if trace_fields is not None:
+            ids = trace_fields()
+            if ids:
+                for key, value in ids.items():
+                    if not hasattr(record, key):
+                        setattr(record, key, value)
         return True
 
 

@@ -77,12 +77,24 @@ def _str(raw: str) -> str:
     return raw
 
 
+#: The trace exporters queue-manager knows (OTEL_TRACES_EXPORTER).
+TRACE_EXPORTERS = ("otlp", "console", "none")
+
+
+def _exporters(raw: str) -> tuple[str, ...]:
+    names = tuple(name.lower() for name in _words(raw))
+    if not names or any(name not in TRACE_EXPORTERS for name in names):
+        raise ValueError(raw)
+    return names
+
+
 #: What each parser's value is called in an error message.
 _KINDS: dict[Callable[[str], Any], str] = {
     _int: "an integer",
     _float: "a finite number",
     _bool: "a boolean (true/false, yes/no, on/off, 1/0)",
     _path: "a path",
+    _exporters: "otlp, console or none (comma-separated)",
 }
 
 
@@ -315,6 +327,40 @@ class Settings:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     )
     worker_metrics_host: str = setting("127.0.0.1", "The address the worker metrics endpoint binds.", parse=_str)
+
+    # -- Tracing (OpenTelemetry; queue_manager/tracing). OpenTelemetry's own variables: the SDK reads
+    # the others itself (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG),
+    # OTEL_PROPAGATORS, OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_BSP_*).
+    otlp_endpoint: str | None = setting(
+        None,
+        "The OTLP/HTTP base URL (traces go to <it>/v1/traces); setting it turns tracing on.",
+        parse=_str,
+        env="OTEL_EXPORTER_OTLP_ENDPOINT",
+    )
+    otlp_traces_endpoint: str | None = setting(
+        None,
+        "The OTLP/HTTP URL of traces, used as is; setting it turns tracing on.",
+        parse=_str,
+        env="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    )
+    otel_traces_exporter: tuple[str, ...] = setting(
+        ("otlp",),
+        "Where spans go: otlp, console or none (comma-separated); none turns tracing off.",
+        parse=_exporters,
+        env="OTEL_TRACES_EXPORTER",
+    )
+    otel_sdk_disabled: bool = setting(
+        False,
+        "true turns tracing off whatever else is set (as the OpenTelemetry spec says: only 'true' is true).",
+        parse=lambda raw: raw.lower() == "true",
+        env="OTEL_SDK_DISABLED",
+    )
+    trace_consumer: str = setting(
+        "parent",
+        "How a worker's process span relates to the message's creation: parent (one trace, and a link) or link.",
+        parse=lambda raw: raw.lower(),
+        choices=("parent", "link"),
+    )
 
     def __post_init__(self) -> None:
         # Host names compare case-insensitively; keys and everything else keep their case.

@@ -13,6 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
 from typing import Any
 
+from queue_manager import tracing
 from queue_manager.sqs import constants
 from queue_manager.sqs.batches import MAX_SETTLE_ATTEMPTS, chunks, settle_batch
 
@@ -331,7 +332,10 @@ class Acks:
         for listener in self.delete_batch_listeners:
             listener(len(batch))
         entries = [{"ReceiptHandle": e.receipt_handle} for e in batch]
-        return self._call("delete", self.client.delete_message_batch, queue_url, batch, entries)
+        with tracing.settling(queue_url, [e.receipt_handle for e in batch]) as span:
+            failed = self._call("delete", self.client.delete_message_batch, queue_url, batch, entries)
+            span.results(len(batch) - len(failed), len(failed))
+        return failed
 
     def _send_visibility(self, queue_url: str, batch: list[_Entry]) -> list[_Entry]:
         entries = [{"ReceiptHandle": e.receipt_handle, "VisibilityTimeout": e.visibility_seconds} for e in batch]

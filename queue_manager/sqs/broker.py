@@ -26,6 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dramatiq.middleware import MiddlewareError, Retries
 from dramatiq_sqs import SQSBroker
 
+from queue_manager import tracing
 from queue_manager.sqs import constants, queues
 from queue_manager.sqs.acks import Acks
 from queue_manager.sqs.capacity import Capacity
@@ -435,16 +436,19 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
 
         A message for a FIFO queue needs the `group_id` option and may not be delayed.
         """
-        return self.sender.build_entry(
+        entry = self.sender.build_entry(
             message, delay_ms, fifo_queue=self.is_fifo(message.queue_name), limit_bytes=self.max_message_size
         )
+        tracing.created(entry, destination=self.sqs_queue_name(message.queue_name), message_id=message.message_id)
+        return entry
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
         """Send one message; returns once SQS has accepted it."""
         urls = self.ensure_queue(message.queue_name)
         entry = self.build_entry(message, delay)
         self.emit_before("enqueue", message, delay)
-        self.sender.send_one(urls.url, entry)
+        with tracing.sending(self.sqs_queue_name(message.queue_name), [entry]):
+            self.sender.send_one(urls.url, entry)
         self.emit_after("enqueue", message, delay)
         return message
 
@@ -458,7 +462,10 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             urls = self.ensure_queue(queue_name)
         except (BotoCoreError, ClientError) as exc:  # nothing was sent yet
             raise_unavailable(exc)
-        return self.sender.send_entries(urls.url, entries)
+        with tracing.sending(self.sqs_queue_name(queue_name), entries) as span:
+            results = self.sender.send_entries(urls.url, entries)
+            span.results(sum(r.ok for r in results), sum(not r.ok for r in results))
+        return results
 
     def depths(self, queue_name: str) -> dict[str, dict[str, int]]:
         """Approximate counts of a queue and its dead-letter queue (if it has one)."""

@@ -64,6 +64,14 @@ ATTR_ERROR = "qm-error"
 ATTR_RECEIVE_COUNT = "qm-receive-count"
 ATTR_SOURCE_QUEUE = "qm-source-queue"
 
+#: The message attributes that carry a message's trace context (W3C Trace Context, String): set when
+#: tracing is on, kept on dead-letter copies and redrives. SQS allows 10 attributes per message.
+ATTR_TRACEPARENT = "traceparent"
+ATTR_TRACESTATE = "tracestate"
+TRACE_ATTRIBUTES = (ATTR_TRACEPARENT, ATTR_TRACESTATE)
+#: The most message attributes SQS takes on one message.
+MAX_MESSAGE_ATTRIBUTES = 10
+
 #: Message options (Dramatiq's `message.options`) by which middleware and consumer speak.
 #: A retry in place, after this many milliseconds (set by the retry middleware, read by the consumer's nack).
 RETRY_DELAY_OPTION = "qm_retry_delay_ms"

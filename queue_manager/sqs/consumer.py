@@ -366,6 +366,7 @@ class QMConsumer(dramatiq.Consumer):
             body=body,
             attributes=attributes,
             system_attributes=system_attributes,
+            sqs_message_id=sqs_message.get("MessageId"),
         )
 
     def ack(self, message: dramatiq.MessageProxy) -> None:

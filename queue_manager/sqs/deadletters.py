@@ -26,6 +26,7 @@ from queue_manager.sqs.errors import denied, describe, unsupported
 from queue_manager.sqs.fifo import dead_letter_fields as _fifo_dead_letter_fields
 from queue_manager.sqs.message import UndecodableBody, decode
 from queue_manager.sqs.queues import is_fifo_name, queue_arn, queue_depth
+from queue_manager.tracing import trace_id_of
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class DeadLetter:
     sqs_message_id: str
     sent_timestamp_ms: int | None
     dead_letter_receive_count: int | None
+    #: The trace the message was created in (its `traceparent` attribute), if it carries one.
+    trace_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         answer = dataclasses.asdict(self)
@@ -333,6 +336,7 @@ def dead_letter(message: dict[str, Any]) -> DeadLetter:
         sqs_message_id=message["MessageId"],
         sent_timestamp_ms=_int(system.get("SentTimestamp")),
         dead_letter_receive_count=_int(system.get("ApproximateReceiveCount")),
+        trace_id=trace_id_of(attrs),
     )
 
 

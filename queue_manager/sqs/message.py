@@ -52,8 +52,11 @@ class SQSMessage(dramatiq.MessageProxy):
         body: str,
         attributes: dict[str, Any],
         system_attributes: dict[str, Any] | None = None,
+        sqs_message_id: str | None = None,
     ) -> None:
         super().__init__(message)
+        #: SQS's own id of the message (each dead-letter copy or redrive gets a new one).
+        self.sqs_message_id = sqs_message_id
         self.sqs_queue_url = queue_url
         self.sqs_receipt_handle = receipt_handle
         self.sqs_receive_count = receive_count
@@ -71,6 +74,7 @@ class SQSMessage(dramatiq.MessageProxy):
             body=self.sqs_body,
             attributes=self.sqs_attributes,
             system_attributes=self.sqs_system_attributes,
+            sqs_message_id=self.sqs_message_id,
         )
 
     @property

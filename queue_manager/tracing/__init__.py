@@ -1,0 +1,224 @@
+"""Tracing: one OpenTelemetry trace from the POST to the actor and on into the webhook's receiver.
+
+This module is the façade the rest of the code calls, and it imports nothing of OpenTelemetry:
+until `setup` finds tracing configured (an OTLP endpoint, or OTEL_TRACES_EXPORTER=console, and not
+OTEL_SDK_DISABLED=true) every hook below is a function that returns at once, and a process that
+never turns tracing on never imports the SDK. `setup` loads `queue_manager.tracing.spans`, which
+holds the spans themselves (OpenTelemetry's messaging and HTTP conventions).
+
+The hooks, where they are called:
+
+    create <queue>   PRODUCER  broker.build_entry: the message's creation context, put in its
+                               `traceparent`/`tracestate` attributes
+    send <queue>     CLIENT    broker.send_entries / enqueue: one per SendMessage(Batch), linked to
+                               each message's create span
+    process <queue>  CONSUMER  middleware.tracing: one per attempt, child of the creation context
+    settle <queue>   CLIENT    acks: one per DeleteMessageBatch, linked to the messages it deletes
+    POST             CLIENT    actors.webhook: carries `traceparent` to the receiver
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from queue_manager.sqs import constants
+
+if TYPE_CHECKING:
+    from queue_manager.settings import Settings
+    from queue_manager.tracing.spans import Spans
+
+logger = logging.getLogger(__name__)
+
+#: A W3C traceparent: version, trace id, parent id, flags (https://www.w3.org/TR/trace-context/).
+TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+
+#: The service names when neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES names one.
+API_SERVICE = "queue-manager-api"
+WORKER_SERVICE = "queue-manager-worker"
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceConfig:
+    """What the settings say about tracing (the SDK reads the rest of OpenTelemetry's variables itself)."""
+
+    #: The OTLP/HTTP traces URL, or None.
+    traces_url: str | None
+    #: The exporters asked for: otlp, console.
+    exporters: tuple[str, ...]
+    #: OTEL_SDK_DISABLED=true.
+    disabled: bool
+    #: QM_TRACE_CONSUMER=link: a process span only links to the message's creation, in a trace of its own.
+    consumer_link_only: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TraceConfig:
+        url = settings.otlp_traces_endpoint
+        if url is None and settings.otlp_endpoint is not None:
+            url = settings.otlp_endpoint.rstrip("/") + "/v1/traces"
+        exporters = tuple(e for e in settings.otel_traces_exporter if e != "none")
+        if "none" in settings.otel_traces_exporter:
+            exporters = ()
+        if url is None:  # no endpoint: OTLP has nowhere to go (the spec's default would be localhost)
+            exporters = tuple(e for e in exporters if e != "otlp")
+        return cls(url, exporters, settings.otel_sdk_disabled, settings.trace_consumer == "link")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether spans go anywhere: an exporter configured, and the SDK not disabled."""
+        return bool(self.exporters) and not self.disabled
+
+
+#: The live spans once `setup` turned tracing on; None means every hook is a no-op.
+_spans: Spans | None = None
+
+
+def wanted(settings: Settings) -> bool:
+    """Whether the settings turn tracing on (nothing is imported or started here)."""
+    return TraceConfig.from_settings(settings).enabled
+
+
+def setup(settings: Settings, *, service: str) -> bool:
+    """Turn tracing on in this process if the settings say so; whether it is on. Idempotent.
+
+    Call it in the process that makes the spans: the API process, each worker process after the fork.
+    Without the SDK installed (the `tracing` extra) it logs why and stays off.
+    """
+    global _spans
+    if _spans is not None:
+        return True
+    config = TraceConfig.from_settings(settings)
+    if not config.enabled:
+        return False
+    try:
+        from queue_manager.tracing.spans import Spans
+    except ImportError as exc:
+        logger.warning(
+            "Tracing is configured but the OpenTelemetry SDK is not installed (%s); install "
+            "queue-manager[tracing]. Carrying on without traces.",
+            exc,
+        )
+        return False
+    _spans = Spans.start(config, service=service)
+    from queue_manager import logs
+
+    logs.trace_fields = _spans.log_fields
+    return True
+
+
+def shutdown(timeout_seconds: float = 5.0) -> None:
+    """Export what is buffered (for at most `timeout_seconds`) and stop; tracing is off afterwards."""
+    global _spans
+    spans, _spans = _spans, None
+    if spans is None:
+        return
+    from queue_manager import logs
+
+    logs.trace_fields = None
+    spans.shutdown(timeout_seconds)
+
+
+def active() -> bool:
+    """Whether tracing is on in this process."""
+    return _spans is not None
+
+
+def live() -> Spans | None:
+    """The live spans, for the hooks that need more than the functions below (the middleware)."""
+    return _spans
+
+
+def dropped_spans() -> int:
+    """Spans lost so far in this process: the export queue was full, or the collector refused or was away."""
+    return _spans.dropped() if _spans is not None else 0
+
+
+# -- hooks: each returns at once while tracing is off ------------------------------------------
+
+
+def created(entry: dict[str, Any], *, destination: str, message_id: str) -> None:
+    """A message entry is built: record its create span and put its context in its attributes."""
+    if _spans is not None:
+        _spans.created(entry, destination, message_id)
+
+
+class _Nothing:
+    """What the span hooks give while tracing is off: a context manager that records nothing."""
+
+    def __enter__(self) -> _Nothing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def results(self, ok: int, failed: int) -> None:
+        """The outcome of a batch's entries."""
+
+    def answered(self, status: int) -> None:
+        """The status of an HTTP answer."""
+
+
+_NOTHING = _Nothing()
+
+
+def sending(destination: str, entries: list[dict[str, Any]]) -> contextlib.AbstractContextManager[Any]:
+    """Around one SendMessage(Batch) of `entries`: a send span linked to each entry's create span."""
+    if _spans is None:
+        return _NOTHING
+    return _spans.sending(destination, entries)
+
+
+def settling(queue_url: str, receipt_handles: list[str]) -> contextlib.AbstractContextManager[Any]:
+    """Around one DeleteMessageBatch: a settle span linked to the messages it deletes."""
+    if _spans is None:
+        return _NOTHING
+    return _spans.settling(queue_url, receipt_handles)
+
+
+def http_client(method: str, url: str, headers: dict[str, str]) -> contextlib.AbstractContextManager[Any]:
+    """Around an outgoing HTTP request: a CLIENT span, and its context put in `headers` (OTEL_PROPAGATORS)."""
+    if _spans is None:
+        return _NOTHING
+    return _spans.http_client(method, url, headers)
+
+
+# -- trace ids, for logs, status and the dead-letter listing ------------------------------------
+
+
+def current_trace_id() -> str | None:
+    """The trace id (32 hex digits) of the span current in this thread or task, or None."""
+    return _spans.current_trace_id() if _spans is not None else None
+
+
+def trace_id_of(source: Mapping[str, Any] | str | None) -> str | None:
+    """The trace id a message carries: from its SQS message attributes (received or as sent) or a
+    `traceparent` value; None when it carries none. Works with tracing off (it only parses)."""
+    if source is None:
+        return None
+    if isinstance(source, str):
+        value: Any = source
+    else:
+        value = source.get(constants.ATTR_TRACEPARENT)
+        if isinstance(value, Mapping):
+            value = value.get("StringValue")
+    if not isinstance(value, str):
+        return None
+    match = TRACEPARENT.match(value.strip())
+    if match is None or match.group(1) == "0" * 32:
+        return None
+    return match.group(1)
+
+
+@contextlib.contextmanager
+def disabled_for_test() -> Iterator[None]:
+    """Turn tracing off for the duration (tests of code that must cost nothing when off)."""
+    global _spans
+    saved, _spans = _spans, None
+    try:
+        yield
+    finally:
+        _spans = saved

@@ -1,0 +1,446 @@
+"""The spans themselves, on the OpenTelemetry API and SDK (imported only when tracing is on).
+
+Messaging spans follow OpenTelemetry's messaging conventions (docs/messaging/ of
+open-telemetry/semantic-conventions): `create`, `send`, `process` and `settle` spans, named
+`<operation> <queue>`, with `messaging.system=aws_sqs`. A message carries its creation context in
+W3C Trace Context attributes, whatever OTEL_PROPAGATORS says: the format on the queue is fixed (it is
+counted against SQS's ten attributes), while HTTP in and out uses the configured propagators.
+
+A batch (a SendMessageBatch, a DeleteMessageBatch) mixes messages of many requests, so it links to
+each; when every message in it belongs to one trace, the span joins that trace too, so that one
+request's trace holds its send and settle.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from queue_manager.sqs import constants
+from queue_manager.tracing import TraceConfig
+
+logger = logging.getLogger(__name__)
+
+#: messaging.system of Amazon SQS.
+SYSTEM = "aws_sqs"
+
+#: The instrumentation scope of every span made here.
+SCOPE = "queue_manager.tracing"
+
+#: Receipt handles remembered for settle links at most (a message acked here and never deleted,
+#: say on a crash of the delete, must not grow the table without end).
+MAX_SETTLING = 50_000
+
+#: How often the log says spans were dropped, at most.
+DROP_LOG_INTERVAL_SECONDS = 60.0
+
+#: The message context: always W3C Trace Context (traceparent, tracestate), never baggage.
+W3C = TraceContextTextMapPropagator()
+
+
+class _Counts:
+    """Spans lost on the way to the collector, counted, and said in the log at most once a minute."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queue_full = 0
+        self.export_failed = 0
+        self.exported = 0
+        self._logged_at = 0.0
+
+    def dropped(self) -> int:
+        with self.lock:
+            return self.queue_full + self.export_failed
+
+    def lost(self, *, queue_full: int = 0, export_failed: int = 0) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.queue_full += queue_full
+            self.export_failed += export_failed
+            due = now - self._logged_at >= DROP_LOG_INTERVAL_SECONDS
+            if due:
+                self._logged_at = now
+            total = self.queue_full + self.export_failed
+        if due:
+            logger.warning(
+                "Dropped %d span(s) so far: %d not accepted by the trace collector, %d over the export queue.",
+                total,
+                self.export_failed,
+                self.queue_full,
+            )
+
+
+class _CountingExporter(SpanExporter):
+    """An exporter that counts what it could not deliver (the collector down, slow or refusing)."""
+
+    def __init__(self, inner: SpanExporter, counts: _Counts) -> None:
+        self.inner = inner
+        self.counts = counts
+
+    def export(self, spans: Any) -> SpanExportResult:
+        try:
+            result = self.inner.export(spans)
+        except Exception:  # an exporter's bug must not end the export thread
+            logger.exception("Exporting %d span(s) failed unexpectedly.", len(spans))
+            result = SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            with self.counts.lock:
+                self.counts.exported += len(spans)
+        else:
+            self.counts.lost(export_failed=len(spans))
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return bool(self.inner.force_flush(timeout_millis))
+
+
+class _CountingBatchProcessor(BatchSpanProcessor):
+    """OpenTelemetry's batch span processor, counting the spans its full queue turns away.
+
+    The queue is a bounded buffer (OTEL_BSP_MAX_QUEUE_SIZE, 2048): a span ending while it is full
+    is dropped, never waited for, so a collector that is down costs spans, not latency.
+    """
+
+    def __init__(self, exporter: SpanExporter, counts: _Counts) -> None:
+        super().__init__(exporter)
+        self.counts = counts
+        batch = getattr(self, "_batch_processor", None)
+        self._queue = getattr(batch, "_queue", None)
+        self._max = getattr(batch, "_max_queue_size", None)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self._queue is not None and self._max is not None and len(self._queue) >= self._max:
+            # Dropped here, counted, and said once a minute (the SDK would log a warning per span).
+            if span.context is not None and span.context.trace_flags.sampled:
+                self.counts.lost(queue_full=1)
+            return
+        super().on_end(span)
+
+
+def _resource(service: str) -> Resource:
+    """OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (read by the SDK), else our service name."""
+    resource = Resource.create()
+    name = resource.attributes.get(SERVICE_NAME)
+    if not name or str(name).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: service}))
+    return resource
+
+
+def _queue_name(queue_url: str) -> str:
+    return queue_url.rstrip("/").rpartition("/")[2]
+
+
+def _creation(attributes: dict[str, Any]) -> SpanContext | None:
+    """The creation context a message carries in its attributes (received or as sent), if valid."""
+    carrier = {}
+    for name in constants.TRACE_ATTRIBUTES:
+        value = attributes.get(name)
+        if isinstance(value, dict):
+            value = value.get("StringValue")
+        if isinstance(value, str):
+            carrier[name] = value
+    if constants.ATTR_TRACEPARENT not in carrier:
+        return None
+    context = trace.get_current_span(W3C.extract(carrier)).get_span_context()
+    return context if context.is_valid else None
+
+
+def _batch_parent(contexts: list[SpanContext]) -> Context:
+    """A batch's parent: the first message's context when all belong to one trace, else none (a root)."""
+    if contexts and all(c.trace_id == contexts[0].trace_id for c in contexts):
+        return trace.set_span_in_context(NonRecordingSpan(contexts[0]), Context())
+    return Context()
+
+
+def _error(span: Span, exc: BaseException) -> None:
+    span.record_exception(exc)
+    span.set_attribute("error.type", type(exc).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"[:500]))
+
+
+class _BatchSpan:
+    """A send or settle span around one SQS batch call."""
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def __enter__(self) -> _BatchSpan:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None:
+            _error(self.span, exc)
+        self.span.end()
+
+    def results(self, ok: int, failed: int) -> None:
+        """The outcome per entry: a batch with failed entries is an error."""
+        if failed:
+            self.span.set_attribute("qm.failed_entries", failed)
+            self.span.set_status(Status(StatusCode.ERROR, f"{failed} of {ok + failed} entries failed"))
+
+
+class _HttpClientSpan:
+    """A CLIENT span around an outgoing HTTP request."""
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def __enter__(self) -> _HttpClientSpan:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None:
+            _error(self.span, exc)
+        self.span.end()
+
+    def answered(self, status: int) -> None:
+        self.span.set_attribute("http.response.status_code", status)
+        if status >= 400:  # a client span counts 4xx as errors too (HTTP conventions)
+            self.span.set_attribute("error.type", str(status))
+            self.span.set_status(Status(StatusCode.ERROR))
+
+
+class Processing:
+    """One attempt's process span, current in its thread until `end`."""
+
+    def __init__(self, span: Span, token: object, creation: SpanContext | None) -> None:
+        self.span = span
+        self.token: object | None = token
+        self.creation = creation
+
+    def end(self, exception: BaseException | None = None, *, skipped: bool = False) -> None:
+        if self.token is None:
+            return
+        if exception is not None:
+            _error(self.span, exception)
+        if skipped:
+            self.span.set_attribute("qm.skipped", True)
+        self.span.end()
+        token, self.token = self.token, None
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception:  # a detach in another context than the attach: nothing to restore
+            logger.debug("Could not detach a process span's context.", exc_info=True)
+
+
+class Spans:
+    """The process's tracer provider and every span queue-manager makes."""
+
+    def __init__(self, provider: TracerProvider, config: TraceConfig, counts: _Counts) -> None:
+        self.provider = provider
+        self.config = config
+        self.counts = counts
+        self.tracer = provider.get_tracer(SCOPE)
+        self._settling: OrderedDict[str, SpanContext] = OrderedDict()
+        self._settling_lock = threading.Lock()
+
+    @classmethod
+    def start(cls, config: TraceConfig, *, service: str) -> Spans:
+        """Build the provider (sampler from OTEL_TRACES_SAMPLER, resource from OTEL_* as the SDK reads them)."""
+        counts = _Counts()
+        provider = TracerProvider(resource=_resource(service))
+        if "otlp" in config.exporters and config.traces_url:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter(endpoint=config.traces_url)
+            provider.add_span_processor(_CountingBatchProcessor(_CountingExporter(exporter, counts), counts))
+        if "console" in config.exporters:
+            console = _CountingExporter(ConsoleSpanExporter(), counts)
+            provider.add_span_processor(_CountingBatchProcessor(console, counts))
+        logger.info(
+            "Tracing on: spans of %r go to %s.",
+            provider.resource.attributes.get(SERVICE_NAME),
+            ", ".join((config.traces_url or e) if e == "otlp" else e for e in config.exporters),
+        )
+        return cls(provider, config, counts)
+
+    def shutdown(self, timeout_seconds: float) -> None:
+        # Bounded: a collector that is away must not hold up a stop for its retries.
+        self.provider.force_flush(int(timeout_seconds * 1000))
+        worker = threading.Thread(target=self.provider.shutdown, name="qm-trace-shutdown", daemon=True)
+        worker.start()
+        worker.join(timeout_seconds)
+        with self.counts.lock:
+            exported, dropped = self.counts.exported, self.counts.queue_full + self.counts.export_failed
+        if dropped:
+            logger.warning("Tracing stopped: %d span(s) exported, %d dropped.", exported, dropped)
+
+    def dropped(self) -> int:
+        return self.counts.dropped()
+
+    # -- logs and ids -------------------------------------------------------------------------
+
+    def log_fields(self) -> dict[str, str] | None:
+        context = trace.get_current_span().get_span_context()
+        if not context.is_valid:
+            return None
+        return {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
+
+    def current_trace_id(self) -> str | None:
+        context = trace.get_current_span().get_span_context()
+        return format(context.trace_id, "032x") if context.is_valid else None
+
+    # -- producing ----------------------------------------------------------------------------
+
+    def created(self, entry: dict[str, Any], destination: str, message_id: str) -> None:
+        span = self.tracer.start_span(
+            f"create {destination}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": SYSTEM,
+                "messaging.operation.type": "create",
+                "messaging.operation.name": "create",
+                "messaging.destination.name": destination,
+                "messaging.message.id": message_id,
+                "messaging.message.body.size": len(entry.get("MessageBody", "")),
+            },
+        )
+        carrier: dict[str, str] = {}
+        W3C.inject(carrier, trace.set_span_in_context(span))
+        attributes = entry.setdefault("MessageAttributes", {})
+        for name in constants.TRACE_ATTRIBUTES:
+            if carrier.get(name):
+                attributes[name] = {"DataType": "String", "StringValue": carrier[name]}
+        span.end()
+
+    def sending(self, destination: str, entries: list[dict[str, Any]]) -> _BatchSpan:
+        creations = [c for c in (_creation(e.get("MessageAttributes", {})) for e in entries) if c is not None]
+        span = self.tracer.start_span(
+            f"send {destination}",
+            context=_batch_parent(creations),
+            kind=SpanKind.CLIENT,
+            links=[Link(c) for c in creations],
+            attributes={
+                "messaging.system": SYSTEM,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "SendMessageBatch" if len(entries) > 1 else "SendMessage",
+                "messaging.destination.name": destination,
+                "messaging.batch.message_count": len(entries),
+            },
+        )
+        return _BatchSpan(span)
+
+    # -- consuming ----------------------------------------------------------------------------
+
+    def process(
+        self,
+        *,
+        destination: str,
+        message_id: str,
+        sqs_message_id: str | None,
+        attempt: int,
+        attributes: dict[str, Any],
+    ) -> Processing:
+        """Start an attempt's process span and make it current in this thread."""
+        creation = _creation(attributes)
+        if creation is not None and not self.config.consumer_link_only:
+            parent = trace.set_span_in_context(NonRecordingSpan(creation), Context())
+        else:
+            parent = Context()
+        span_attributes: dict[str, Any] = {
+            "messaging.system": SYSTEM,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": destination,
+            "messaging.message.id": message_id,
+            "qm.attempt": attempt,
+        }
+        if sqs_message_id:
+            span_attributes["aws.sqs.message.id"] = sqs_message_id
+        span = self.tracer.start_span(
+            f"process {destination}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            links=[Link(creation)] if creation is not None else [],
+            attributes=span_attributes,
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        return Processing(span, token, creation)
+
+    def acked(self, receipt_handle: str, processing: Processing) -> None:
+        """A message is about to be deleted: its settle span will link to its creation (or its process span)."""
+        link = processing.creation or processing.span.get_span_context()
+        with self._settling_lock:
+            self._settling[receipt_handle] = link
+            while len(self._settling) > MAX_SETTLING:
+                self._settling.popitem(last=False)
+
+    def settling(self, queue_url: str, receipt_handles: list[str]) -> _BatchSpan:
+        with self._settling_lock:
+            links = [c for c in (self._settling.pop(h, None) for h in receipt_handles) if c is not None]
+        span = self.tracer.start_span(
+            f"settle {_queue_name(queue_url)}",
+            context=_batch_parent(links),
+            kind=SpanKind.CLIENT,
+            links=[Link(c) for c in links],
+            attributes={
+                "messaging.system": SYSTEM,
+                "messaging.operation.type": "settle",
+                "messaging.operation.name": "DeleteMessageBatch",
+                "messaging.destination.name": _queue_name(queue_url),
+                "messaging.batch.message_count": len(receipt_handles),
+            },
+        )
+        return _BatchSpan(span)
+
+    # -- HTTP -----------------------------------------------------------------------------------
+
+    def http_client(self, method: str, url: str, headers: dict[str, str]) -> _HttpClientSpan:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        # No url.full: a webhook URL's path or query often is its secret (Slack's, for one).
+        attributes: dict[str, Any] = {"http.request.method": method, "url.scheme": parts.scheme}
+        if parts.hostname:
+            attributes["server.address"] = parts.hostname
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        if port:
+            attributes["server.port"] = port
+        span = self.tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
+        propagate.inject(headers, context=trace.set_span_in_context(span))
+        return _HttpClientSpan(span)
+
+    def server_span(self, name: str, headers: Any, attributes: dict[str, Any]) -> tuple[Span, object]:
+        """Start a SERVER span whose parent is the caller's context (OTEL_PROPAGATORS); make it current."""
+        parent = propagate.extract(headers)
+        span = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        return span, token
+
+    def end_server_span(self, span: Span, token: object, status: int | None, exc: BaseException | None) -> None:
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:  # a server span counts only 5xx as its own errors (HTTP conventions)
+                span.set_attribute("error.type", str(status))
+                span.set_status(Status(StatusCode.ERROR))
+        if exc is not None:
+            _error(span, exc)
+        span.end()
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+    @staticmethod
+    def traceparent(span: Span) -> str | None:
+        """The W3C traceparent of a span (for an answer's header)."""
+        carrier: dict[str, str] = {}
+        W3C.inject(carrier, trace.set_span_in_context(span))
+        return carrier.get("traceparent")

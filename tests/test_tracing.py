@@ -1,0 +1,376 @@
+"""Tracing: one trace from the POST through SQS to the actor and its webhook, received by a real OTLP/HTTP server.
+
+The collector here is a small HTTP server that decodes what it is sent with opentelemetry-proto;
+the API and the workers are real processes, configured only by OpenTelemetry's own variables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
+
+from queue_manager import tracing
+from queue_manager.settings import Settings, SettingsError
+from queue_manager.sqs import constants
+from tests.conftest import ROOT, Proc, Receiver
+from tests.support import free_port, wait_for
+
+KIND = {
+    ProtoSpan.SPAN_KIND_SERVER: "server",
+    ProtoSpan.SPAN_KIND_CLIENT: "client",
+    ProtoSpan.SPAN_KIND_PRODUCER: "producer",
+    ProtoSpan.SPAN_KIND_CONSUMER: "consumer",
+    ProtoSpan.SPAN_KIND_INTERNAL: "internal",
+}
+
+
+@dataclasses.dataclass
+class Span:
+    """What the collector received of one span."""
+
+    service: str
+    name: str
+    kind: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    links: list[tuple[str, str]]
+    attributes: dict[str, Any]
+    error: bool
+
+
+class Collector:
+    """An OTLP/HTTP trace receiver: POST /v1/traces, protobuf in, spans kept."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        self.lock = threading.Lock()
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                with collector.lock:
+                    collector.spans.extend(_spans(request))
+                answer = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200 if self.path == "/v1/traces" else 404)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def named(self, prefix: str, trace_id: str | None = None) -> list[Span]:
+        with self.lock:
+            return [s for s in self.spans if s.name.startswith(prefix) and trace_id in (None, s.trace_id)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _value(value: Any) -> Any:
+    return getattr(value, value.WhichOneof("value")) if value.WhichOneof("value") else None
+
+
+def _spans(request: ExportTraceServiceRequest) -> Iterator[Span]:
+    for resource_spans in request.resource_spans:
+        resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                yield Span(
+                    service=str(resource.get("service.name")),
+                    name=span.name,
+                    kind=KIND[span.kind],
+                    trace_id=span.trace_id.hex(),
+                    span_id=span.span_id.hex(),
+                    parent_id=span.parent_span_id.hex(),
+                    links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
+                    attributes={a.key: _value(a.value) for a in span.attributes},
+                    error=span.status.code == ProtoStatus.STATUS_CODE_ERROR,
+                )
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    c = Collector()
+    yield c
+    c.close()
+
+
+def traced(collector: Collector, **more: str) -> dict[str, str]:
+    """OpenTelemetry's variables that send a process's spans to the collector, exported every 100 ms."""
+    return {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "100", **more}
+
+
+def post(url: str, document: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(document).encode(), headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, dict(response.headers), json.loads(response.read())
+
+
+def webhook(url: str) -> dict[str, Any]:
+    return {"type": "webhook", "payload": {"url": url, "body": {"n": 1}}}
+
+
+def log_lines(proc: Proc) -> list[dict[str, Any]]:
+    lines = []
+    for line in proc.output().splitlines():
+        if line.startswith("{"):
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+    return lines
+
+
+@pytest.mark.e2e
+def test_one_post_is_one_trace_from_the_caller_through_the_worker_to_the_webhook_receiver(
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    collector: Collector,
+    settings: Settings,
+) -> None:
+    # Given a traced API and worker, and a caller with a trace of its own
+    _, api = api_process(env=traced(collector))
+    worker = worker_process(env=traced(collector, QM_LOG_LEVEL="DEBUG", QM_LOG_FORMAT="json"))
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    # When it posts one webhook
+    status, headers, answer = post(
+        api + "/messages", webhook(receiver.url("/hook")), {"traceparent": f"00-{trace_id}-{caller_span}-01"}
+    )
+    # Then the 202 names its span in the caller's trace
+    assert status == 202
+    assert headers["traceparent"].split("-")[1] == trace_id
+    wait_for(lambda: receiver.to("/hook"), timeout=30, what="the webhook")
+    wait_for(lambda: collector.named("settle", trace_id), timeout=30, what="the settle span")
+    # and the spans of both processes form one trace: SERVER → create → process → POST, send and settle joined
+    queue = f"{settings.queue_prefix}_webhook"
+    (server,) = collector.named("POST /messages", trace_id)
+    assert (server.kind, server.parent_id, server.service) == ("server", caller_span, tracing.API_SERVICE)
+    assert server.attributes["http.response.status_code"] == 202
+    assert headers["traceparent"].split("-")[2] == server.span_id
+    (create,) = collector.named(f"create {queue}", trace_id)
+    assert (create.kind, create.parent_id) == ("producer", server.span_id)
+    assert create.attributes["messaging.message.id"] == answer["id"]
+    (send,) = collector.named(f"send {queue}", trace_id)
+    assert send.kind == "client"
+    assert send.links == [(trace_id, create.span_id)]
+    (process,) = collector.named(f"process {queue}", trace_id)
+    assert (process.kind, process.parent_id, process.service) == ("consumer", create.span_id, tracing.WORKER_SERVICE)
+    assert process.links == [(trace_id, create.span_id)]
+    assert process.attributes["messaging.system"] == "aws_sqs"
+    assert process.attributes["messaging.destination.name"] == queue
+    assert process.attributes["messaging.message.id"] == answer["id"]
+    assert process.attributes["aws.sqs.message.id"]
+    assert process.attributes["qm.attempt"] == 1
+    assert not process.error
+    (call,) = [s for s in collector.named("POST", trace_id) if s.kind == "client"]
+    assert call.parent_id == process.span_id
+    (settle,) = collector.named(f"settle {queue}", trace_id)
+    assert settle.links == [(trace_id, create.span_id)]
+    # and the receiver got the webhook call's traceparent: it joins the same trace
+    (delivered,) = receiver.to("/hook")
+    assert delivered.headers["traceparent"].split("-")[1:3] == [trace_id, call.span_id]
+    # and the worker's log lines inside the process span carry its ids
+    processed = [line for line in log_lines(worker) if line.get("message_id") == answer["id"]]
+    assert processed, worker.output()
+    assert {(line.get("trace_id"), line.get("span_id")) for line in processed} == {(trace_id, process.span_id)}
+
+
+@pytest.mark.e2e
+def test_a_message_that_fails_once_has_two_process_spans_under_its_creation_the_first_an_error(
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    collector: Collector,
+    settings: Settings,
+) -> None:
+    # Given a receiver that answers 500 once, then 200
+    receiver.statuses["/flaky"] = [500, 200]
+    _, api = api_process(env=traced(collector))
+    worker_process(env=traced(collector))
+    # When one webhook is posted (no caller trace: the API starts one)
+    _, headers, answer = post(api + "/messages", webhook(receiver.url("/flaky")))
+    trace_id = headers["traceparent"].split("-")[1]
+    wait_for(lambda: len(collector.named("process", trace_id)) >= 2, timeout=30, what="two attempts")
+    # Then each attempt is a process span with the creation as parent; the first is an error
+    (create,) = collector.named("create", trace_id)
+    attempts = sorted(collector.named("process", trace_id), key=lambda s: s.attributes["qm.attempt"])
+    assert [s.attributes["qm.attempt"] for s in attempts] == [1, 2]
+    assert [s.parent_id for s in attempts] == [create.span_id, create.span_id]
+    assert [s.error for s in attempts] == [True, False]
+    assert attempts[0].attributes["error.type"] == "Retry"
+    assert attempts[0].attributes["messaging.message.id"] == answer["id"]
+
+
+@pytest.mark.api
+def test_ten_concurrent_posts_are_linked_from_the_send_spans_of_their_batches(
+    api_process: Callable[..., tuple[Proc, str]], receiver: Receiver, collector: Collector
+) -> None:
+    # Given a traced API
+    _, api = api_process(env=traced(collector))
+    # When ten clients post at once (the sender puts them in shared SendMessageBatch calls)
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda i: post(api + "/messages", webhook(receiver.url(f"/{i}"))), range(10)))
+    assert [status for status, _, _ in answers] == [202] * 10
+    traces = {headers["traceparent"].split("-")[1] for _, headers, _ in answers}
+    assert len(traces) == 10  # ten requests, ten traces
+    wait_for(lambda: len(collector.named("create")) >= 10, timeout=30, what="ten create spans")
+    wait_for(
+        lambda: sum(len(s.links) for s in collector.named("send")) >= 10, timeout=30, what="the send spans' links"
+    )
+    # Then the send spans link to each message's create span once, and a batch of two traces has none for parent
+    creates = {(s.trace_id, s.span_id) for s in collector.named("create")}
+    links = [link for s in collector.named("send") for link in s.links]
+    assert sorted(links) == sorted(creates)
+    for send in collector.named("send"):
+        assert send.attributes["messaging.batch.message_count"] == len(send.links)
+        if len({trace for trace, _ in send.links}) > 1:
+            assert send.parent_id == ""
+
+
+@pytest.mark.e2e
+def test_the_trace_survives_dead_lettering_and_redrive_within_the_attribute_limit(
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    collector: Collector,
+    settings: Settings,
+    sqs: Any,
+) -> None:
+    # Given a receiver that refuses the first call for good (400: dead-lettered at once), then takes it
+    receiver.statuses["/once"] = [400, 200]
+    _, api = api_process(env=traced(collector))
+    worker_process(env=traced(collector))
+    _, headers, answer = post(api + "/messages", webhook(receiver.url("/once")))
+    trace_id = headers["traceparent"].split("-")[1]
+    # When it is dead-lettered
+    listing_url = api + "/queues/webhook/dead-letters"
+
+    def listed() -> list[dict[str, Any]]:
+        with urllib.request.urlopen(listing_url, timeout=10) as response:
+            return list(json.loads(response.read())["messages"])
+
+    (dead,) = wait_for(listed, timeout=30, what="the dead letter")
+    # Then the listing shows its trace, and the copy holds at most SQS's ten attributes even with
+    # the one S3-offloaded payloads add (ExtendedPayloadSize)
+    assert dead["trace_id"] == trace_id
+    dead_letter_url = sqs.get_queue_url(QueueName=f"{settings.queue_prefix}_webhook_dlq")["QueueUrl"]
+    copy = sqs.receive_message(QueueUrl=dead_letter_url, MessageAttributeNames=["All"], VisibilityTimeout=0)
+    attributes = copy["Messages"][0]["MessageAttributes"]
+    assert set(constants.TRACE_ATTRIBUTES) & set(attributes) == {constants.ATTR_TRACEPARENT}
+    extended_payload_size = 1
+    assert len(attributes) + 1 + extended_payload_size <= constants.MAX_MESSAGE_ATTRIBUTES  # +1: a tracestate
+    # When it is redriven
+    status, _, _ = post(api + "/queues/webhook/redrive", {})
+    assert status == 200
+    wait_for(lambda: receiver.to("/once")[1:], timeout=30, what="the redriven delivery")
+    # Then its new attempt is a process span under the original request's create span
+    wait_for(lambda: len(collector.named("process", trace_id)) >= 2, timeout=30, what="the redriven attempt")
+    (create,) = collector.named("create", trace_id)
+    attempts = collector.named("process", trace_id)
+    assert {s.parent_id for s in attempts} == {create.span_id}
+    assert len({s.attributes["aws.sqs.message.id"] for s in attempts}) == 2  # a new SQS message
+    assert receiver.to("/once")[1].headers["traceparent"].split("-")[1] == trace_id
+    assert answer["id"] == dead["id"]
+
+
+@pytest.mark.api
+def test_a_collector_that_is_down_costs_dropped_spans_not_answers(
+    api_process: Callable[..., tuple[Proc, str]], receiver: Receiver
+) -> None:
+    # Given an API whose collector refuses connections
+    proc, api = api_process(env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}"})
+    # When messages are posted
+    answers = [post(api + "/messages", webhook(receiver.url("/x"))) for _ in range(5)]
+    # Then each is accepted, with its traceparent, and the stop says the spans were dropped
+    assert [status for status, _, _ in answers] == [202] * 5
+    assert all("traceparent" in headers for _, headers, _ in answers)
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert "dropped" in proc.output()
+
+
+def test_the_settings_name_opentelemetrys_variables() -> None:
+    assert not tracing.wanted(Settings.from_env({}))
+    assert tracing.wanted(Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}))
+    config = tracing.TraceConfig.from_settings(Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}))
+    assert config.traces_url == "http://c:4318/v1/traces"
+    both = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t/x"}
+    assert tracing.TraceConfig.from_settings(Settings.from_env(both)).traces_url == "http://t/x"
+    on = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}
+    assert not tracing.wanted(Settings.from_env({**on, "OTEL_SDK_DISABLED": "true"}))
+    assert tracing.wanted(Settings.from_env({**on, "OTEL_SDK_DISABLED": "false"}))
+    assert not tracing.wanted(Settings.from_env({**on, "OTEL_TRACES_EXPORTER": "none"}))
+    assert tracing.wanted(Settings.from_env({"OTEL_TRACES_EXPORTER": "console"}))
+    with pytest.raises(SettingsError, match="OTEL_TRACES_EXPORTER"):
+        Settings.from_env({"OTEL_TRACES_EXPORTER": "zipkin"})
+    with pytest.raises(SettingsError, match="QM_TRACE_CONSUMER"):
+        Settings.from_env({"QM_TRACE_CONSUMER": "child"})
+
+
+def test_trace_ids_are_read_from_message_attributes_without_tracing_on() -> None:
+    value = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert tracing.trace_id_of({"traceparent": {"DataType": "String", "StringValue": value}}) == (
+        "0af7651916cd43dd8448eb211c80319c"
+    )
+    assert tracing.trace_id_of(value) == "0af7651916cd43dd8448eb211c80319c"
+    assert tracing.trace_id_of({}) is None
+    assert tracing.trace_id_of("00-" + "0" * 32 + "-b7ad6b7169203331-01") is None
+    assert tracing.trace_id_of("garbage") is None
+    assert tracing.current_trace_id() is None
+
+
+def test_with_tracing_off_nothing_of_opentelemetry_is_imported() -> None:
+    # The API and the worker's modules, a message built and its hooks called: no SDK, no API.
+    code = """
+import sys
+import api.app, actors, broker
+from queue_manager import tracing
+from queue_manager.settings import Settings
+entry = {"MessageAttributes": {}}
+tracing.created(entry, destination="q", message_id="m")
+with tracing.sending("q", [entry]) as span:
+    span.results(1, 0)
+assert entry == {"MessageAttributes": {}}, entry
+assert not tracing.wanted(Settings.from_env()), "tracing configured in the test environment"
+loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
+assert loaded == [], loaded
+"""
+    env = {"PATH": "/usr/bin:/bin", "AWS_ENDPOINT_URL_SQS": "http://127.0.0.1:9", "AWS_REGION": "us-east-1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
