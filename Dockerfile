@@ -11,7 +11,7 @@ COPY actors ./actors
 COPY queue_manager ./queue_manager
 COPY schemas ./schemas
 COPY broker.py ./
-RUN python -m venv /venv && /venv/bin/pip install -c constraints.txt .
+RUN python -m venv /venv && /venv/bin/pip install -c constraints.txt ".[tracing]"
 
 FROM python:3.11-slim AS build-sqs
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

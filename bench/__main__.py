@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bench import api_load, e2e, fleet, latency, overhead, profile, workers
+from bench import tracing as trace_cost
 from bench.common import (
     OURS_ENV,
     ROOT,
@@ -32,7 +33,7 @@ from bench.common import (
 )
 from bench.report import Report
 
-SCENARIOS = ("proxy", "api", "e2e", "latency", "fleet", "idle", "workers")
+SCENARIOS = ("proxy", "api", "e2e", "latency", "fleet", "idle", "workers", "tracing")
 
 FULL: dict[str, Any] = {
     "rtts": [0.0, 15.0],
@@ -200,6 +201,57 @@ class Run:
                 f"lag {result.lag_seconds:.2f} s, {result.requests_per_message:.3f} SQS requests/msg"
             )
 
+    def tracing(self, rtt_index: int, proxy: DelayProxy) -> None:
+        """Ours end to end with tracing absent, off and on (to a local OTLP receiver): the cost as ratios."""
+        c = self.config
+        receiver = trace_cost.Receiver()
+        results: dict[str, e2e.EndToEnd] = {}
+        order = trace_cost.VARIANTS if rtt_index % 2 == 0 else trace_cost.VARIANTS[::-1]
+        try:
+            for name in order:
+                with trace_cost.variant(name, receiver, self.workdir):
+                    try:
+                        result = e2e.run(
+                            self.procs,
+                            self.reaper,
+                            self.client,
+                            proxy,
+                            "ours",
+                            self.prefix("ours", f"t{name[:2]}", rtt_index),
+                            clients=c["e2e_clients"],
+                            total=c["e2e_messages"],
+                            time_limit=c["e2e_seconds"],
+                            processes=c["e2e_processes"],
+                            threads=c["threads"],
+                            server_pid=self.server_pid,
+                            workdir=self.workdir,
+                            drain_timeout=c["drain_timeout"],
+                        )
+                    except Exception as exc:
+                        self.failed(f"tracing {proxy.rtt_ms:g} ms {name}", exc)
+                        continue
+                results[name] = result
+                cpu = result.cpu_ms_per_message(result.api_cpu_seconds + result.worker_cpu_seconds)
+                self.log(
+                    f"{proxy.rtt_ms:g} ms tracing {name:6}: {result.accepted} msgs, {result.rate:,.0f}/s, "
+                    f"API+worker CPU {cpu:.3f} ms/msg"
+                    + (f"; collector got {receiver.requests} exports, {receiver.bytes:,} bytes" if name == "on" else "")
+                )
+        finally:
+            receiver.close()
+        figures = trace_cost.ratios(results)
+        self.report.tracing[proxy.rtt_ms] = {
+            "variants": {name: r.as_dict() for name, r in results.items()},
+            "ratios": figures,
+            "collector": {"exports": receiver.requests, "bytes": receiver.bytes},
+        }
+        if figures:
+            self.report.notes.append(
+                f"tracing at {proxy.rtt_ms:g} ms: "
+                + ", ".join(f"{k.replace('_', ' ')} {v:.3f}x" for k, v in figures.items())
+                + " (CPU: API + worker per message; rate: end to end)"
+            )
+
     def drains(self, rtt_index: int, proxy: DelayProxy) -> None:
         c = self.config
         # (scenario, queue, messages, processes, what runs): the shipped worker on preloaded `log`
@@ -358,6 +410,8 @@ class Run:
                             self.fleet(rtt_index, proxy, order)
                         if "workers" in only:
                             self.drains(rtt_index, proxy)
+                        if "tracing" in only:
+                            self.tracing(rtt_index, proxy)
                     if "idle" in only and c["idle_seconds"] > 0:
                         self.idle(proxies)
                     self.log("waiting for SIGTERMed workers to exit")

@@ -79,6 +79,8 @@ class Report:
         self.overhead: list[tuple[str, Probe]] = []
         self.proxies: dict[float, dict[str, Any]] = {}
         self.notes: list[str] = []
+        #: The tracing scenario by RTT: each variant's end-to-end figures and the ratios between them.
+        self.tracing: dict[float, dict[str, Any]] = {}
 
     # -- figures --------------------------------------------------------------------------------
 
@@ -441,6 +443,7 @@ class Report:
                 "proxies": {f"{rtt:g}": stats for rtt, stats in self.proxies.items()},
             },
             "notes": self.notes,
+            "tracing": {f"{rtt:g}": figures for rtt, figures in self.tracing.items()},
         }
 
 

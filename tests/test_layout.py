@@ -139,6 +139,20 @@ def reaches(graph: dict[str, set[str]], start: str) -> set[str]:
         ("schemas", ("api", "actors", "broker", "queue_manager")),
         # The state store serves the API and the workers alike; it knows neither.
         ("queue_manager.state", ("api", "actors", "broker", "queue_manager.sqs")),
+        # Tracing serves the API and the workers alike, and knows of SQS only its wire names (constants).
+        (
+            "queue_manager.tracing",
+            (
+                "api",
+                "actors",
+                "broker",
+                "queue_manager.sqs.broker",
+                "queue_manager.sqs.consumer",
+                "queue_manager.sqs.acks",
+                "queue_manager.sqs.middleware",
+                "queue_manager.sqs.sending",
+            ),
+        ),
         # Wire names and quotas are the bottom of the SQS package.
         ("queue_manager.sqs.constants", ("queue_manager", "api", "actors", "broker", "schemas")),
     ],

@@ -20,17 +20,19 @@ The hooks, where they are called:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from queue_manager.sqs import constants
+from queue_manager.tracing.config import TraceConfig
 
 if TYPE_CHECKING:
     from queue_manager.settings import Settings
     from queue_manager.tracing.spans import Spans
+
+__all__ = ["TraceConfig", "current_trace_id", "setup", "shutdown", "trace_id_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,37 +42,6 @@ TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2
 #: The service names when neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES names one.
 API_SERVICE = "queue-manager-api"
 WORKER_SERVICE = "queue-manager-worker"
-
-
-@dataclasses.dataclass(frozen=True)
-class TraceConfig:
-    """What the settings say about tracing (the SDK reads the rest of OpenTelemetry's variables itself)."""
-
-    #: The OTLP/HTTP traces URL, or None.
-    traces_url: str | None
-    #: The exporters asked for: otlp, console.
-    exporters: tuple[str, ...]
-    #: OTEL_SDK_DISABLED=true.
-    disabled: bool
-    #: QM_TRACE_CONSUMER=link: a process span only links to the message's creation, in a trace of its own.
-    consumer_link_only: bool
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TraceConfig:
-        url = settings.otlp_traces_endpoint
-        if url is None and settings.otlp_endpoint is not None:
-            url = settings.otlp_endpoint.rstrip("/") + "/v1/traces"
-        exporters = tuple(e for e in settings.otel_traces_exporter if e != "none")
-        if "none" in settings.otel_traces_exporter:
-            exporters = ()
-        if url is None:  # no endpoint: OTLP has nowhere to go (the spec's default would be localhost)
-            exporters = tuple(e for e in exporters if e != "otlp")
-        return cls(url, exporters, settings.otel_sdk_disabled, settings.trace_consumer == "link")
-
-    @property
-    def enabled(self) -> bool:
-        """Whether spans go anywhere: an exporter configured, and the SDK not disabled."""
-        return bool(self.exporters) and not self.disabled
 
 
 #: The live spans once `setup` turned tracing on; None means every hook is a no-op.
@@ -211,14 +182,3 @@ def trace_id_of(source: Mapping[str, Any] | str | None) -> str | None:
     if match is None or match.group(1) == "0" * 32:
         return None
     return match.group(1)
-
-
-@contextlib.contextmanager
-def disabled_for_test() -> Iterator[None]:
-    """Turn tracing off for the duration (tests of code that must cost nothing when off)."""
-    global _spans
-    saved, _spans = _spans, None
-    try:
-        yield
-    finally:
-        _spans = saved

@@ -34,7 +34,7 @@ from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanK
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from queue_manager.sqs import constants
-from queue_manager.tracing import TraceConfig
+from queue_manager.tracing.config import TraceConfig
 
 logger = logging.getLogger(__name__)
 
@@ -282,8 +282,12 @@ class Spans:
         worker.join(timeout_seconds)
         with self.counts.lock:
             exported, dropped = self.counts.exported, self.counts.queue_full + self.counts.export_failed
-        if dropped:
-            logger.warning("Tracing stopped: %d span(s) exported, %d dropped.", exported, dropped)
+        logger.log(
+            logging.WARNING if dropped else logging.INFO,
+            "Tracing stopped: %d span(s) exported, %d dropped.",
+            exported,
+            dropped,
+        )
 
     def dropped(self) -> int:
         return self.counts.dropped()
