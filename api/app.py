@@ -53,8 +53,11 @@ def create_app(settings: Settings) -> web.Application:
     metrics = ApiMetrics()
     # Metrics outermost, so they count the status the client finally got.
     middlewares: list[Middleware] = [metrics.middleware(), problem_middleware, auth_middleware(api_keys)]
+    # Tracing, if the settings turn it on (OpenTelemetry's variables): a SERVER span per request,
+    # outermost so that it covers the whole answer; off, no middleware at all.
+    traced = not tracing.active() and tracing.setup(settings, service=tracing.API_SERVICE)
     spans = tracing.live()
-    if spans is not None:  # outermost: the span covers the whole answer (off, there is nothing to pass through)
+    if spans is not None:
         middlewares.insert(0, trace_middleware(spans))
     # Each handler enforces its own, smaller body limit; this is the largest (a batch).
     app = web.Application(middlewares=middlewares, client_max_size=MAX_BATCH_BODY_BYTES)
@@ -67,6 +70,8 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.OPENAPI] = build_openapi(registry, settings, fifo_types=app[keys.FIFO_TYPES])
     # The interactive docs: Swagger UI's assets as installed by swagger-ui-py, served locally.
     swagger_ui.api_doc(app, config=app[keys.OPENAPI], url_prefix="/docs", title="queue-manager API", host_inject=False)
+    if traced:  # first in, last out: the spans of the last sends are exported too
+        app.cleanup_ctx.append(_tracing_context)
     app.cleanup_ctx.append(_sqs_context)
     setup_routes(app)
     return app
@@ -114,6 +119,12 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
         executor.shutdown(wait=True)
 
 
+async def _tracing_context(app: web.Application) -> AsyncIterator[None]:
+    """Export the spans still buffered at the stop (for a few seconds at most), after the sends' own."""
+    yield
+    await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)
+
+
 def _send_lease_seconds(settings: Settings) -> float:
     """How long a key's send may stay in flight: the request's wait, then every attempt's connect and read."""
     return settings.request_timeout_seconds + SEND_ATTEMPTS * 2 * settings.sqs_timeout_seconds
@@ -133,7 +144,6 @@ def main() -> None:
                     state_dir=settings.state_dir,
                 )
             )
-        tracing.setup(settings, service=tracing.API_SERVICE)
         app = create_app(settings)
     except (SettingsError, SchemaLoadError) as exc:
         print(f"qm-api: cannot start: {exc}", file=sys.stderr)
@@ -152,8 +162,6 @@ def main() -> None:
     except server.PortInUse as exc:
         print(f"qm-api: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    finally:
-        tracing.shutdown()
 
 
 def _is_loopback(host: str) -> bool:

@@ -137,18 +137,10 @@ def trace_middleware(spans: Spans) -> Middleware:
             return await handler(request)
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else None
-        attributes: dict[str, Any] = {
-            "http.request.method": request.method,
-            "url.path": request.path,
-            "url.scheme": request.scheme,
-            "network.protocol.version": f"{request.version.major}.{request.version.minor}",
-        }
+        # The conventions' required and most useful attributes only: the SDK checks each one.
+        attributes: dict[str, Any] = {"http.request.method": request.method, "url.path": request.path}
         if route:
             attributes["http.route"] = route
-        if request.remote:
-            attributes["client.address"] = request.remote
-        if "User-Agent" in request.headers:
-            attributes["user_agent.original"] = request.headers["User-Agent"]
         name = f"{request.method} {route}" if route else request.method
         span, token = spans.server_span(name, request.headers, attributes)
         status: int | None = None

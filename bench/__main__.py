@@ -113,6 +113,8 @@ class Run:
         self.procs = Processes(workdir)
         self.reaper = workers.Reaper()
         self.run_id = "qmb" + uuid.uuid4().hex[:8]
+        #: The OTLP receiver of the tracing scenario, made on first use.
+        self.trace_receiver: trace_cost.Receiver | None = None
         self.started = time.monotonic()
         self.client: Any = None
         self.server_pid = 0
@@ -204,46 +206,52 @@ class Run:
     def tracing(self, rtt_index: int, proxy: DelayProxy) -> None:
         """Ours end to end with tracing absent, off and on (to a local OTLP receiver): the cost as ratios."""
         c = self.config
-        receiver = trace_cost.Receiver()
+        # One receiver for the whole run: workers stopped in the background still export at their stop.
+        if self.trace_receiver is None:
+            self.trace_receiver = trace_cost.Receiver()
+        receiver = self.trace_receiver
+        exports_before, bytes_before = receiver.requests, receiver.bytes
         results: dict[str, e2e.EndToEnd] = {}
         order = trace_cost.VARIANTS if rtt_index % 2 == 0 else trace_cost.VARIANTS[::-1]
-        try:
-            for name in order:
-                with trace_cost.variant(name, receiver, self.workdir):
-                    try:
-                        result = e2e.run(
-                            self.procs,
-                            self.reaper,
-                            self.client,
-                            proxy,
-                            "ours",
-                            self.prefix("ours", f"t{name[:2]}", rtt_index),
-                            clients=c["e2e_clients"],
-                            total=c["e2e_messages"],
-                            time_limit=c["e2e_seconds"],
-                            processes=c["e2e_processes"],
-                            threads=c["threads"],
-                            server_pid=self.server_pid,
-                            workdir=self.workdir,
-                            drain_timeout=c["drain_timeout"],
-                        )
-                    except Exception as exc:
-                        self.failed(f"tracing {proxy.rtt_ms:g} ms {name}", exc)
-                        continue
-                results[name] = result
-                cpu = result.cpu_ms_per_message(result.api_cpu_seconds + result.worker_cpu_seconds)
-                self.log(
-                    f"{proxy.rtt_ms:g} ms tracing {name:6}: {result.accepted} msgs, {result.rate:,.0f}/s, "
-                    f"API+worker CPU {cpu:.3f} ms/msg"
-                    + (f"; collector got {receiver.requests} exports, {receiver.bytes:,} bytes" if name == "on" else "")
+        for name in order:
+            with trace_cost.variant(name, receiver, self.workdir):
+                try:
+                    result = e2e.run(
+                        self.procs,
+                        self.reaper,
+                        self.client,
+                        proxy,
+                        "ours",
+                        self.prefix("ours", f"t{name[:2]}", rtt_index),
+                        clients=c["e2e_clients"],
+                        total=c["e2e_messages"],
+                        time_limit=c["e2e_seconds"],
+                        processes=c["e2e_processes"],
+                        threads=c["threads"],
+                        server_pid=self.server_pid,
+                        workdir=self.workdir,
+                        drain_timeout=c["drain_timeout"],
+                    )
+                except Exception as exc:
+                    self.failed(f"tracing {proxy.rtt_ms:g} ms {name}", exc)
+                    continue
+            results[name] = result
+            cpu = result.cpu_ms_per_message(result.api_cpu_seconds + result.worker_cpu_seconds)
+            self.log(
+                f"{proxy.rtt_ms:g} ms tracing {name:6}: {result.accepted} msgs, {result.rate:,.0f}/s, "
+                f"API+worker CPU {cpu:.3f} ms/msg"
+                + (
+                    f"; collector got {receiver.requests - exports_before} exports, "
+                    f"{receiver.bytes - bytes_before:,} bytes"
+                    if name == "on"
+                    else ""
                 )
-        finally:
-            receiver.close()
+            )
         figures = trace_cost.ratios(results)
         self.report.tracing[proxy.rtt_ms] = {
             "variants": {name: r.as_dict() for name, r in results.items()},
             "ratios": figures,
-            "collector": {"exports": receiver.requests, "bytes": receiver.bytes},
+            "collector": {"exports": receiver.requests - exports_before, "bytes": receiver.bytes - bytes_before},
         }
         if figures:
             self.report.notes.append(
@@ -416,6 +424,8 @@ class Run:
                         self.idle(proxies)
                     self.log("waiting for SIGTERMed workers to exit")
                     self.reaper.join()
+                    if self.trace_receiver is not None:
+                        self.trace_receiver.close()
                     for runs in self.report.drains.values():
                         for r in runs:
                             workers.collect(r)

@@ -14,6 +14,7 @@ request's trace holds its send and settle.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -30,11 +31,23 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
 from queue_manager.sqs import constants
 from queue_manager.tracing.config import TraceConfig
+
+#: A W3C traceparent of version 00: trace id, parent id, flags.
+TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +64,6 @@ MAX_SETTLING = 50_000
 #: How often the log says spans were dropped, at most.
 DROP_LOG_INTERVAL_SECONDS = 60.0
 
-#: The message context: always W3C Trace Context (traceparent, tracestate), never baggage.
-W3C = TraceContextTextMapPropagator()
 
 
 class _Counts:
@@ -152,17 +163,27 @@ def _queue_name(queue_url: str) -> str:
 
 def _creation(attributes: dict[str, Any]) -> SpanContext | None:
     """The creation context a message carries in its attributes (received or as sent), if valid."""
-    carrier = {}
-    for name in constants.TRACE_ATTRIBUTES:
-        value = attributes.get(name)
-        if isinstance(value, dict):
-            value = value.get("StringValue")
-        if isinstance(value, str):
-            carrier[name] = value
-    if constants.ATTR_TRACEPARENT not in carrier:
+    value = attributes.get(constants.ATTR_TRACEPARENT)
+    if isinstance(value, dict):
+        value = value.get("StringValue")
+    if not isinstance(value, str):
         return None
-    context = trace.get_current_span(W3C.extract(carrier)).get_span_context()
-    return context if context.is_valid else None
+    match = TRACEPARENT.match(value)
+    if match is None:
+        return None
+    trace_id, span_id, flags = int(match.group(1), 16), int(match.group(2), 16), int(match.group(3), 16)
+    if not trace_id or not span_id:
+        return None
+    state = attributes.get(constants.ATTR_TRACESTATE)
+    if isinstance(state, dict):
+        state = state.get("StringValue")
+    return SpanContext(
+        trace_id,
+        span_id,
+        is_remote=True,
+        trace_flags=TraceFlags(flags),
+        trace_state=TraceState.from_header([state]) if isinstance(state, str) and state else None,
+    )
 
 
 def _batch_parent(contexts: list[SpanContext]) -> Context:
@@ -310,21 +331,20 @@ class Spans:
         span = self.tracer.start_span(
             f"create {destination}",
             kind=SpanKind.PRODUCER,
+            # Few attributes: the SDK checks each one, and a message makes three spans on each side.
             attributes={
                 "messaging.system": SYSTEM,
                 "messaging.operation.type": "create",
-                "messaging.operation.name": "create",
                 "messaging.destination.name": destination,
                 "messaging.message.id": message_id,
-                "messaging.message.body.size": len(entry.get("MessageBody", "")),
             },
         )
-        carrier: dict[str, str] = {}
-        W3C.inject(carrier, trace.set_span_in_context(span))
+        context = span.get_span_context()
         attributes = entry.setdefault("MessageAttributes", {})
-        for name in constants.TRACE_ATTRIBUTES:
-            if carrier.get(name):
-                attributes[name] = {"DataType": "String", "StringValue": carrier[name]}
+        attributes[constants.ATTR_TRACEPARENT] = {"DataType": "String", "StringValue": _traceparent(context)}
+        if context.trace_state:
+            state = context.trace_state.to_header()
+            attributes[constants.ATTR_TRACESTATE] = {"DataType": "String", "StringValue": state}
         span.end()
 
     def sending(self, destination: str, entries: list[dict[str, Any]]) -> _BatchSpan:
@@ -364,7 +384,6 @@ class Spans:
         span_attributes: dict[str, Any] = {
             "messaging.system": SYSTEM,
             "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
             "messaging.destination.name": destination,
             "messaging.message.id": message_id,
             "qm.attempt": attempt,
@@ -445,6 +464,10 @@ class Spans:
     @staticmethod
     def traceparent(span: Span) -> str | None:
         """The W3C traceparent of a span (for an answer's header)."""
-        carrier: dict[str, str] = {}
-        W3C.inject(carrier, trace.set_span_in_context(span))
-        return carrier.get("traceparent")
+        context = span.get_span_context()
+        return _traceparent(context) if context.is_valid else None
+
+
+def _traceparent(context: SpanContext) -> str:
+    """W3C Trace Context's traceparent of a span context (what TraceContextTextMapPropagator writes)."""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
