@@ -231,6 +231,7 @@ class Run:
                         server_pid=self.server_pid,
                         workdir=self.workdir,
                         drain_timeout=c["drain_timeout"],
+                        profile_dir=self.profile_dir / f"tracing-{name}" if self.profile_dir is not None else None,
                     )
                 except Exception as exc:
                     self.failed(f"tracing {proxy.rtt_ms:g} ms {name}", exc)

@@ -372,3 +372,33 @@ assert loaded == [], loaded
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(("mode", "parented"), [("parent", True), ("link", False)])
+def test_a_process_span_is_a_child_of_the_creation_or_only_linked_to_it(mode: str, parented: bool) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from queue_manager.tracing.spans import Spans, _Counts
+
+    # Given spans kept in memory, and QM_TRACE_CONSUMER set to `mode`
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    settings = Settings.from_env({"OTEL_TRACES_EXPORTER": "console", "QM_TRACE_CONSUMER": mode})
+    spans = Spans(provider, tracing.TraceConfig.from_settings(settings), _Counts())
+    # When a message is created, and then processed from the attributes SQS hands back
+    entry: dict[str, Any] = {"MessageBody": "x", "MessageAttributes": {}}
+    spans.created(entry, "qm_webhook", "m-1")
+    received = {k: {**v, "StringListValues": []} for k, v in entry["MessageAttributes"].items()}
+    spans.process(destination="qm_webhook", message_id="m-1", sqs_message_id="s-1", attempt=1, attributes=received).end(
+        RuntimeError("boom")
+    )
+    # Then the process span links to the create span, and is its child only in `parent` mode
+    create, process = memory.get_finished_spans()
+    assert [link.context.span_id for link in process.links] == [create.context.span_id]
+    assert (process.parent is not None and process.parent.span_id == create.context.span_id) is parented
+    assert (process.context.trace_id == create.context.trace_id) is parented
+    assert process.status.is_ok is False
+    assert process.attributes["error.type"] == "RuntimeError"

@@ -165,11 +165,16 @@ def current_trace_id() -> str | None:
     return _spans.current_trace_id() if _spans is not None else None
 
 
-def trace_id_of(source: Mapping[str, Any] | str | None) -> str | None:
-    """The trace id a message carries: from its SQS message attributes (received or as sent) or a
-    `traceparent` value; None when it carries none. Works with tracing off (it only parses)."""
+def trace_id_of(source: Mapping[str, Any] | str | object | None) -> str | None:
+    """The trace id a message carries: from a received message (`sqs_attributes`), its SQS message
+    attributes (received or as sent, e.g. a prepared entry's `MessageAttributes`) or a `traceparent`
+    value; None when it carries none. Works with tracing off (it only parses)."""
     if source is None:
         return None
+    if not isinstance(source, str | Mapping):
+        source = getattr(source, "sqs_attributes", None)
+        if not isinstance(source, Mapping):
+            return None
     if isinstance(source, str):
         value: Any = source
     else:

@@ -65,7 +65,6 @@ MAX_SETTLING = 50_000
 DROP_LOG_INTERVAL_SECONDS = 60.0
 
 
-
 class _Counts:
     """Spans lost on the way to the collector, counted, and said in the log at most once a minute."""
 
