@@ -402,3 +402,37 @@ def test_a_process_span_is_a_child_of_the_creation_or_only_linked_to_it(mode: st
     assert (process.context.trace_id == create.context.trace_id) is parented
     assert process.status.is_ok is False
     assert process.attributes["error.type"] == "RuntimeError"
+
+
+def test_the_direct_otlp_encoder_writes_what_the_sdks_encoder_writes() -> None:
+    from opentelemetry import context, trace
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
+
+    from queue_manager.tracing import otlp
+
+    # Given spans of every shape: kinds, parents (remote or not), links, events, errors, value types
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"service.name": "s", "n": 3}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("scope", "1.0")
+    remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=TraceState([("k", "v")]))
+    for kind in SpanKind:
+        with tracer.start_as_current_span(f"span {kind.name}", kind=kind, links=[Link(remote, {"a": 1})]) as span:
+            span.set_attributes(
+                {"s": "x", "i": -5, "one": 1, "yes": True, "f": 1.5, "list": ["a", "b"], "ints": [1, 2]}
+            )
+            with tracer.start_as_current_span("child") as child:
+                child.record_exception(ValueError("bad"))
+                child.set_status(trace.Status(trace.StatusCode.ERROR, "bad"))
+    token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(remote)))
+    tracer.start_span("under a remote parent").end()
+    context.detach(token)
+    spans = memory.get_finished_spans()
+    # When both encode them, then a decoder reads the same request from both
+    for _ in range(2):  # the second time from the encoder's cache
+        assert ExportTraceServiceRequest.FromString(otlp.encode(spans)) == encode_spans(spans)

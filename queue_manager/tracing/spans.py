@@ -280,7 +280,7 @@ class Spans:
         counts = _Counts()
         provider = TracerProvider(resource=_resource(service))
         if "otlp" in config.exporters and config.traces_url:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from queue_manager.tracing.otlp import SpanExporter as OTLPSpanExporter
 
             exporter = OTLPSpanExporter(endpoint=config.traces_url)
             provider.add_span_processor(_CountingBatchProcessor(_CountingExporter(exporter, counts), counts))
