@@ -190,7 +190,12 @@ def build_openapi(
                                 "Idempotent-Replayed": {
                                     "description": "`true` when this is the first answer to a retried key.",
                                     "schema": {"type": "string"},
-                                }
+                                },
+                                "traceparent": {
+                                    "description": "With tracing on: the W3C traceparent of this request's span, in "
+                                    "the caller's trace when the request carried one.",
+                                    "schema": {"type": "string"},
+                                },
                             },
                         },
                         **send_errors,

@@ -163,7 +163,7 @@ def test_one_post_is_one_trace_from_the_caller_through_the_worker_to_the_webhook
     settings: Settings,
 ) -> None:
     # Given a traced API and worker, and a caller with a trace of its own
-    _, api = api_process(env=traced(collector))
+    api_proc, api = api_process(env=traced(collector, QM_LOG_LEVEL="DEBUG", QM_LOG_FORMAT="json"))
     worker = worker_process(env=traced(collector, QM_LOG_LEVEL="DEBUG", QM_LOG_FORMAT="json"))
     trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
     # When it posts one webhook
@@ -203,7 +203,9 @@ def test_one_post_is_one_trace_from_the_caller_through_the_worker_to_the_webhook
     # and the receiver got the webhook call's traceparent: it joins the same trace
     (delivered,) = receiver.to("/hook")
     assert delivered.headers["traceparent"].split("-")[1:3] == [trace_id, call.span_id]
-    # and the worker's log lines inside the process span carry its ids
+    # and the log lines inside the spans carry their ids: the API's "Accepted", the worker's lines
+    (accepted,) = [line for line in log_lines(api_proc) if line.get("message_id") == answer["id"]]
+    assert (accepted["trace_id"], accepted["span_id"]) == (trace_id, server.span_id)
     processed = [line for line in log_lines(worker) if line.get("message_id") == answer["id"]]
     assert processed, worker.output()
     assert {(line.get("trace_id"), line.get("span_id")) for line in processed} == {(trace_id, process.span_id)}
