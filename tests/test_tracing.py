@@ -386,10 +386,9 @@ def test_a_process_span_is_a_child_of_the_creation_or_only_linked_to_it(mode: st
 
     # Given spans kept in memory, and QM_TRACE_CONSUMER set to `mode`
     memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
     settings = Settings.from_env({"OTEL_TRACES_EXPORTER": "console", "QM_TRACE_CONSUMER": mode})
-    spans = Spans(provider, tracing.TraceConfig.from_settings(settings), _Counts())
+    spans = Spans(TracerProvider(), tracing.TraceConfig.from_settings(settings), _Counts())
+    spans.add_processor(SimpleSpanProcessor(memory))
     # When a message is created, and then processed from the attributes SQS hands back
     entry: dict[str, Any] = {"MessageBody": "x", "MessageAttributes": {}}
     spans.created(entry, "qm_webhook", "m-1")
@@ -404,6 +403,14 @@ def test_a_process_span_is_a_child_of_the_creation_or_only_linked_to_it(mode: st
     assert (process.context.trace_id == create.context.trace_id) is parented
     assert process.status.is_ok is False
     assert process.attributes["error.type"] == "RuntimeError"
+    assert [e.name for e in process.events] == ["exception"]
+    # and they encode for OTLP as the SDK's own spans do
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from queue_manager.tracing import otlp
+
+    finished = memory.get_finished_spans()
+    assert ExportTraceServiceRequest.FromString(otlp.encode(finished)) == encode_spans(finished)
 
 
 def test_the_direct_otlp_encoder_writes_what_the_sdks_encoder_writes() -> None:

@@ -17,20 +17,23 @@ import logging
 import re
 import threading
 import time
+import traceback
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -240,6 +243,100 @@ class _HttpClientSpan:
             self.span.set_status(Status(StatusCode.ERROR))
 
 
+class _LightSpan(Span):
+    """A recording span that is a dict until it ends, then one ReadableSpan handed to the processors.
+
+    The SDK's own span guards every call with a lock and checks every attribute against the
+    limits as it is set, which made it cost more than the work a message is traced for. These
+    spans are made and ended by one thread each, and carry only the attributes set here.
+    """
+
+    __slots__ = ("_attributes", "_context", "_end", "_events", "_kind", "_links", "_name", "_owner", "_parent",
+                 "_start", "_status")  # fmt: skip
+
+    def __init__(
+        self,
+        owner: Spans,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        links: Sequence[Link],
+    ) -> None:
+        self._owner = owner
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        self._attributes = attributes
+        self._links = links
+        self._events: list[Event] = []
+        self._status = Status(StatusCode.UNSET)
+        self._start = time.time_ns()
+        self._end: int | None = None
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        self._attributes.update(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self._attributes[key] = value
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
+        self._events.append(Event(name, attributes, timestamp or time.time_ns()))
+
+    def update_name(self, name: str) -> None:
+        self._name = name
+
+    def is_recording(self) -> bool:
+        return self._end is None
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        self._status = status if isinstance(status, Status) else Status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        kind = type(exception)
+        module = kind.__module__
+        event = {
+            "exception.type": f"{module}.{kind.__qualname__}" if module and module != "builtins" else kind.__qualname__,
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+            **(attributes or {}),
+        }
+        self.add_event("exception", event, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._end is not None:
+            return
+        self._end = end_time or time.time_ns()
+        span = ReadableSpan(
+            self._name,
+            context=self._context,
+            parent=self._parent,
+            resource=self._owner.provider.resource,
+            attributes=self._attributes,
+            events=self._events,
+            links=self._links,
+            kind=self._kind,
+            status=self._status,
+            start_time=self._start,
+            end_time=self._end,
+            instrumentation_scope=self._owner.scope,
+        )
+        for processor in self._owner.processors:
+            processor.on_end(span)
+
+
 class Processing:
     """One attempt's process span, current in its thread until `end`."""
 
@@ -271,6 +368,8 @@ class Spans:
         self.config = config
         self.counts = counts
         self.tracer = provider.get_tracer(SCOPE)
+        self.scope = InstrumentationScope(SCOPE)
+        self.processors: list[Any] = []
         self._settling: OrderedDict[str, SpanContext] = OrderedDict()
         self._settling_lock = threading.Lock()
 
@@ -279,20 +378,55 @@ class Spans:
         """Build the provider (sampler from OTEL_TRACES_SAMPLER, resource from OTEL_* as the SDK reads them)."""
         counts = _Counts()
         provider = TracerProvider(resource=_resource(service))
+        processors = []
         if "otlp" in config.exporters and config.traces_url:
             from queue_manager.tracing.otlp import SpanExporter as OTLPSpanExporter
 
             exporter = OTLPSpanExporter(endpoint=config.traces_url)
-            provider.add_span_processor(_CountingBatchProcessor(_CountingExporter(exporter, counts), counts))
+            processors.append(_CountingBatchProcessor(_CountingExporter(exporter, counts), counts))
         if "console" in config.exporters:
-            console = _CountingExporter(ConsoleSpanExporter(), counts)
-            provider.add_span_processor(_CountingBatchProcessor(console, counts))
+            processors.append(_CountingBatchProcessor(_CountingExporter(ConsoleSpanExporter(), counts), counts))
+        for processor in processors:
+            provider.add_span_processor(processor)
         logger.info(
             "Tracing on: spans of %r go to %s.",
             provider.resource.attributes.get(SERVICE_NAME),
             ", ".join((config.traces_url or e) if e == "otlp" else e for e in config.exporters),
         )
-        return cls(provider, config, counts)
+        spans = cls(provider, config, counts)
+        spans.processors = processors
+        return spans
+
+    def add_processor(self, processor: Any) -> None:
+        """Send every span to `processor` too (tests)."""
+        self.provider.add_span_processor(processor)
+        self.processors.append(processor)
+
+    def _start(
+        self,
+        name: str,
+        *,
+        kind: SpanKind,
+        context: Context | None = None,
+        attributes: dict[str, Any],
+        links: Sequence[Link] = (),
+    ) -> Span:
+        """Start a span as the SDK's tracer does (its sampler and id generator), as a _LightSpan."""
+        current = trace.get_current_span(context).get_span_context()
+        parent = current if current.is_valid else None
+        ids = self.provider.id_generator
+        trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
+        result = self.provider.sampler.should_sample(context, trace_id, name, kind, attributes, links)
+        flags = TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT  # type: ignore[no-untyped-call]
+        if parent.trace_flags.random_trace_id if parent is not None else ids.is_trace_id_random():
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        span_context = SpanContext(
+            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(flags),
+            trace_state=result.trace_state,
+        )  # fmt: skip
+        if not result.decision.is_recording():  # type: ignore[no-untyped-call]
+            return NonRecordingSpan(span_context)
+        return _LightSpan(self, name, span_context, parent, kind, dict(result.attributes), links)
 
     def shutdown(self, timeout_seconds: float) -> None:
         # Bounded: a collector that is away must not hold up a stop for its retries.
@@ -327,7 +461,7 @@ class Spans:
     # -- producing ----------------------------------------------------------------------------
 
     def created(self, entry: dict[str, Any], destination: str, message_id: str) -> None:
-        span = self.tracer.start_span(
+        span = self._start(
             f"create {destination}",
             kind=SpanKind.PRODUCER,
             # Few attributes: the SDK checks each one, and a message makes three spans on each side.
@@ -348,7 +482,7 @@ class Spans:
 
     def sending(self, destination: str, entries: list[dict[str, Any]]) -> _BatchSpan:
         creations = [c for c in (_creation(e.get("MessageAttributes", {})) for e in entries) if c is not None]
-        span = self.tracer.start_span(
+        span = self._start(
             f"send {destination}",
             context=_batch_parent(creations),
             kind=SpanKind.CLIENT,
@@ -389,7 +523,7 @@ class Spans:
         }
         if sqs_message_id:
             span_attributes["aws.sqs.message.id"] = sqs_message_id
-        span = self.tracer.start_span(
+        span = self._start(
             f"process {destination}",
             context=parent,
             kind=SpanKind.CONSUMER,
@@ -410,7 +544,7 @@ class Spans:
     def settling(self, queue_url: str, receipt_handles: list[str]) -> _BatchSpan:
         with self._settling_lock:
             links = [c for c in (self._settling.pop(h, None) for h in receipt_handles) if c is not None]
-        span = self.tracer.start_span(
+        span = self._start(
             f"settle {_queue_name(queue_url)}",
             context=_batch_parent(links),
             kind=SpanKind.CLIENT,
@@ -438,14 +572,14 @@ class Spans:
         port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
         if port:
             attributes["server.port"] = port
-        span = self.tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
+        span = self._start(method, kind=SpanKind.CLIENT, attributes=attributes)
         propagate.inject(headers, context=trace.set_span_in_context(span))
         return _HttpClientSpan(span)
 
     def server_span(self, name: str, headers: Any, attributes: dict[str, Any]) -> tuple[Span, object]:
         """Start a SERVER span whose parent is the caller's context (OTEL_PROPAGATORS); make it current."""
         parent = propagate.extract(headers)
-        span = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        span = self._start(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         return span, token
 
