@@ -367,7 +367,6 @@ class Spans:
         self.provider = provider
         self.config = config
         self.counts = counts
-        self.tracer = provider.get_tracer(SCOPE)
         self.scope = InstrumentationScope(SCOPE)
         self.processors: list[Any] = []
         self._settling: OrderedDict[str, SpanContext] = OrderedDict()
