@@ -32,7 +32,9 @@ from queue_manager.sqs.middleware.fifo import FifoQueues
 from queue_manager.sqs.middleware.logcontext import StructuredLogs
 from queue_manager.sqs.middleware.metrics import WorkerMetrics
 from queue_manager.sqs.middleware.retries import RetriesInPlace
+from queue_manager.sqs.middleware.status import MessageStatus
 from queue_manager.sqs.middleware.workload import WorkloadReports
+from queue_manager.state.stores import status_writer
 from schemas import SchemaRegistry
 
 
@@ -56,6 +58,8 @@ def build_broker(settings: Settings, *, fifo_types: frozenset[str] = frozenset()
         FifoQueues(),
         WorkerMetrics(port=settings.worker_metrics_port, host=settings.worker_metrics_host),
         WorkloadReports(store=worker_reports(settings), gauges=bool(settings.worker_metrics_port)),
+        # Each attempt's start and outcome for GET /messages/{id}; its writer starts at the first event.
+        MessageStatus(writer=status_writer(settings)),
     ]
     return QMBroker(
         namespace=settings.queue_prefix,

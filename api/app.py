@@ -27,10 +27,12 @@ from api.openapi import build_openapi
 from api.routes import setup_routes
 from api.schemas import MAX_BATCH_BODY_BYTES
 from api.sender import Sender
+from api.status import SentIds
 from broker import build_broker, worker_reports
 from queue_manager import logs
 from queue_manager.settings import Settings, SettingsError
 from queue_manager.sqs.sending import SEND_ATTEMPTS
+from queue_manager.state.stores import status_events, status_writer
 from schemas import SchemaLoadError, SchemaRegistry
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,10 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
     )
     await app[keys.IDEMPOTENCY].open()
     app[keys.DEPTH_GUARD] = DepthGuard(broker, executor, max_depth=settings.max_queue_depth)
+    # Message status: one store for reads and this process's writer (nothing opens before it is used).
+    app[keys.STATUS_STORE] = status_store = status_events(settings)
+    app[keys.STATUS_WRITER] = status_writer(settings, status_store, on_outcome=app[keys.METRICS].count_status_writes)
+    app[keys.SENT_IDS] = SentIds()
     loop = asyncio.get_running_loop()
     for message_type in app[keys.REGISTRY].types:
         try:
@@ -101,6 +107,9 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
     finally:
         await app[keys.SENDER].close()
         await app[keys.IDEMPOTENCY].close()  # after the sender: sends still in flight record their outcome
+        writer = app[keys.STATUS_WRITER]
+        if writer is not None:  # after the sender too: its last 202s' events are written
+            await asyncio.to_thread(writer.close)
         if settings.state_dir is None:
             shutil.rmtree(state_dir, ignore_errors=True)
         await app[keys.DEPTH_GUARD].close()

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
-from api import keys, problems
+from api import keys, problems, status
 from api.bodies import read_json
 from api.middlewares import bearer_token, key_position
 from queue_manager.sqs import constants, deadletters
@@ -76,11 +76,12 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         return broker.dead_letters.peek(urls.dead_letter_url, limit=limit)
 
     items = await _run(request, work, "read the dead-letter queue")
+    listed = [i.as_dict() for i in items]
+    # Dead letters no worker recorded (SQS's redrive policy moved them) get their status here.
+    status.record_dead_letters(request.app, message_type, listed)
     queue = broker.dead_letter_queue_name(message_type)
     _audit(who, "peek", queue, len(items))
-    return web.json_response(
-        {"type": message_type, "queue": queue, "count": len(items), "messages": [i.as_dict() for i in items]}
-    )
+    return web.json_response({"type": message_type, "queue": queue, "count": len(items), "messages": listed})
 
 
 async def redrive(request: web.Request) -> web.Response:
@@ -100,6 +101,7 @@ async def redrive(request: web.Request) -> web.Response:
         return broker.dead_letters.redrive(urls.dead_letter_url, urls.url, ids=ids)
 
     result = await _run(request, work, "redrive the dead-letter queue")
+    status.record_redriven(request.app, message_type, result.ids)
     _audit(
         who,
         "redrive",

@@ -16,7 +16,7 @@ import dramatiq
 from aiohttp import web
 from botocore.exceptions import ClientError
 
-from api import keys, problems
+from api import keys, problems, status
 from api.idempotency import Claim, KeyReused
 from api.schemas import IDEMPOTENCY_KEY_PATTERN, envelope_violations
 from api.sender import Overloaded
@@ -138,8 +138,11 @@ def _idempotency_key(header: str | None, field: Any) -> str | None:
     return key
 
 
-async def submit(app: web.Application, prepared: Prepared) -> tuple[dict[str, Any], bool]:
+async def submit(app: web.Application, prepared: Prepared, *, trace: str | None = None) -> tuple[dict[str, Any], bool]:
     """Send a prepared message; returns the 202 answer and whether it was replayed from its key.
+
+    Once SQS has it, its status is recorded as accepted (with `trace`, the request's trace id), in the
+    background.
 
     Raises 503 (SQS trouble, overload, or an outcome unknown), 429 (a queue over its ceiling) or
     422 (a key reused with another message).
@@ -148,14 +151,14 @@ async def submit(app: web.Application, prepared: Prepared) -> tuple[dict[str, An
     deadline = loop.time() + app[keys.SETTINGS].request_timeout_seconds
     key = prepared.idempotency_key
     if key is None:
-        return await _send(app, prepared, deadline=deadline), False
+        return await _send(app, prepared, deadline=deadline, trace=trace), False
     store = app[keys.IDEMPOTENCY]
     while True:
         claim = await _claim(app, prepared, key)
         if claim.answer is not None:
             return claim.answer, True
         if claim.owner is not None:
-            return await _send(app, prepared, deadline=deadline, claim=claim), False
+            return await _send(app, prepared, deadline=deadline, claim=claim, trace=trace), False
         # Another request is sending this key's message now, here or in another process: its
         # outcome is this one's, so wait for it rather than send a second copy.
         remaining = deadline - loop.time()
@@ -186,7 +189,7 @@ async def _claim(app: web.Application, prepared: Prepared, key: str) -> Claim:
 
 
 async def _send(
-    app: web.Application, prepared: Prepared, *, deadline: float, claim: Claim | None = None
+    app: web.Application, prepared: Prepared, *, deadline: float, claim: Claim | None = None, trace: str | None = None
 ) -> dict[str, Any]:
     """Send, and answer from SQS's own answer; a keyed attempt's outcome is recorded even once its request gave up."""
     settings = app[keys.SETTINGS]
@@ -225,7 +228,19 @@ async def _send(
         raise _outcome_unknown(prepared, f"{reason}; the send is still in flight")
     if claim is not None:
         _record(app, prepared, claim, answer, future)
-    return _answer(app, prepared, future, answer)
+    accepted = _answer(app, prepared, future, answer)
+    try:  # after SQS accepted it, never before; the writer buffers, so the 202 does not wait
+        status.record_accepted(
+            app,
+            prepared.message_type,
+            message.message_id,
+            future.result(),
+            delay_seconds=int(prepared.entry.get("DelaySeconds", 0)),
+            trace=trace,
+        )
+    except Exception:  # a status is best effort: it never fails a 202
+        logger.exception("Could not record the status of message %r.", message.message_id)
+    return accepted
 
 
 def _record_when_done(

@@ -10,9 +10,12 @@ from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
 from api.sender import Sender
+from api.status import SentIds
 from queue_manager.reports import ReportStore
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker
+from queue_manager.state.base import StatusEvents
+from queue_manager.state.writer import StatusWriter
 from schemas import SchemaRegistry
 
 SETTINGS = web.AppKey("qm.settings", Settings)
@@ -30,3 +33,8 @@ DEPTH_GUARD = web.AppKey("qm.depth_guard", DepthGuard)
 FIFO_TYPES: web.AppKey[frozenset[str]] = web.AppKey("qm.fifo_types", frozenset)
 #: Where the host's worker processes publish their workload (None without QM_STATE_DIR).
 WORKER_REPORTS: web.AppKey[ReportStore | None] = web.AppKey("qm.worker_reports")
+#: Message status: the store GET /messages/{id} reads, the writer of this process's events, and the
+#: SQS MessageIds of recent FIFO sends (None and None when status is off).
+STATUS_STORE: web.AppKey[StatusEvents | None] = web.AppKey("qm.status_store")
+STATUS_WRITER: web.AppKey[StatusWriter | None] = web.AppKey("qm.status_writer")
+SENT_IDS = web.AppKey("qm.sent_ids", SentIds)

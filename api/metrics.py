@@ -36,10 +36,20 @@ class ApiMetrics:
         self.sqs_requests = Counter(
             "qm_api_sqs_requests", "SQS requests made, by action.", ["action"], registry=self.registry
         )
+        self.status_writes = Counter(
+            "qm_status_writes",
+            "Status events by outcome: written, dropped (buffer full), failed (store error).",
+            ["outcome"],
+            registry=self.registry,
+        )
 
     def watch_broker(self, broker: QMBroker) -> None:
         """Count the broker's SQS requests by action."""
         broker.request_listeners.append(lambda action: self.sqs_requests.labels(action).inc())
+
+    def count_status_writes(self, outcome: str, n: int) -> None:
+        """Count status events by outcome (the StatusWriter's `on_outcome`)."""
+        self.status_writes.labels(outcome).inc(n)
 
     def middleware(self) -> Middleware:
         @web.middleware

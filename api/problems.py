@@ -4,8 +4,9 @@ Problem
 ├── BadHttpRequest        400  aiohttp's parser refused the request line or headers
 ├── BadRequest            400  the body is not JSON (or not UTF-8, or nests too deep)
 ├── Unauthorized          401  no valid API key
-├── NotFound              404  no such route, type or queue
+├── NotFound              404  no such route, type, queue or message
 ├── MethodNotAllowed      405
+├── Gone                  410  a message whose status is past QM_STATUS_RETENTION_SECONDS
 ├── RequestTimeout        408  the headers or the body did not arrive within QM_HEADER_TIMEOUT_SECONDS
 │                              or QM_BODY_TIMEOUT_SECONDS
 ├── PayloadTooLarge       413  the body, or the message once encoded, is over the SQS limit
@@ -82,6 +83,10 @@ class Unauthorized(Problem):
 
 class NotFound(Problem):
     status, slug, title = 404, "not-found", "Not Found"
+
+
+class Gone(Problem):
+    status, slug, title = 410, "gone", "Gone"
 
 
 class MethodNotAllowed(Problem):

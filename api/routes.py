@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import deadletters, handlers
+from api import deadletters, handlers, status
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/messages", handlers.post_message)
     app.router.add_post("/messages/batch", handlers.post_batch)
+    app.router.add_get("/messages/{id}", status.get_message)
     app.router.add_get("/schemas", handlers.list_schemas)
     app.router.add_get("/schemas/{type}", handlers.get_schema)
     app.router.add_get("/queues", handlers.list_queues)

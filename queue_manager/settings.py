@@ -316,6 +316,30 @@ class Settings:
     )
     worker_metrics_host: str = setting("127.0.0.1", "The address the worker metrics endpoint binds.", parse=_str)
 
+    # -- Message status (GET /messages/{id}) -------------------------------------------------------
+    status: bool = setting(
+        True,
+        "Record each message's status (accepted, attempts, outcome) for GET /messages/{id}; `off` records nothing. "
+        "Needs QM_STATE_DIR (the SQLite store the API and the host's workers share).",
+        parse=_bool,
+    )
+    status_retention_seconds: int = setting(
+        14 * 86400,
+        "How long a message's status is answered after it was accepted (as SQS keeps a message at most); "
+        "then 410 for a while, then it is purged.",
+        parse=_int,
+        low=60,
+        high=366 * 86400,
+    )
+    status_buffer_events: int = setting(
+        10_000,
+        "Status events a process buffers while its store is slow or down; beyond, they are dropped "
+        "(counted, and their messages marked stale). Never delays a 202 or an ack.",
+        parse=_int,
+        low=10,
+        high=1_000_000,
+    )
+
     def __post_init__(self) -> None:
         # Host names compare case-insensitively; keys and everything else keep their case.
         object.__setattr__(self, "webhook_allowed_hosts", tuple(h.lower() for h in self.webhook_allowed_hosts))
