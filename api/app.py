@@ -27,11 +27,11 @@ from api.openapi import build_openapi
 from api.routes import setup_routes
 from api.schemas import MAX_BATCH_BODY_BYTES
 from api.sender import Sender
-from api.status import SentIds
 from broker import build_broker, worker_reports
 from queue_manager import logs
 from queue_manager.settings import Settings, SettingsError
 from queue_manager.sqs.sending import SEND_ATTEMPTS
+from queue_manager.state.status import SentIds
 from queue_manager.state.stores import status_events, status_writer
 from schemas import SchemaLoadError, SchemaRegistry
 

@@ -10,11 +10,11 @@ from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
 from api.sender import Sender
-from api.status import SentIds
 from queue_manager.reports import ReportStore
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker
 from queue_manager.state.base import StatusEvents
+from queue_manager.state.status import SentIds
 from queue_manager.state.writer import StatusWriter
 from schemas import SchemaRegistry
 

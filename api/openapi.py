@@ -16,10 +16,13 @@ from api.schemas import (
     MAX_BATCH_MESSAGES,
     MAX_MESSAGE_BODY_BYTES,
 )
+from api.status import MAX_WAIT_SECONDS
 from queue_manager.settings import Settings
 from queue_manager.sqs import constants
 from queue_manager.sqs.deadletters import MAX_PEEK_MESSAGES
 from queue_manager.sqs.queues import dead_letter_name, fifo_name
+from queue_manager.state.base import EVENT_KINDS, STALE
+from queue_manager.state.status import MAX_EVENTS, STATES
 from schemas import SchemaRegistry
 from schemas.envelopes import FIFO_ONLY, FIFO_REQUIRED, NOT_FIFO
 
@@ -187,10 +190,14 @@ def build_openapi(
                         "202": {
                             **_json("SQS has the message.", {"$ref": "#/components/schemas/Accepted"}),
                             "headers": {
+                                "Location": {
+                                    "description": "Where the message's status is read: `/messages/{id}`.",
+                                    "schema": {"type": "string"},
+                                },
                                 "Idempotent-Replayed": {
                                     "description": "`true` when this is the first answer to a retried key.",
                                     "schema": {"type": "string"},
-                                }
+                                },
                             },
                         },
                         **send_errors,
@@ -218,6 +225,39 @@ def build_openapi(
                             "(an entry that breaks its schema is answered in its result instead)."
                         ),
                         **_body_errors(MAX_BATCH_BODY_BYTES, encoded=True),
+                    },
+                }
+            },
+            "/messages/{id}": {
+                "get": {
+                    "operationId": "getMessageStatus",
+                    "summary": "A message's status: its state, attempts, errors and history",
+                    "parameters": [
+                        {
+                            "name": "id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                            "description": "The id a send answered (a lower-case UUID).",
+                        },
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS, "default": 0},
+                            "description": "Seconds to wait for the state to change (answered at once on a final "
+                            "state: succeeded, dead_lettered, deduplicated, failed).",
+                        },
+                    ],
+                    "responses": {
+                        "200": _json("The status.", {"$ref": "#/components/schemas/MessageStatus"}),
+                        "404": _problem("No such message, an id that is not a message id, or status is off."),
+                        "410": _problem("The message was accepted longer ago than QM_STATUS_RETENTION_SECONDS."),
+                        "422": _problem("A bad wait."),
+                        "503": _problem(
+                            "The status store cannot be read.", retry_after=problems.RETRY_AFTER_READ_SECONDS
+                        ),
+                        **common,
                     },
                 }
             },
@@ -413,6 +453,7 @@ def build_openapi(
                     },
                     "required": ["id", "type", "queue"],
                 },
+                "MessageStatus": _status_schema(),
                 "BatchResults": {
                     "type": "object",
                     "properties": {
@@ -426,6 +467,10 @@ def build_openapi(
                                     "id": {"type": "string"},
                                     "type": {"type": "string"},
                                     "queue": {"type": "string"},
+                                    "status_url": {
+                                        "type": "string",
+                                        "description": "On a 202: where the message's status is read.",
+                                    },
                                     "detail": {"type": "string"},
                                     "errors": {"type": "array", "items": {"$ref": "#/components/schemas/Violation"}},
                                     "retry_after": {"type": "integer"},
@@ -537,4 +582,67 @@ def _scaling_schemas() -> dict[str, Any]:
             },
             "required": ["target_latency_seconds", "workers", "types", "total"],
         },
+    }
+
+
+def _status_schema() -> dict[str, Any]:
+    """The component of GET /messages/{id}'s answer."""
+    time_or_null = {"type": ["string", "null"], "format": "date-time"}
+    return {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"type": ["string", "null"]},
+            "queue": {"type": ["string", "null"]},
+            "state": {"enum": list(STATES)},
+            "attempts": {"type": "integer", "description": "Attempts started, over the whole history."},
+            "accepted_at": time_or_null,
+            "started_at": {**time_or_null, "description": "When the latest (or the succeeding) attempt started."},
+            "finished_at": time_or_null,
+            "next_attempt_at": {**time_or_null, "description": "When a retry or a delayed message is due."},
+            "last_error": {"type": ["string", "null"]},
+            "trace_id": {"type": ["string", "null"], "description": "From the POST's W3C traceparent header."},
+            "stale": {"type": "boolean", "description": "Some of its events were not recorded (store down)."},
+            "stands": {
+                "type": ["string", "null"],
+                "description": "When deduplicated: the message SQS kept (null when it cannot be known).",
+            },
+            "dead_letter_reason": {"type": "string"},
+            "events_omitted": {"type": "integer", "description": f"Events left out of the {MAX_EVENTS} listed."},
+            "events": {
+                "type": "array",
+                "maxItems": MAX_EVENTS,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "event": {"enum": [k for k in EVENT_KINDS if k != STALE]},
+                        "at": {"type": "string", "format": "date-time"},
+                        "attempt": {"type": "integer"},
+                        "error": {"type": "string"},
+                        "delay_ms": {"type": "integer"},
+                        "reason": {"type": "string"},
+                        "stands": {"type": "string"},
+                        "until": {"type": "string", "format": "date-time"},
+                        "sqs_message_id": {"type": "string"},
+                        "message_id": {"type": "string"},
+                    },
+                    "required": ["event", "at"],
+                },
+            },
+        },
+        "required": [
+            "id",
+            "type",
+            "queue",
+            "state",
+            "attempts",
+            "accepted_at",
+            "started_at",
+            "finished_at",
+            "next_attempt_at",
+            "last_error",
+            "trace_id",
+            "stale",
+            "events",
+        ],
     }

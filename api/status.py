@@ -14,7 +14,6 @@ message was recorded first, this one was deduplicated.
 from __future__ import annotations
 
 import asyncio
-import collections
 import re
 import time
 from typing import Any, Final
@@ -41,12 +40,6 @@ MAX_WAIT_SECONDS: Final = 30.0
 #: How often a waiting read looks at the store again.
 WAIT_POLL_SECONDS: Final = 0.1
 
-#: SQS's deduplication window: a MessageId SQS answers again within it is a deduplicated send.
-DEDUPLICATION_WINDOW_SECONDS: Final = 300.0
-
-#: SQS MessageIds remembered at most per process.
-MAX_REMEMBERED_SENDS: Final = 100_000
-
 #: A W3C traceparent: version 00, trace id, parent id, flags.
 TRACEPARENT: Final = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -71,29 +64,6 @@ def trace_id(request: web.Request) -> str | None:
 def location(message_id: str) -> str:
     """Where a message's status is read."""
     return f"/messages/{message_id}"
-
-
-class SentIds:
-    """The SQS MessageIds of this process's FIFO sends in the last five minutes, with our message ids."""
-
-    def __init__(self) -> None:
-        self._sent: collections.OrderedDict[tuple[str, str], tuple[str, float]] = collections.OrderedDict()
-
-    def standing(self, queue: str, sqs_message_id: str, message_id: str) -> str | None:
-        """The message SQS kept if this send was deduplicated (another message got this MessageId); else None."""
-        now = time.monotonic()
-        while self._sent:
-            oldest = next(iter(self._sent.values()))
-            if now - oldest[1] <= DEDUPLICATION_WINDOW_SECONDS and len(self._sent) < MAX_REMEMBERED_SENDS:
-                break
-            self._sent.popitem(last=False)
-        key = (queue, sqs_message_id)
-        seen = self._sent.get(key)
-        if seen is not None and seen[0] != message_id:
-            return seen[0]
-        if seen is None:
-            self._sent[key] = (message_id, now)
-        return None
 
 
 def record_accepted(

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.api
 UNDOCUMENTED = {"/docs/", "/docs/swagger.json", "/docs/static"}
 
 #: The statuses README's API and error tables promise (405 and 404 on any path are the `default`).
-PROMISED = {"200", "202", "207", "400", "401", "404", "408", "413", "415", "422", "429", "503", "default"}
+PROMISED = {"200", "202", "207", "400", "401", "404", "408", "410", "413", "415", "422", "429", "503", "default"}
 
 
 def _readme_examples() -> tuple[list[Any], list[Any]]:
@@ -95,6 +95,21 @@ async def test_every_error_a_send_can_give_is_documented(api_client: Any) -> Non
         "scheme": "bearer",
         "description": "An API key.",
     }
+
+
+async def test_the_status_endpoint_and_where_sends_point_to_it_are_documented(api_client: Any) -> None:
+    document = api_client.server.app[keys.OPENAPI]
+    send = document["paths"]["/messages"]["post"]["responses"]["202"]
+    assert "Location" in send["headers"]
+    result = document["components"]["schemas"]["BatchResults"]["properties"]["results"]["items"]
+    assert "status_url" in result["properties"]
+    operation = document["paths"]["/messages/{id}"]["get"]
+    assert set(operation["responses"]) == {"200", "401", "404", "410", "422", "503", "default"}
+    assert [p["name"] for p in operation["parameters"]] == ["id", "wait"]
+    status = document["components"]["schemas"]["MessageStatus"]
+    assert status["properties"]["state"]["enum"] == [
+        "accepted", "delayed", "running", "retrying", "succeeded", "dead_lettered", "deduplicated", "failed"
+    ]
 
 
 async def test_readme_examples_validate_against_the_document(api_client: Any) -> None:

@@ -19,8 +19,10 @@ outcome, whichever arrived first.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import re
+import time
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -54,6 +56,12 @@ MAX_ERROR_CHARS: Final = 1000
 
 #: Our message ids: Dramatiq's (uuid4) and keyed ones (uuid5), in canonical form.
 MESSAGE_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+#: SQS's deduplication window: a MessageId SQS answers again within it is a deduplicated send.
+DEDUPLICATION_WINDOW_SECONDS: Final = 300.0
+
+#: SQS MessageIds a process remembers at most.
+MAX_REMEMBERED_SENDS: Final = 100_000
 
 #: Sort order among events at the same instant: what must have happened first sorts first.
 _RANK = {
@@ -255,3 +263,26 @@ def standing(message_id: str, alias_events: Iterable[StatusEvent]) -> str | None
     if first is None or first.detail["message_id"] == message_id:
         return None
     return str(first.detail["message_id"])
+
+
+class SentIds:
+    """The SQS MessageIds of this process's FIFO sends in the last five minutes, with our message ids."""
+
+    def __init__(self) -> None:
+        self._sent: collections.OrderedDict[tuple[str, str], tuple[str, float]] = collections.OrderedDict()
+
+    def standing(self, queue: str, sqs_message_id: str, message_id: str) -> str | None:
+        """The message SQS kept if this send was deduplicated (another message got this MessageId); else None."""
+        now = time.monotonic()
+        while self._sent:
+            oldest = next(iter(self._sent.values()))
+            if now - oldest[1] <= DEDUPLICATION_WINDOW_SECONDS and len(self._sent) < MAX_REMEMBERED_SENDS:
+                break
+            self._sent.popitem(last=False)
+        key = (queue, sqs_message_id)
+        seen = self._sent.get(key)
+        if seen is not None and seen[0] != message_id:
+            return seen[0]
+        if seen is None:
+            self._sent[key] = (message_id, now)
+        return None
