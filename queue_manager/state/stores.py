@@ -54,7 +54,7 @@ def status_writer(
     if chosen is None:
         return None
     return StatusWriter(
-        lambda: chosen,
+        chosen,
         flush_interval_seconds=settings.ack_flush_interval_ms / 1000,
         max_buffered=settings.status_buffer_events,
         on_outcome=on_outcome,

@@ -45,8 +45,8 @@ class StatusWriter:
     """Buffers status events and writes them in batches from a thread of its own.
 
     Parameters:
-      store: The backend; built by `open_store` on the writer's thread at the first flush, so an
-        unused writer (the API's broker never processes a message) opens nothing.
+      store: The backend. It is first called at the first flush, on the writer's thread, which starts
+        at the first event: an unused writer (the API's broker never processes a message) costs nothing.
       flush_interval_seconds: The longest an event waits in the buffer.
       max_buffered: Events held at most; beyond, new ones are dropped and counted.
       on_outcome: Called with (outcome, number of events) for every flush and drop.
@@ -54,18 +54,17 @@ class StatusWriter:
 
     def __init__(
         self,
-        open_store: Callable[[], StatusEvents],
+        store: StatusEvents,
         *,
         flush_interval_seconds: float,
         max_buffered: int,
         on_outcome: Callable[[str, int], None] | None = None,
     ) -> None:
-        self.open_store = open_store
         self.flush_interval_seconds = flush_interval_seconds
         self.max_buffered = max_buffered
         self.on_outcome = on_outcome
-        self.store: StatusEvents | None = None
-        self.batch_events = DEFAULT_BATCH_EVENTS
+        self.store = store
+        self.batch_events = max(1, int(getattr(store, "max_batch_events", DEFAULT_BATCH_EVENTS)))
         self._buffer: collections.deque[StatusEvent] = collections.deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -123,11 +122,10 @@ class StatusWriter:
             self._buffer.clear()
             if left:
                 self._drop(left)
-        if self.store is not None:
-            try:
-                self.store.close()
-            except Exception:  # closing must not fail a shutdown
-                logger.exception("Could not close the status store.")
+        try:
+            self.store.close()
+        except Exception:  # closing must not fail a shutdown
+            logger.exception("Could not close the status store.")
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="qm-status-writer", daemon=True)
@@ -137,7 +135,6 @@ class StatusWriter:
         self._pid = os.getpid()
         self._thread = None
         self._buffer.clear()
-        self.store = None
         self._cond = threading.Condition()
 
     def _run(self) -> None:
@@ -170,9 +167,6 @@ class StatusWriter:
 
     def _write(self, batch: list[StatusEvent], markers: list[StatusEvent]) -> None:
         try:
-            if self.store is None:
-                self.store = self.open_store()
-                self.batch_events = max(1, int(getattr(self.store, "max_batch_events", DEFAULT_BATCH_EVENTS)))
             self.store.write(batch + markers)
         except Exception as exc:  # StoreUnavailable, or a backend's bug: never let it stop the thread
             with self._cond:
