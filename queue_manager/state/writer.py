@@ -71,6 +71,7 @@ class StatusWriter:
         self._pid = os.getpid()
         self._closing = False
         self._closed = False
+        self._writing = False  # a batch has left the buffer and is being written
         self._stale: dict[str, None] = {}  # insertion-ordered set of ids whose events were dropped
         self._marked: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._last_log = 0.0
@@ -99,11 +100,11 @@ class StatusWriter:
     def flush(self, timeout: float = 10.0) -> None:
         """Write what is buffered now and wait for it (at most `timeout` seconds)."""
         with self._cond:
-            if self._thread is None or not self._buffer:
+            if self._thread is None or not (self._buffer or self._writing):
                 return
-            self._cond.notify()
+            self._cond.notify_all()
             deadline = time.monotonic() + timeout
-            while self._buffer and time.monotonic() < deadline:
+            while (self._buffer or self._writing) and time.monotonic() < deadline:
                 self._cond.wait(0.01)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -149,8 +150,11 @@ class StatusWriter:
                 batch = [self._buffer.popleft() for _ in range(min(self.batch_events, len(self._buffer)))]
                 markers = self._markers(len(batch))
                 last = self._closing and not self._buffer
-                self._cond.notify_all()  # flush() waiters
+                self._writing = True
             self._write(batch, markers)
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()  # flush() waiters
             if last:
                 return
 
