@@ -94,7 +94,12 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
     app[keys.DEPTH_GUARD] = DepthGuard(broker, executor, max_depth=settings.max_queue_depth)
     # Message status: one store for reads and this process's writer (nothing opens before it is used).
     app[keys.STATUS_STORE] = status_store = status_events(settings)
-    app[keys.STATUS_WRITER] = status_writer(settings, status_store, on_outcome=app[keys.METRICS].count_status_writes)
+    app[keys.STATUS_WRITER] = status_writer(
+        settings,
+        status_store,
+        on_outcome=app[keys.METRICS].count_status_writes,
+        on_request=app[keys.METRICS].count_status_request,
+    )
     app[keys.SENT_IDS] = SentIds()
     loop = asyncio.get_running_loop()
     for message_type in app[keys.REGISTRY].types:

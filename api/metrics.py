@@ -42,10 +42,19 @@ class ApiMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.status_requests = Counter(
+            "qm_status_store_writes",
+            "Write requests to the status store (one SQLite commit, or one BatchWriteItem).",
+            registry=self.registry,
+        )
 
     def watch_broker(self, broker: QMBroker) -> None:
         """Count the broker's SQS requests by action."""
         broker.request_listeners.append(lambda action: self.sqs_requests.labels(action).inc())
+
+    def count_status_request(self) -> None:
+        """Count one request to the status store (the StatusWriter's `on_request`)."""
+        self.status_requests.inc()
 
     def count_status_writes(self, outcome: str, n: int) -> None:
         """Count status events by outcome (the StatusWriter's `on_outcome`)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bench import api_load, e2e, fleet, latency, overhead, profile, workers
+from bench import status as status_cost
 from bench.common import (
     OURS_ENV,
     ROOT,
@@ -32,7 +33,7 @@ from bench.common import (
 )
 from bench.report import Report
 
-SCENARIOS = ("proxy", "api", "e2e", "latency", "fleet", "idle", "workers")
+SCENARIOS = ("proxy", "api", "e2e", "latency", "fleet", "idle", "workers", "status")
 
 FULL: dict[str, Any] = {
     "rtts": [0.0, 15.0],
@@ -200,6 +201,33 @@ class Run:
                 f"lag {result.lag_seconds:.2f} s, {result.requests_per_message:.3f} SQS requests/msg"
             )
 
+    def status(self, rtt_index: int, proxy: DelayProxy) -> None:
+        """Message status on against QM_STATUS=off: the shipped stack end to end, same run, same proxy."""
+        c = self.config
+        try:
+            cost = status_cost.run(
+                self.procs,
+                self.reaper,
+                self.client,
+                proxy,
+                (self.prefix("ours", "s", rtt_index, 0), self.prefix("ours", "s", rtt_index, 1)),
+                workdir=self.workdir,
+                order_on_first=rtt_index % 2 == 0,
+                clients=c["e2e_clients"],
+                total=c["e2e_messages"],
+                time_limit=c["e2e_seconds"],
+                processes=c["e2e_processes"],
+                threads=c["threads"],
+                server_pid=self.server_pid,
+                drain_timeout=c["drain_timeout"],
+            )
+        except Exception as exc:
+            self.failed(f"status {proxy.rtt_ms:g} ms", exc)
+            return
+        self.report.status[proxy.rtt_ms] = cost
+        for line in cost.lines():
+            self.log(line)
+
     def drains(self, rtt_index: int, proxy: DelayProxy) -> None:
         c = self.config
         # (scenario, queue, messages, processes, what runs): the shipped worker on preloaded `log`
@@ -358,6 +386,8 @@ class Run:
                             self.fleet(rtt_index, proxy, order)
                         if "workers" in only:
                             self.drains(rtt_index, proxy)
+                        if "status" in only and proxy.rtt_ms > 0:
+                            self.status(rtt_index, proxy)
                     if "idle" in only and c["idle_seconds"] > 0:
                         self.idle(proxies)
                     self.log("waiting for SIGTERMed workers to exit")

@@ -79,6 +79,8 @@ class Report:
         self.overhead: list[tuple[str, Probe]] = []
         self.proxies: dict[float, dict[str, Any]] = {}
         self.notes: list[str] = []
+        #: Message status on against off, by round-trip time (bench/status.py).
+        self.status: dict[float, Any] = {}
 
     # -- figures --------------------------------------------------------------------------------
 
@@ -300,7 +302,8 @@ class Report:
 
     def missed(self) -> list[str]:
         """The figures whose target this run missed, with the round-trip time each is set at."""
-        return [
+        status_missed = [f"{m} at {rtt:g} ms" for rtt, cost in self.status.items() for m in cost.missed()]
+        return status_missed + [
             f"{row.figure} ({row.target.text} at {row.target.rtt_ms:g} ms)"
             for row in self.rows()
             if row.target is not None
@@ -346,7 +349,7 @@ class Report:
             "through the bench proxy (ratios: ours/stock in the same run)"
         )
         out = [table(headers, body, title)]
-        notes = self._overhead_notes() + self.notes
+        notes = self._overhead_notes() + [line for cost in self.status.values() for line in cost.lines()] + self.notes
         if self.config.get("ours_env"):
             given = ", ".join(f"{k}={v}" for k, v in sorted(self.config["ours_env"].items()))
             notes.insert(0, f"ours ran with {given} (--ours-env); everything else at its default")
@@ -439,6 +442,7 @@ class Report:
                 ],
                 "proxy_check": [{"name": name, **p.as_dict()} for name, p in self.overhead],
                 "proxies": {f"{rtt:g}": stats for rtt, stats in self.proxies.items()},
+                "status": {f"{rtt:g}": cost.as_dict() for rtt, cost in self.status.items()},
             },
             "notes": self.notes,
         }

@@ -44,6 +44,7 @@ def status_writer(
     store: StatusEvents | None = None,
     *,
     on_outcome: Callable[[str, int], None] | None = None,
+    on_request: Callable[[], None] | None = None,
 ) -> StatusWriter | None:
     """A writer of status events to `store` (by default the one the settings choose); None when status is off.
 
@@ -58,4 +59,5 @@ def status_writer(
         flush_interval_seconds=settings.ack_flush_interval_ms / 1000,
         max_buffered=settings.status_buffer_events,
         on_outcome=on_outcome,
+        on_request=on_request,
     )

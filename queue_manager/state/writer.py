@@ -50,6 +50,7 @@ class StatusWriter:
       flush_interval_seconds: The longest an event waits in the buffer.
       max_buffered: Events held at most; beyond, new ones are dropped and counted.
       on_outcome: Called with (outcome, number of events) for every flush and drop.
+      on_request: Called once per `write` call made to the store (with SQLite, one commit).
     """
 
     def __init__(
@@ -59,10 +60,14 @@ class StatusWriter:
         flush_interval_seconds: float,
         max_buffered: int,
         on_outcome: Callable[[str, int], None] | None = None,
+        on_request: Callable[[], None] | None = None,
     ) -> None:
         self.flush_interval_seconds = flush_interval_seconds
         self.max_buffered = max_buffered
         self.on_outcome = on_outcome
+        self.on_request = on_request
+        #: `write` calls made to the store, successful or not.
+        self.requests = 0
         self.store = store
         self.batch_events = max(1, int(getattr(store, "max_batch_events", DEFAULT_BATCH_EVENTS)))
         self._buffer: collections.deque[StatusEvent] = collections.deque()
@@ -170,6 +175,12 @@ class StatusWriter:
         return markers
 
     def _write(self, batch: list[StatusEvent], markers: list[StatusEvent]) -> None:
+        self.requests += 1
+        if self.on_request is not None:
+            try:
+                self.on_request()
+            except Exception:  # a metric must never break the writer
+                logger.exception("Could not count a status store request.")
         try:
             self.store.write(batch + markers)
         except Exception as exc:  # StoreUnavailable, or a backend's bug: never let it stop the thread

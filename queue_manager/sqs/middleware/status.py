@@ -46,7 +46,9 @@ class MessageStatus(dramatiq.Middleware):
             from prometheus_client import Counter
 
             writes = Counter("qm_status_writes", "Status events by outcome: written, dropped, failed.", ["outcome"])
+            requests = Counter("qm_status_store_writes", "Write requests to the status store.")
             self.writer.on_outcome = lambda outcome, n: writes.labels(outcome).inc(n)
+            self.writer.on_request = requests.inc
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         if self.writer is not None:
