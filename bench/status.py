@@ -24,6 +24,9 @@ from bench.common import DelayProxy, Processes, free_port
 #: How long the stack idles after the load before the store writes are read again.
 IDLE_SECONDS = 3.0
 
+#: How long after the queue emptied the writes are first read: the last outcomes' flush (250 ms) is part of the load.
+SETTLE_SECONDS = 1.0
+
 #: Targets: throughput with status at least this share of without; CPU per message at most this much more.
 MIN_RATE_RATIO = 0.9
 MAX_CPU_RATIO = 1.15
@@ -119,6 +122,7 @@ def run(
     def read_writes(worker_metrics: str) -> Any:
         def drained(api: str) -> None:
             urls = (api + "/metrics", worker_metrics)
+            time.sleep(SETTLE_SECONDS)
             writes["load"] = sum(_counter(url, WRITES_METRIC) for url in urls)
             time.sleep(IDLE_SECONDS)
             writes["idle"] = sum(_counter(url, WRITES_METRIC) for url in urls) - writes["load"]

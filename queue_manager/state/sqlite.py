@@ -115,7 +115,7 @@ class SQLiteStatusEvents:
                 e.attempt,
                 e.type,
                 e.queue,
-                json.dumps(dict(e.detail), separators=(",", ":"), default=str),
+                json.dumps(dict(e.detail), separators=(",", ":"), default=str) if e.detail else "{}",
             )
             for e in events
         ]
