@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -100,8 +101,10 @@ async def redrive(request: web.Request) -> web.Response:
         urls = broker.ensure_queue(message_type)
         return broker.dead_letters.redrive(urls.dead_letter_url, urls.url, ids=ids)
 
+    # Recorded as of the start of the move: a worker may start a message moved back before this answers.
+    moving_since = time.time()
     result = await _run(request, work, "redrive the dead-letter queue")
-    status.record_redriven(request.app, message_type, result.ids)
+    status.record_redriven(request.app, message_type, result.ids, at=moving_since)
     _audit(
         who,
         "redrive",

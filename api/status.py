@@ -100,16 +100,15 @@ def record_accepted(
     writer.add(StatusEvent(message_id, kind, now, type=message_type, queue=queue, detail=detail))
 
 
-def record_redriven(app: web.Application, message_type: str, message_ids: list[str]) -> None:
-    """Record that these messages went back from the dead-letter queue to their queue."""
+def record_redriven(app: web.Application, message_type: str, message_ids: list[str], *, at: float) -> None:
+    """Record that these messages went back from the dead-letter queue to their queue, in a move that began `at`."""
     writer = app[keys.STATUS_WRITER]
     if writer is None:
         return
     queue = app[keys.BROKER].sqs_queue_name(message_type)
-    now = time.time()
     for message_id in message_ids:
         if fold.is_message_id(message_id):
-            writer.add(StatusEvent(message_id, REDRIVEN, now, type=message_type, queue=queue))
+            writer.add(StatusEvent(message_id, REDRIVEN, at, type=message_type, queue=queue))
 
 
 def record_dead_letters(app: web.Application, message_type: str, letters: list[dict[str, Any]]) -> None:
