@@ -21,7 +21,7 @@ from queue_manager.settings import Settings
 from queue_manager.state.base import STARTED, StatusEvent
 from queue_manager.state.sqlite import DATABASE_NAME, SQLiteStatusEvents
 from tests.conftest import VENV_BIN, Proc, Receiver
-from tests.support import post_json, samples, wait_for
+from tests.support import free_port, post_json, queue_depth, samples, wait_for
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -297,3 +297,38 @@ async def test_status_off_answers_404_and_records_nothing(
     assert read.status == 404
     assert "off" in (await read.json())["detail"]
     assert not (tmp_path / DATABASE_NAME).exists()
+
+
+@pytest.mark.e2e
+def test_a_worker_whose_status_store_is_broken_still_processes_and_acks_and_counts_the_failed_writes(
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    settings: Settings,
+    sqs: Any,
+    tmp_path: Path,
+) -> None:
+    # Given a worker whose state directory holds a directory where the status database should be
+    broken = tmp_path / "broken"
+    (broken / DATABASE_NAME).mkdir(parents=True)
+    metrics_port = free_port()
+    _, api = api_process(env={"QM_STATE_DIR": str(tmp_path / "api")})
+    worker_process(threads=2, env={"QM_STATE_DIR": str(broken), "QM_WORKER_METRICS_PORT": str(metrics_port)})
+    # When webhooks are posted
+    ids = [post_webhook(api, receiver.url("/ok"))[0] for _ in range(3)]
+    # Then every one is delivered and acknowledged (the queue empties)
+    wait_for(lambda: len(receiver.to("/ok")) == 3, timeout=30, what="three deliveries")
+    wait_for(lambda: sum(queue_depth(sqs, settings.queue_name("webhook")).values()) == 0, timeout=30, what="acks")
+
+    # And the worker counts its failed status writes (a start and a success each)
+    def failed() -> float:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:  # the master's metrics fork is not serving yet
+            return -1.0
+        return samples(text).get(("qm_status_writes_total", (("outcome", "failed"),)), 0.0)
+
+    wait_for(lambda: failed() == 6, timeout=10, what="six failed status writes")
+    # And the API's own record stands
+    assert {get_status(api, i)[1]["state"] for i in ids} == {"accepted"}
