@@ -108,7 +108,14 @@ async def test_the_status_endpoint_and_where_sends_point_to_it_are_documented(ap
     assert [p["name"] for p in operation["parameters"]] == ["id", "wait"]
     status = document["components"]["schemas"]["MessageStatus"]
     assert status["properties"]["state"]["enum"] == [
-        "accepted", "delayed", "running", "retrying", "succeeded", "dead_lettered", "deduplicated", "failed"
+        "accepted",
+        "delayed",
+        "running",
+        "retrying",
+        "succeeded",
+        "dead_lettered",
+        "deduplicated",
+        "failed",
     ]
 
 
