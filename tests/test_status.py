@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import pytest
 
 from api import keys
@@ -332,3 +333,38 @@ def test_a_worker_whose_status_store_is_broken_still_processes_and_acks_and_coun
     wait_for(lambda: failed() == 6, timeout=10, what="six failed status writes")
     # And the API's own record stands
     assert {get_status(api, i)[1]["state"] for i in ids} == {"accepted"}
+
+
+@pytest.mark.api
+async def test_a_dead_letter_the_redrive_policy_moved_is_recorded_when_the_listing_shows_it(
+    status_api: Any, sqs: Any, settings: Settings
+) -> None:
+    # Given a message whose worker crashed on every attempt: SQS moved it, with none of our attributes
+    app = status_api.server.app
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name="log", actor_name="log", args=({"message": "x"},), kwargs={}, options={}
+    )
+    entry = app[keys.BROKER].build_entry(message, None)
+    url = sqs.get_queue_url(QueueName=settings.queue_name("log") + "_dlq")["QueueUrl"]
+    await asyncio.to_thread(
+        sqs.send_message, QueueUrl=url, MessageBody=entry["MessageBody"], MessageAttributes=entry["MessageAttributes"]
+    )
+    store = app[keys.STATUS_STORE]
+    now = time.time()
+    await asyncio.to_thread(
+        store.write,
+        [
+            StatusEvent(message.message_id, "accepted", now - 60, type="log"),
+            StatusEvent(message.message_id, STARTED, now - 50, 1, type="log"),
+        ],
+    )
+    before = await (await status_api.get(f"/messages/{message.message_id}")).json()
+    assert before["state"] == "running"
+    # When the dead-letter listing shows it (twice)
+    for _ in range(2):
+        assert (await status_api.get("/queues/log/dead-letters")).status == 200
+    # Then its status says dead-lettered by the redrive policy, recorded once
+    after = await (await status_api.get(f"/messages/{message.message_id}?wait=5")).json()
+    assert after["state"] == "dead_lettered"
+    assert "redrive policy" in after["dead_letter_reason"]
+    assert [e["event"] for e in after["events"]] == ["accepted", "started", "dead_lettered"]
