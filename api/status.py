@@ -114,8 +114,8 @@ def record_redriven(app: web.Application, message_type: str, message_ids: list[s
 def record_dead_letters(app: web.Application, message_type: str, letters: list[dict[str, Any]]) -> None:
     """Record dead letters a peek found that no worker dead-lettered: SQS's redrive policy moved them.
 
-    Those carry no `qm-error` attribute. The event's key is fixed per message and receive count, so
-    peeking again writes nothing new.
+    Those carry no `qm-error` attribute. The event's key is fixed per dead letter (its SQS MessageId),
+    so peeking again writes the same event, which the store keeps once.
     """
     writer = app[keys.STATUS_WRITER]
     if writer is None:
