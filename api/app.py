@@ -18,9 +18,8 @@ import swagger_ui
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from api import idempotency, keys, processes, server
+from api import keys, processes, server
 from api.backpressure import DepthGuard
-from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
 from api.middlewares import auth_middleware, problem_middleware
 from api.openapi import build_openapi
@@ -31,6 +30,7 @@ from broker import build_broker, worker_reports
 from queue_manager import logs
 from queue_manager.settings import Settings, SettingsError
 from queue_manager.sqs.sending import SEND_ATTEMPTS
+from queue_manager.state.keys import idempotency_store
 from schemas import SchemaLoadError, SchemaRegistry
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.OPENAPI] = build_openapi(registry, settings, fifo_types=app[keys.FIFO_TYPES])
     # The interactive docs: Swagger UI's assets as installed by swagger-ui-py, served locally.
     swagger_ui.api_doc(app, config=app[keys.OPENAPI], url_prefix="/docs", title="queue-manager API", host_inject=False)
+    # The state store first: it closes last, after the sends in flight have recorded their outcome.
+    app.cleanup_ctx.append(_state_context)
     app.cleanup_ctx.append(_sqs_context)
     setup_routes(app)
     return app
@@ -82,13 +84,6 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.METRICS].watch_broker(broker)
     app[keys.SENDER].batch_listeners.append(app[keys.METRICS].batch_sizes.observe)
-    state_dir = settings.state_dir or Path(tempfile.mkdtemp(prefix="qm-api-state-"))
-    app[keys.IDEMPOTENCY] = IdempotencyStore(
-        state_dir / idempotency.DATABASE_NAME,
-        window_seconds=settings.idempotency_window_seconds,
-        lease_seconds=_send_lease_seconds(settings),
-    )
-    await app[keys.IDEMPOTENCY].open()
     app[keys.DEPTH_GUARD] = DepthGuard(broker, executor, max_depth=settings.max_queue_depth)
     loop = asyncio.get_running_loop()
     for message_type in app[keys.REGISTRY].types:
@@ -100,15 +95,27 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await app[keys.SENDER].close()
-        await app[keys.IDEMPOTENCY].close()  # after the sender: sends still in flight record their outcome
-        if settings.state_dir is None:
-            shutil.rmtree(state_dir, ignore_errors=True)
         await app[keys.DEPTH_GUARD].close()
         if settings.stats_dir is not None:
             settings.stats_dir.mkdir(parents=True, exist_ok=True)
             path = settings.stats_dir / f"api-{os.getpid()}.json"
             path.write_text(json.dumps({"sqs_requests": broker.request_counts()}, sort_keys=True))
         executor.shutdown(wait=True)
+
+
+async def _state_context(app: web.Application) -> AsyncIterator[None]:
+    """The idempotency keys: DynamoDB with QM_STATE_TABLE (a fleet), else SQLite in the state folder (a host)."""
+    settings = app[keys.SETTINGS]
+    state_dir = settings.state_dir or Path(tempfile.mkdtemp(prefix="qm-api-state-"))
+    store = idempotency_store(settings, state_dir=state_dir, lease_seconds=_send_lease_seconds(settings))
+    try:
+        await store.open()  # a missing table with QM_CREATE_TABLES=false stops start-up here
+        app[keys.IDEMPOTENCY] = store
+        yield
+    finally:
+        await store.close()
+        if settings.state_dir is None:
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def _send_lease_seconds(settings: Settings) -> float:
@@ -145,7 +152,7 @@ def main() -> None:
             header_timeout=settings.header_timeout_seconds,
             keepalive_timeout=settings.keepalive_seconds,
         )
-    except server.PortInUse as exc:
+    except (server.PortInUse, SettingsError) as exc:  # SettingsError: the state store's table is missing
         print(f"qm-api: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
