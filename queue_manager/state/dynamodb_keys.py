@@ -244,11 +244,15 @@ class DynamoIdempotencyKeys:
         except TimeoutError:
             pass
 
+    async def flush(self) -> None:
+        """Wait until every outcome recorded so far is written (or failed)."""
+        if self._recording:
+            await asyncio.wait(list(self._recording))
+
     async def close(self) -> None:
         """Wait for the outcomes being recorded, then release the threads and connections."""
         self._closing = True
-        if self._recording:
-            await asyncio.wait(list(self._recording))
+        await self.flush()
         self._executor.shutdown(wait=True)
         self.client.close()
 
