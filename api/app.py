@@ -30,6 +30,7 @@ from broker import build_broker, worker_reports
 from queue_manager import logs
 from queue_manager.settings import Settings, SettingsError
 from queue_manager.sqs.sending import SEND_ATTEMPTS
+from queue_manager.state.dynamodb import TableMissing
 from queue_manager.state.keys import idempotency_store
 from schemas import SchemaLoadError, SchemaRegistry
 
@@ -109,7 +110,10 @@ async def _state_context(app: web.Application) -> AsyncIterator[None]:
     state_dir = settings.state_dir or Path(tempfile.mkdtemp(prefix="qm-api-state-"))
     store = idempotency_store(settings, state_dir=state_dir, lease_seconds=_send_lease_seconds(settings))
     try:
-        await store.open()  # a missing table with QM_CREATE_TABLES=false stops start-up here
+        try:
+            await store.open()
+        except TableMissing as exc:  # QM_CREATE_TABLES=false and no table: stop start-up, naming both
+            raise SettingsError(str(exc)) from None
         app[keys.IDEMPOTENCY] = store
         yield
     finally:

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from queue_manager.settings import Settings, SettingsError
+from queue_manager.settings import Settings
 from queue_manager.state import dynamodb
 from queue_manager.state.base import ACCEPTED, STARTED, SUCCEEDED, StatusEvent, StoreUnavailable
-from queue_manager.state.dynamodb import DynamoStatusEvents
+from queue_manager.state.dynamodb import DynamoStatusEvents, TableMissing
 from queue_manager.state.dynamodb_keys import DynamoIdempotencyKeys
 from queue_manager.state.idempotency import Claim, KeyReused
 from tests.support import free_port
@@ -77,7 +77,7 @@ def test_the_table_is_created_once_with_its_ttl_and_creating_it_again_is_harmles
 
 def test_a_missing_table_that_must_not_be_created_is_an_error_naming_the_settings(state_settings: Settings) -> None:
     client = dynamodb.client(state_settings)
-    with pytest.raises(SettingsError) as raised:
+    with pytest.raises(TableMissing) as raised:
         dynamodb.ensure_table(client, "nobody-made-this", create=False)
     assert "'nobody-made-this' (QM_STATE_TABLE) does not exist and QM_CREATE_TABLES=false" in str(raised.value)
 
@@ -237,10 +237,11 @@ async def test_a_pending_key_past_its_lease_is_taken_over_by_exactly_one_of_raci
     keys_store: Callable[..., Any],
 ) -> None:
     # Given a key whose owner died mid-send (its lease is 0.2 s)
-    stores = [await keys_store(lease_seconds=0.2) for _ in range(4)]
-    assert (await stores[0].claim("k-1", "fp")).owner is not None
+    dead = await keys_store(lease_seconds=0.2)
+    assert (await dead.claim("k-1", "fp")).owner is not None
     await asyncio.sleep(0.3)  # past the lease (the state under test, not an assertion)
-    # When four hosts claim it at once
+    # When four hosts (whose own leases are long) claim it at once
+    stores = [await keys_store() for _ in range(4)]
     claims = await asyncio.gather(*(s.claim("k-1", "fp") for s in stores))
     # Then exactly one sends it again, and the others wait for it
     owners = [c for c in claims if c.owner is not None]

@@ -26,13 +26,12 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from queue_manager.settings import Settings, SettingsError
 from queue_manager.state.base import StatusEvent, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -59,7 +58,34 @@ DEFAULT_STATUS_RETENTION_SECONDS: Final = 7 * 86400
 CALL_ATTEMPTS: Final = 2
 
 
-def client(settings: Settings) -> Any:
+class StoreSettings(Protocol):
+    """The settings the DynamoDB store reads (queue_manager.settings.Settings has them all).
+
+    A protocol rather than an import: the state store sits below the settings module, which knows
+    the SQS package's constants.
+    """
+
+    @property
+    def state_table(self) -> str | None: ...
+    @property
+    def create_tables(self) -> bool: ...
+    @property
+    def state_endpoint_url(self) -> str | None: ...
+    @property
+    def state_timeout_seconds(self) -> float: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def queue_prefix(self) -> str: ...
+    @property
+    def idempotency_window_seconds(self) -> int: ...
+
+
+class TableMissing(Exception):
+    """Raised at start-up when the table does not exist and QM_CREATE_TABLES=false forbids creating it."""
+
+
+def client(settings: StoreSettings) -> Any:
     """A DynamoDB client for the state store: short timeouts and one retry, so an outage answers fast."""
     config = Config(
         connect_timeout=settings.state_timeout_seconds,
@@ -99,13 +125,13 @@ def ensure_table(dynamodb: Any, table: str, *, create: bool) -> bool:
     """Make sure the table exists and is ACTIVE, creating it (with its TTL) when `create`; idempotent.
 
     Returns False when DynamoDB cannot be reached (the caller goes on: keyed requests are 503 until
-    it can). Raises SettingsError when the table is missing and must not be created.
+    it can). Raises TableMissing when the table is missing and must not be created.
     """
     try:
         status = _table_status(dynamodb, table)
         if status is None:
             if not create:
-                raise SettingsError(
+                raise TableMissing(
                     f"The DynamoDB table {table!r} (QM_STATE_TABLE) does not exist and QM_CREATE_TABLES=false: "
                     "create it (keys pk and sk, strings; TTL on 'expires'), or set QM_CREATE_TABLES=true."
                 )
@@ -189,19 +215,19 @@ class DynamoStatusEvents:
 
     def __init__(
         self,
-        source: Settings | Any,
+        source: StoreSettings | Any,
         table: str | None = None,
         *,
         retention_seconds: float = DEFAULT_STATUS_RETENTION_SECONDS,
         page_size: int | None = None,
     ) -> None:
-        if isinstance(source, Settings):
+        if hasattr(source, "state_table"):  # settings
             self.client = client(source)
             table = table or source.state_table
         else:
             self.client = source
         if not table:
-            raise SettingsError("QM_STATE_TABLE must name a DynamoDB table for the DynamoDB state store.")
+            raise ValueError("QM_STATE_TABLE must name a DynamoDB table for the DynamoDB state store.")
         self.table = table
         self.retention_seconds = retention_seconds
         self.page_size = page_size

@@ -32,7 +32,6 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
-from queue_manager.settings import Settings, SettingsError
 from queue_manager.state import dynamodb
 from queue_manager.state.base import StoreUnavailable
 from queue_manager.state.idempotency import Claim, KeyReused
@@ -62,9 +61,9 @@ class DynamoIdempotencyKeys:
       client: A DynamoDB client (made from the settings when None).
     """
 
-    def __init__(self, settings: Settings, *, lease_seconds: float, client: Any = None) -> None:
+    def __init__(self, settings: dynamodb.StoreSettings, *, lease_seconds: float, client: Any = None) -> None:
         if not settings.state_table:
-            raise SettingsError("QM_STATE_TABLE must name a DynamoDB table for the DynamoDB state store.")
+            raise ValueError("QM_STATE_TABLE must name a DynamoDB table for the DynamoDB state store.")
         self.table = settings.state_table
         self.create_table = settings.create_tables
         self.queue_prefix = settings.queue_prefix
@@ -81,7 +80,7 @@ class DynamoIdempotencyKeys:
         self.requests: dict[str, int] = {}
 
     async def open(self) -> None:
-        """Check the table (creating it unless QM_CREATE_TABLES=false); raises SettingsError if it is missing.
+        """Check the table (creating it unless QM_CREATE_TABLES=false); raises TableMissing if it is missing.
 
         DynamoDB out of reach is no reason not to start: keyed requests are answered 503 until it answers.
         """

@@ -118,7 +118,7 @@ class IdempotencyKeys(Protocol):
     """
 
     async def open(self) -> None:
-        """Open (or create) the store; raises SettingsError when it cannot be used as configured."""
+        """Open (or create) the store; raises TableMissing (DynamoDB) when its table must exist and does not."""
 
     async def claim(self, key: str, fingerprint: str) -> Claim:
         """Claim a key for this request. Raises KeyReused, or StoreUnavailable if the store fails."""
