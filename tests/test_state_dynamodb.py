@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -284,3 +285,78 @@ async def test_a_plain_client_sees_the_shared_layout_of_a_key(keys_store: Callab
     )["Item"]
     assert item["state"] == {"S": "pending"}
     assert abs(int(item["expires"]["N"]) - (time.time() + store.window_seconds)) < 5
+
+
+# Throttling: DynamoDB's answers injected into a real client (botocore's before-call hook answers in
+# the server's place), everything else on the real server.
+
+
+class _Answer:
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+        self.headers: dict[str, str] = {}
+
+
+def throttle(
+    client: Any, operation: str, *, times: int, answer: Callable[[dict[str, Any]], dict[str, Any]]
+) -> list[int]:
+    """Answer the next `times` calls of `operation` with `answer(request)` instead of the server; counts them."""
+    calls: list[int] = []
+
+    def hook(params: dict[str, Any], **_: Any) -> Any:
+        if len(calls) >= times:
+            return None
+        calls.append(1)
+        parsed = answer(json.loads(params["body"]))  # the request as sent (DynamoDB speaks JSON)
+        return _Answer(400 if "Error" in parsed else 200), parsed
+
+    client.meta.events.register(f"before-call.dynamodb.{operation}", hook)
+    return calls
+
+
+THROTTLED = {"Error": {"Code": "ThrottlingException", "Message": "Rate of requests exceeds the allowed throughput."}}
+
+
+def test_unprocessed_status_items_are_written_again_with_backoff_then_given_up(
+    state_settings: Settings, table: Any
+) -> None:
+    store = DynamoStatusEvents(table, state_settings.state_table)
+    # Given DynamoDB leaves every item unprocessed twice, then takes them
+    unprocessed = throttle(table, "BatchWriteItem", times=2, answer=lambda p: {"UnprocessedItems": p["RequestItems"]})
+    store.write(events_of("m-1"))
+    # Then the write went through on the third request
+    assert (len(unprocessed), store.requests["BatchWriteItem"]) == (2, 3)
+    assert len(store.read("m-1")) == 3
+    # Given DynamoDB leaves them unprocessed every time
+    throttle(table, "BatchWriteItem", times=99, answer=lambda p: {"UnprocessedItems": p["RequestItems"]})
+    # Then the write gives up after its bounded attempts, saying why
+    with pytest.raises(StoreUnavailable, match="unprocessed after 5 attempts"):
+        store.write(events_of("m-2"))
+
+
+async def test_a_throttled_claim_is_503_state_unavailable_and_nothing_is_sent(
+    aiohttp_client: Any, state_settings: Settings, table: Any, tmp_path: Any
+) -> None:
+    from api import keys
+    from api.app import create_app
+
+    # Given the API on DynamoDB, whose PutItems are throttled (after botocore's own retry)
+    client = await aiohttp_client(create_app(dataclasses.replace(state_settings, state_dir=tmp_path)))
+    store = client.server.app[keys.IDEMPOTENCY]
+    throttled = throttle(store.client, "PutItem", times=99, answer=lambda p: THROTTLED)
+    # When a keyed message is posted
+    response = await client.post(
+        "/messages", json={"type": "log", "payload": {"message": "x"}}, headers={"Idempotency-Key": "k"}
+    )
+    # Then it is a 503 state-unavailable, and SQS was never asked
+    assert response.status == 503
+    body = await response.json()
+    assert body["type"] == "urn:queue-manager:problem:state-unavailable"
+    assert "ThrottlingException" not in body["detail"]  # the log has it; the client gets advice
+    assert response.headers["Retry-After"] == "1"
+    assert throttled
+    counts = client.server.app[keys.BROKER].request_counts()
+    assert counts.get("SendMessage", 0) + counts.get("SendMessageBatch", 0) == 0
+    # And an unkeyed message is accepted meanwhile
+    response = await client.post("/messages", json={"type": "log", "payload": {"message": "y"}})
+    assert response.status == 202
