@@ -120,6 +120,7 @@ class DynamoIdempotencyKeys:
     def _claim_rounds(self, key: str, fingerprint: str, token: str) -> Claim:
         item_key = {"pk": {"S": dynamodb.key_pk(self.queue_prefix, key)}, "sk": _SORT_KEY}
         old: dict[str, Any] | None = None
+        resend = False  # whether this request's write took an earlier attempt's key over
         for _ in range(CLAIM_ROUNDS):
             now = time.time()
             lease_until = _number(now + self.lease_seconds)
@@ -145,7 +146,10 @@ class DynamoIdempotencyKeys:
                     old = None
                     continue
             if _text(old, "owner") == token:  # botocore's retry of our own write met it
-                return Claim(owner=token)
+                return Claim(owner=token, resend=resend)
+            if float(old.get(dynamodb.TTL_ATTRIBUTE, {}).get("N", "0")) <= now:
+                old = None  # its window ended since it was read: a new key now
+                continue
             if _text(old, "fingerprint") != fingerprint:
                 return Claim(reused=True)
             state = _text(old, "state")
@@ -155,6 +159,7 @@ class DynamoIdempotencyKeys:
                 return Claim()
             # Unknown, or pending past its lease (its owner is gone): this request sends it again,
             # unless another host took it over first.
+            resend = True
             old = self._conditional(
                 "UpdateItem",
                 Key=item_key,
