@@ -116,7 +116,7 @@ def run_status(proxy: object, messages: int) -> dict[str, object]:
 
     assert isinstance(proxy, DelayProxy)
     settings = Settings(state_table="b" + uuid.uuid4().hex[:8] + "-status", state_endpoint_url=proxy.endpoint("status"))
-    client = dynamodb.client(settings)
+    client = dynamodb.client(settings, timeout_seconds=dynamodb.TABLE_CALL_TIMEOUT_SECONDS)
     assert settings.state_table is not None
     dynamodb.ensure_table(client, settings.state_table, create=True)
     store = DynamoStatusEvents(client, settings.state_table)

@@ -216,7 +216,7 @@ async def test_the_iam_policy_allows_every_dynamodb_action_the_state_store_makes
     statements = [s for s in policy["Statement"] if any(a.startswith("dynamodb:") for a in s["Action"])]
     table = statements[0]["Resource"].rsplit("/", 1)[1]
     state = dataclasses.replace(settings, state_table=table, state_endpoint_url=sqs_env["AWS_ENDPOINT_URL_DYNAMODB"])
-    client = dynamodb.client(state)
+    client = dynamodb.client(state, timeout_seconds=dynamodb.TABLE_CALL_TIMEOUT_SECONDS)
     made: set[str] = set()
     client.meta.events.register("before-call.dynamodb", lambda model, **_: made.add(model.name))
     try:

@@ -47,7 +47,7 @@ def state_settings(settings: Settings, sqs_env: dict[str, str]) -> Settings:
 @pytest.fixture
 def table(state_settings: Settings) -> Iterator[Any]:
     """The test's table, created as start-up creates it; deleted afterwards. Yields a plain client."""
-    client = dynamodb.client(state_settings)
+    client = dynamodb.client(state_settings, timeout_seconds=dynamodb.TABLE_CALL_TIMEOUT_SECONDS)
     assert state_settings.state_table is not None
     assert dynamodb.ensure_table(client, state_settings.state_table, create=True)
     yield client
@@ -83,7 +83,7 @@ def test_the_table_is_created_once_with_its_ttl_and_creating_it_again_is_harmles
 
 
 def test_a_missing_table_that_must_not_be_created_is_an_error_naming_the_settings(state_settings: Settings) -> None:
-    client = dynamodb.client(state_settings)
+    client = dynamodb.client(state_settings, timeout_seconds=dynamodb.TABLE_CALL_TIMEOUT_SECONDS)
     with pytest.raises(TableMissing) as raised:
         dynamodb.ensure_table(client, "nobody-made-this", create=False)
     assert "'nobody-made-this' (QM_STATE_TABLE) does not exist and QM_CREATE_TABLES=false" in str(raised.value)

@@ -85,11 +85,18 @@ class TableMissing(Exception):
     """Raised at start-up when the table does not exist and QM_CREATE_TABLES=false forbids creating it."""
 
 
-def client(settings: StoreSettings) -> Any:
-    """A DynamoDB client for the state store: short timeouts and one retry, so an outage answers fast."""
+#: Connect and read timeout of the start-up calls that check and create the table: a local server's
+#: first DynamoDB call, or a CreateTable, may take longer than a request's call may.
+TABLE_CALL_TIMEOUT_SECONDS: Final = 5.0
+
+
+def client(settings: StoreSettings, *, timeout_seconds: float | None = None) -> Any:
+    """A DynamoDB client for the state store: short timeouts (QM_STATE_TIMEOUT_SECONDS unless given) and one
+    retry, so an outage answers fast."""
+    timeout = settings.state_timeout_seconds if timeout_seconds is None else timeout_seconds
     config = Config(
-        connect_timeout=settings.state_timeout_seconds,
-        read_timeout=settings.state_timeout_seconds,
+        connect_timeout=timeout,
+        read_timeout=timeout,
         retries={"mode": "standard", "total_max_attempts": CALL_ATTEMPTS},
         max_pool_connections=32,
     )

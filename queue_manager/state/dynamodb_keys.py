@@ -69,7 +69,9 @@ class DynamoIdempotencyKeys:
         self.queue_prefix = settings.queue_prefix
         self.window_seconds = settings.idempotency_window_seconds
         self.lease_seconds = lease_seconds
-        self.client = client if client is not None else dynamodb.client(settings)
+        self._settings = settings
+        #: The DynamoDB client; made in open(), off the event loop (loading DynamoDB's model takes a while).
+        self.client: Any = client
         self._executor = ThreadPoolExecutor(max_workers=STORE_THREADS, thread_name_prefix="qm-state")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -85,9 +87,21 @@ class DynamoIdempotencyKeys:
         DynamoDB out of reach is no reason not to start: keyed requests are answered 503 until it answers.
         """
         self._loop = asyncio.get_running_loop()
-        await self._loop.run_in_executor(
-            self._executor, lambda: dynamodb.ensure_table(self.client, self.table, create=self.create_table)
-        )
+        if self.client is None:
+            self.client = await self._loop.run_in_executor(self._executor, dynamodb.client, self._settings)
+            admin = await self._loop.run_in_executor(
+                self._executor,
+                lambda: dynamodb.client(self._settings, timeout_seconds=dynamodb.TABLE_CALL_TIMEOUT_SECONDS),
+            )
+        else:
+            admin = self.client
+        try:
+            await self._loop.run_in_executor(
+                self._executor, lambda: dynamodb.ensure_table(admin, self.table, create=self.create_table)
+            )
+        finally:
+            if admin is not self.client:
+                admin.close()
 
     async def claim(self, key: str, fingerprint: str) -> Claim:
         """Claim a key for this request. Raises KeyReused, or StoreUnavailable if DynamoDB fails or throttles."""
@@ -258,7 +272,8 @@ class DynamoIdempotencyKeys:
         self._closing = True
         await self.flush()
         self._executor.shutdown(wait=True)
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
 
     def _key(self, key: str) -> dict[str, Any]:
         return {"pk": {"S": dynamodb.key_pk(self.queue_prefix, key)}, "sk": _SORT_KEY}
