@@ -18,9 +18,8 @@ import swagger_ui
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from api import idempotency, keys, processes, server
+from api import keys, processes, server
 from api.backpressure import DepthGuard
-from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
 from api.middlewares import auth_middleware, problem_middleware
 from api.openapi import build_openapi
@@ -31,6 +30,8 @@ from broker import build_broker, worker_reports
 from queue_manager import logs
 from queue_manager.settings import Settings, SettingsError
 from queue_manager.sqs.sending import SEND_ATTEMPTS
+from queue_manager.state.dynamodb import TableMissing
+from queue_manager.state.keys import idempotency_store
 from queue_manager.state.status import SentIds
 from queue_manager.state.stores import status_events, status_writer
 from schemas import SchemaLoadError, SchemaRegistry
@@ -66,6 +67,8 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.OPENAPI] = build_openapi(registry, settings, fifo_types=app[keys.FIFO_TYPES])
     # The interactive docs: Swagger UI's assets as installed by swagger-ui-py, served locally.
     swagger_ui.api_doc(app, config=app[keys.OPENAPI], url_prefix="/docs", title="queue-manager API", host_inject=False)
+    # The state store first: it closes last, after the sends in flight have recorded their outcome.
+    app.cleanup_ctx.append(_state_context)
     app.cleanup_ctx.append(_sqs_context)
     setup_routes(app)
     return app
@@ -84,13 +87,6 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.METRICS].watch_broker(broker)
     app[keys.SENDER].batch_listeners.append(app[keys.METRICS].batch_sizes.observe)
-    state_dir = settings.state_dir or Path(tempfile.mkdtemp(prefix="qm-api-state-"))
-    app[keys.IDEMPOTENCY] = IdempotencyStore(
-        state_dir / idempotency.DATABASE_NAME,
-        window_seconds=settings.idempotency_window_seconds,
-        lease_seconds=_send_lease_seconds(settings),
-    )
-    await app[keys.IDEMPOTENCY].open()
     app[keys.DEPTH_GUARD] = DepthGuard(broker, executor, max_depth=settings.max_queue_depth)
     # Message status: one store for reads and this process's writer (nothing opens before it is used).
     app[keys.STATUS_STORE] = status_store = status_events(settings)
@@ -111,18 +107,33 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await app[keys.SENDER].close()
-        await app[keys.IDEMPOTENCY].close()  # after the sender: sends still in flight record their outcome
         writer = app[keys.STATUS_WRITER]
         if writer is not None:  # after the sender too: its last 202s' events are written
             await asyncio.to_thread(writer.close)
-        if settings.state_dir is None:
-            shutil.rmtree(state_dir, ignore_errors=True)
         await app[keys.DEPTH_GUARD].close()
         if settings.stats_dir is not None:
             settings.stats_dir.mkdir(parents=True, exist_ok=True)
             path = settings.stats_dir / f"api-{os.getpid()}.json"
             path.write_text(json.dumps({"sqs_requests": broker.request_counts()}, sort_keys=True))
         executor.shutdown(wait=True)
+
+
+async def _state_context(app: web.Application) -> AsyncIterator[None]:
+    """The idempotency keys: DynamoDB with QM_STATE_TABLE (a fleet), else SQLite in the state folder (a host)."""
+    settings = app[keys.SETTINGS]
+    state_dir = settings.state_dir or Path(tempfile.mkdtemp(prefix="qm-api-state-"))
+    store = idempotency_store(settings, state_dir=state_dir, lease_seconds=_send_lease_seconds(settings))
+    try:
+        try:
+            await store.open()
+        except TableMissing as exc:  # QM_CREATE_TABLES=false and no table: stop start-up, naming both
+            raise SettingsError(str(exc)) from None
+        app[keys.IDEMPOTENCY] = store
+        yield
+    finally:
+        await store.close()
+        if settings.state_dir is None:
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def _send_lease_seconds(settings: Settings) -> float:
@@ -159,7 +170,7 @@ def main() -> None:
             header_timeout=settings.header_timeout_seconds,
             keepalive_timeout=settings.keepalive_seconds,
         )
-    except server.PortInUse as exc:
+    except (server.PortInUse, SettingsError) as exc:  # SettingsError: the state store's table is missing
         print(f"qm-api: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

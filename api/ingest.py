@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import re
-import sqlite3
 import uuid
 from typing import Any
 
@@ -17,12 +16,13 @@ from aiohttp import web
 from botocore.exceptions import ClientError
 
 from api import keys, problems, status
-from api.idempotency import Claim, KeyReused
 from api.schemas import IDEMPOTENCY_KEY_PATTERN, envelope_violations
 from api.sender import Overloaded
 from queue_manager.sqs import constants
 from queue_manager.sqs.errors import MessageTooLarge, SQSOutcomeUnknown, SQSUnavailable, logged, public
 from queue_manager.sqs.sending import SendResult
+from queue_manager.state.base import StoreUnavailable
+from queue_manager.state.idempotency import Claim, KeyReused
 from schemas import Violation
 from schemas.checks import PAYLOAD_CHECKS
 from schemas.envelopes import message_violations
@@ -179,11 +179,12 @@ async def _claim(app: web.Application, prepared: Prepared, key: str) -> Claim:
             f"The idempotency key {key!r} was used with a different message.",
             errors=[Violation("/idempotency_key", "unique", "already used with a different message")],
         ) from None
-    except sqlite3.Error as exc:
+    except StoreUnavailable as exc:  # never send a keyed message unchecked: that could be a duplicate
         logger.error("The idempotency store failed: %s.", exc)
         app[keys.METRICS].sqs_errors.labels("IdempotencyStore").inc()
-        raise problems.ServiceUnavailable(
-            "The message was not sent: its idempotency key could not be checked; try again.",
+        raise problems.StateUnavailable(
+            "The message was not sent: its idempotency key could not be checked (the state store is unavailable); "
+            "try again with the same Idempotency-Key.",
             retry_after_seconds=problems.RETRY_AFTER_SEND_SECONDS,
         ) from None
 
@@ -302,7 +303,7 @@ def _record(
         else:
             # A surely refused re-send leaves the earlier attempt's unknown outcome as it was.
             store.failed(key, claim.owner, unknown=outcome == "unknown" or claim.resend)
-    except sqlite3.Error as exc:  # the key's lease runs out instead; a retry then sends the same id
+    except StoreUnavailable as exc:  # the key's lease runs out instead; a retry then sends the same id
         logger.error("Could not record the outcome of message %r: %s.", prepared.message.message_id, exc)
 
 

@@ -7,13 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from api.backpressure import DepthGuard
-from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
 from api.sender import Sender
 from queue_manager.reports import ReportStore
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker
 from queue_manager.state.base import StatusEvents
+from queue_manager.state.idempotency import IdempotencyKeys
 from queue_manager.state.status import SentIds
 from queue_manager.state.writer import StatusWriter
 from schemas import SchemaRegistry
@@ -27,7 +27,7 @@ REGISTRY = web.AppKey("qm.registry", SchemaRegistry)
 BROKER = web.AppKey("qm.broker", QMBroker)
 EXECUTOR = web.AppKey("qm.executor", ThreadPoolExecutor)
 SENDER = web.AppKey("qm.sender", Sender)
-IDEMPOTENCY = web.AppKey("qm.idempotency", IdempotencyStore)
+IDEMPOTENCY = web.AppKey("qm.idempotency", IdempotencyKeys)
 DEPTH_GUARD = web.AppKey("qm.depth_guard", DepthGuard)
 #: The message types on FIFO queues, as their actors declare.
 FIFO_TYPES: web.AppKey[frozenset[str]] = web.AppKey("qm.fifo_types", frozenset)

@@ -144,7 +144,9 @@ def build_openapi(
         "422": _problem("The envelope or payload breaks its schema, or an idempotency key was reused."),
         "429": _problem("The queue is over QM_MAX_QUEUE_DEPTH.", retry_after=problems.RETRY_AFTER_BACKLOG_SECONDS),
         "503": _problem(
-            "SQS cannot be reached, is too slow or throttles.", retry_after=problems.RETRY_AFTER_SEND_SECONDS
+            "SQS cannot be reached, is too slow or throttles; or the state store cannot check an Idempotency-Key "
+            "(state-unavailable: nothing was sent).",
+            retry_after=problems.RETRY_AFTER_SEND_SECONDS,
         ),
     }
     idempotency_header = {

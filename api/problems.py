@@ -15,7 +15,8 @@ Problem
 ├── FailedDependency      424  a batch entry not sent: an earlier entry of its FIFO group was not
 ├── TooManyRequests       429  a queue is over QM_MAX_QUEUE_DEPTH
 └── ServiceUnavailable    503  SQS cannot be reached, is too slow, or throttles
-    └── OutcomeUnknown    503  SQS may have the message: retry with the same Idempotency-Key
+    ├── OutcomeUnknown    503  SQS may have the message: retry with the same Idempotency-Key
+    └── StateUnavailable  503  a keyed request whose key the state store could not check: nothing sent
 """
 
 from __future__ import annotations
@@ -149,6 +150,12 @@ class OutcomeUnknown(ServiceUnavailable):
     """Answered when a send may have reached SQS without an answer: a keyed retry is safe."""
 
     slug = "outcome-unknown"
+
+
+class StateUnavailable(ServiceUnavailable):
+    """Answered for a keyed request when the state store (SQLite or DynamoDB) fails or throttles: nothing was sent."""
+
+    slug = "state-unavailable"
 
 
 class InternalError(Problem):

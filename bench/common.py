@@ -118,8 +118,9 @@ class Processes:
 
 
 @contextlib.contextmanager
-def ministack(processes: Processes) -> Iterator[tuple[str, int]]:
-    """A ministack SQS server on a free loopback port; yields its URL and pid, and stops it afterwards."""
+def ministack(processes: Processes, *, services: str = "sqs") -> Iterator[tuple[str, int]]:
+    """A ministack server (SQS, or the `services` named) on a free loopback port; yields its URL and pid, and
+    stops it afterwards."""
     if not MINISTACK.exists():
         raise SystemExit(f"{MINISTACK} is missing: run `make install`.")
     port = free_port()
@@ -127,7 +128,7 @@ def ministack(processes: Processes) -> Iterator[tuple[str, int]]:
         **os.environ,
         "GATEWAY_PORT": str(port),
         "BIND_HOST": "127.0.0.1",
-        "SERVICES": "sqs",
+        "SERVICES": services,
         "LOG_LEVEL": "WARNING",
         "PERSIST_STATE": "0",
     }

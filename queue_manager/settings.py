@@ -77,6 +77,10 @@ def _str(raw: str) -> str:
     return raw
 
 
+def _optional_str(raw: str) -> str | None:
+    return raw or None
+
+
 #: What each parser's value is called in an error message.
 _KINDS: dict[Callable[[str], Any], str] = {
     _int: "an integer",
@@ -315,6 +319,30 @@ class Settings:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     )
     worker_metrics_host: str = setting("127.0.0.1", "The address the worker metrics endpoint binds.", parse=_str)
+    # --- Fleet state: the store behind idempotency keys and message status (DynamoDB for a fleet) ---
+    state_table: str | None = setting(
+        None,
+        "The DynamoDB table that holds idempotency keys and message status for a fleet (API and workers on many "
+        "machines share it); unset, they live in SQLite in QM_STATE_DIR, shared by the processes of one host.",
+        parse=_optional_str,
+    )
+    create_tables: bool = setting(
+        True,
+        "Whether API and workers create the QM_STATE_TABLE table (with its TTL) at start; false where infrastructure "
+        "code owns it, and then a missing table stops start-up.",
+        parse=_bool,
+    )
+    state_endpoint_url: str | None = setting(
+        None, "The DynamoDB endpoint; None means AWS itself.", parse=_str, env="AWS_ENDPOINT_URL_DYNAMODB"
+    )
+    state_timeout_seconds: float = setting(
+        1.0,
+        "Connect and read timeout of one call to the state store's DynamoDB table (one retry follows): an outage "
+        "answers keyed requests 503 within about twice this.",
+        parse=_float,
+        low=0.05,
+        high=60,
+    )
 
     # -- Message status (GET /messages/{id}) -------------------------------------------------------
     status: bool = setting(
@@ -393,7 +421,11 @@ class Settings:
 
 
 #: AWS's own variables are read too, the specific one first.
-_FALLBACKS = {"AWS_ENDPOINT_URL_SQS": ("AWS_ENDPOINT_URL",), "AWS_REGION": ("AWS_DEFAULT_REGION",)}
+_FALLBACKS = {
+    "AWS_ENDPOINT_URL_SQS": ("AWS_ENDPOINT_URL",),
+    "AWS_ENDPOINT_URL_DYNAMODB": ("AWS_ENDPOINT_URL",),
+    "AWS_REGION": ("AWS_DEFAULT_REGION",),
+}
 
 
 def variable_names(field: dataclasses.Field[Any]) -> tuple[str, ...]:

@@ -167,7 +167,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
-        if field.name in ("endpoint_url", "region") or value is None:
+        if field.metadata["env"] or value is None:  # AWS_ variables (endpoints, region) are not QM_ ones
             continue
         if isinstance(value, tuple):
             value = ",".join(value)

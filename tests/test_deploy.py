@@ -197,3 +197,52 @@ def test_the_image_build_stage_copies_everything_the_wheel_and_the_programs_need
     assert ran.returncode == 0, ran.stderr
     shipped = sorted(p.name for p in (ROOT / "schemas").glob("*.json"))
     assert ran.stdout.strip() == repr(shipped)
+
+
+@pytest.mark.api
+async def test_the_iam_policy_allows_every_dynamodb_action_the_state_store_makes_on_its_table(
+    settings: Settings, sqs_env: dict[str, str]
+) -> None:
+    # Given the state store on a table named as the policy's, and every DynamoDB call it makes recorded
+    import dataclasses
+    import fnmatch
+
+    from queue_manager.state import dynamodb
+    from queue_manager.state.base import ACCEPTED, StatusEvent
+    from queue_manager.state.dynamodb import DynamoStatusEvents
+    from queue_manager.state.dynamodb_keys import DynamoIdempotencyKeys
+
+    policy = json.loads((ROOT / "deploy" / "iam-policy.json").read_text())
+    statements = [s for s in policy["Statement"] if any(a.startswith("dynamodb:") for a in s["Action"])]
+    table = statements[0]["Resource"].rsplit("/", 1)[1]
+    state = dataclasses.replace(settings, state_table=table, state_endpoint_url=sqs_env["AWS_ENDPOINT_URL_DYNAMODB"])
+    client = dynamodb.client(state, timeout_seconds=dynamodb.TABLE_CALL_TIMEOUT_SECONDS)
+    made: set[str] = set()
+    client.meta.events.register("before-call.dynamodb", lambda model, **_: made.add(model.name))
+    try:
+        # When it creates its table and takes every path: status written and read, keys claimed,
+        # replayed, done, unknown, taken over and freed
+        keys = DynamoIdempotencyKeys(state, lease_seconds=30, client=client)
+        await keys.open()
+        status = DynamoStatusEvents(client, table)
+        status.write([StatusEvent("m-1", ACCEPTED, 1.0)])
+        assert status.read("m-1")
+        _, unknown, freed = [await keys.claim(k, "fp") for k in ("done", "unknown", "freed")]
+        keys.done("done", "fp", {"id": "m-1"})
+        keys.failed("unknown", unknown.owner or "", unknown=True)
+        keys.failed("freed", freed.owner or "", unknown=False)
+        await keys.flush()
+        assert (await keys.claim("done", "fp")).answer == {"id": "m-1"}
+        assert (await keys.claim("unknown", "fp")).resend
+        await keys.close()
+    finally:
+        made_creating = set(made)
+        client.delete_table(TableName=table)
+    # Then every action is allowed on that table, and only creating the table needs the second statement
+    assert {"CreateTable", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchWriteItem"} <= made_creating
+    allowed = {a for s in statements for a in s["Action"]}
+    assert {f"dynamodb:{name}" for name in made_creating} <= allowed, made_creating
+    runtime = next(s for s in statements if s["Sid"] == "QueueManagerState")
+    assert not any(a.endswith(("CreateTable", "UpdateTimeToLive")) for a in runtime["Action"])
+    for statement in statements:
+        assert fnmatch.fnmatch(f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}", statement["Resource"])

@@ -242,7 +242,7 @@ def test_every_setting_has_a_meaning_a_parser_and_a_row_in_the_readme() -> None:
     for field in dataclasses.fields(Settings):
         assert field.metadata["doc"].endswith("."), field.name
         assert callable(field.metadata["parse"]), field.name
-        if field.name not in ("endpoint_url", "region"):
+        if not field.metadata["env"]:  # AWS_ variables have rows of their own
             assert f"`QM_{field.name.upper()}`" in readme, f"QM_{field.name.upper()} is not in the README"
 
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from queue_manager.state.base import StatusEvents
-from queue_manager.state.sqlite import DATABASE_NAME, SQLiteStatusEvents
+from queue_manager.state import dynamodb
+from queue_manager.state.base import StatusEvent, StatusEvents, StoreUnavailable
+from queue_manager.state.sqlite import DATABASE_NAME, PURGE_GRACE_SECONDS, SQLiteStatusEvents
 from queue_manager.state.writer import StatusWriter
 
+#: Events per DynamoDB write call (the writer's batch): up to four BatchWriteItem requests of 25 items.
+WRITE_EVENTS = 4 * dynamodb.BATCH_WRITE_ITEMS
 
-class StoreSettings(Protocol):
+
+class StoreSettings(dynamodb.StoreSettings, Protocol):
     """What the choice reads of `queue_manager.settings.Settings` (not imported: it knows the SQS constants)."""
 
     @property
@@ -33,7 +38,14 @@ def status_events(settings: StoreSettings) -> StatusEvents | None:
     """
     if not settings.status:
         return None
-    # The fleet's store (DynamoDB, chosen by QM_STATE_TABLE) goes here, before the host's.
+    if settings.state_table:
+        # The items outlive the retention by the same grace as SQLite's rows: a read answers 410 meanwhile.
+        return _TableChecked(
+            dynamodb.DynamoStatusEvents(
+                settings, retention_seconds=settings.status_retention_seconds + PURGE_GRACE_SECONDS
+            ),
+            settings,
+        )
     if settings.state_dir is None:
         return None
     return SQLiteStatusEvents(settings.state_dir / DATABASE_NAME, retention_seconds=settings.status_retention_seconds)
@@ -61,3 +73,51 @@ def status_writer(
         on_outcome=on_outcome,
         on_request=on_request,
     )
+
+
+class _TableChecked:
+    """A DynamoDB status store that makes sure of its table (creating it unless QM_CREATE_TABLES=false) first.
+
+    The API checks the table at start-up; a worker may start before it, so the first write or read
+    checks it too. Until the table is there, writes fail as the store being down does: counted, never
+    delaying an ack.
+    """
+
+    def __init__(self, store: dynamodb.DynamoStatusEvents, settings: StoreSettings) -> None:
+        self.store = store
+        self.settings = settings
+        # A write groups its events by message (one item each) and sends them 25 items a request:
+        # more events per write let a message's start and outcome share an item.
+        self.max_batch_events = WRITE_EVENTS
+        self._checked = False
+        self._lock = threading.Lock()
+
+    def _check(self) -> None:
+        if self._checked:
+            return
+        with self._lock:
+            if self._checked:
+                return
+            table = self.settings.state_table or ""
+            try:
+                checked = dynamodb.ensure_table(
+                    dynamodb.client(self.settings, timeout_seconds=dynamodb.TABLE_CALL_TIMEOUT_SECONDS),
+                    table,
+                    create=self.settings.create_tables,
+                )
+            except dynamodb.TableMissing as exc:
+                raise StoreUnavailable(str(exc)) from exc
+            if not checked:
+                raise StoreUnavailable(f"The DynamoDB table {table!r} could not be checked.")
+            self._checked = True
+
+    def write(self, events: Sequence[StatusEvent]) -> None:
+        self._check()
+        self.store.write(events)
+
+    def read(self, message_id: str) -> list[StatusEvent]:
+        self._check()
+        return self.store.read(message_id)
+
+    def close(self) -> None:
+        self.store.close()
