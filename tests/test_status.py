@@ -62,17 +62,29 @@ def events(document: dict[str, Any]) -> list[tuple[str, int]]:
     return [(e["event"], e.get("attempt", 0)) for e in document["events"]]
 
 
-@pytest.fixture
+@pytest.fixture(params=["sqlite", "dynamodb"])
 def stack(
-    api_process: Callable[..., tuple[Proc, str]], worker_process: Callable[..., Proc], tmp_path: Path
+    request: pytest.FixtureRequest,
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    tmp_path: Path,
+    settings: Settings,
 ) -> Callable[..., tuple[str, Proc]]:
-    """The API and a worker sharing one state directory (as `make run`)."""
+    """The API and a worker sharing one state store: a state directory (as `make run`), or a DynamoDB table
+    (as a fleet; the worker gets a state directory of its own, so the table is all they share)."""
+
+    env = {"QM_STATE_DIR": str(tmp_path / "state")}
+    own: dict[str, str] = {}
+    if request.param == "dynamodb":
+        env["QM_STATE_TABLE"] = f"{settings.queue_prefix}-state"
+        own = {"QM_STATE_DIR": str(tmp_path / "worker-state")}
 
     def start(*, worker_env: dict[str, str] | None = None) -> tuple[str, Proc]:
-        env = {"QM_STATE_DIR": str(tmp_path / "state")}
         _, api = api_process(env=env)
-        worker = worker_process(threads=2, env={**env, **(worker_env or {})})
+        worker = worker_process(threads=2, env={**env, **own, **(worker_env or {})})
         return api, worker
+
+    start.worker_env = {**env, **own}  # type: ignore[attr-defined]  # what another worker of the stack gets
 
     return start
 
@@ -155,7 +167,7 @@ def test_a_worker_killed_mid_message_reads_running_then_the_next_attempt_after_r
     # Then the status still says running: nobody knows better until SQS delivers it again
     assert get_status(api, message_id)[1]["state"] == "running"
     receiver.delays["/slow"] = 0.0
-    worker_process(threads=2, env={"QM_STATE_DIR": str(tmp_path / "state")})
+    worker_process(threads=2, env=stack.worker_env)  # type: ignore[attr-defined]
     document = state_of(api, message_id, "succeeded")
     assert events(document) == [("accepted", 0), ("started", 1), ("started", 2), ("succeeded", 2)]
     assert document["attempts"] == 2
