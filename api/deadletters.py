@@ -89,11 +89,11 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     """
     who = caller(request)
     message_type = _known_type(request)
-    limit = _limit(request)
     matches = _filter(request)
     scan = _int_query(request, "scan", 1, deadletters.MAX_SCAN_MESSAGES)
     with_payload = request.query.get("payload", "false").lower() in ("1", "true", "yes")
     filtered = matches is not None or scan is not None
+    limit = _limit(request, high=deadletters.MAX_SCAN_MESSAGES if filtered else deadletters.MAX_PEEK_MESSAGES)
     looked_at = (scan or deadletters.MAX_SCAN_MESSAGES) if filtered else limit
     broker = request.app[keys.BROKER]
 
@@ -217,11 +217,10 @@ def _known_type(request: web.Request) -> str:
     )
 
 
-def _limit(request: web.Request) -> int:
+def _limit(request: web.Request, *, high: int) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return DEFAULT_PEEK_LIMIT
-    high = deadletters.MAX_PEEK_MESSAGES
     try:
         limit = int(raw)
     except ValueError:
