@@ -102,8 +102,16 @@ async def session(request: web.Request) -> web.Response:
 
 
 async def overview(request: web.Request) -> web.Response:
-    """Every type's counts, rates and last 15 minutes, from the shared sampler (never a receive)."""
-    return web.json_response(await request.app[SAMPLER].overview())
+    """Every type's counts, rates and last 15 minutes, from the shared sampler (never a receive).
+
+    `?after=<sampled_at>` waits for a newer sample (a few intervals at most): a long poll.
+    """
+    raw = request.query.get("after", "")
+    try:
+        after = float(raw) if raw else None
+    except ValueError:
+        raise problems.Unprocessable(f"after must be a sampled_at the overview gave, not {raw!r}.") from None
+    return web.json_response(await request.app[SAMPLER].overview(after=after))
 
 
 async def validate(request: web.Request) -> web.Response:

@@ -41,6 +41,9 @@ WATCH_SECONDS = 30.0
 #: The span rates are measured over (the newest sample against the newest one at least this old).
 RATE_SPAN_SECONDS = 10.0
 
+#: How long a viewer that has the newest sample waits for the next one, in intervals.
+WAIT_FOR_NEWER_INTERVALS = 3
+
 #: Samples further apart than this many intervals are a gap (nobody watched): no rate across it.
 GAP_INTERVALS = 3
 
@@ -103,23 +106,32 @@ class DepthSampler:
         self.oldest_wait: dict[str, float | None] = dict.fromkeys(types)
         self._watched_at = 0.0
         self._task: asyncio.Task[None] | None = None
-        self._sampled = asyncio.Event()
+        self._sampled = asyncio.Event()  # set once this run of the poller has a sample
+        self._next = asyncio.Event()  # set (and replaced) at every sample or failed attempt
 
     def count_sent(self, queue_name: str, accepted: int) -> None:
         """Count messages SQS accepted from this process (a Sender listener)."""
         if queue_name in self.sent:
             self.sent[queue_name] += accepted
 
-    async def overview(self) -> dict[str, Any]:
-        """The latest sample of every type, with rates and history; starts sampling if nobody watched."""
+    async def overview(self, *, after: float | None = None) -> dict[str, Any]:
+        """The latest sample of every type, with rates and history; starts sampling if nobody watched.
+
+        With `after` (the `sampled_at` a viewer has), waits up to WAIT_FOR_NEWER_INTERVALS intervals
+        for a newer sample: the viewer sees each sample as it is taken, without polling faster.
+        """
         self._watched_at = time.monotonic()
         if self._task is None or self._task.done():
             self._sampled.clear()
             self._task = asyncio.create_task(self._run(), name="qm-console-sampler")
-        if not self.samples_taken or not self._sampled.is_set():
+        newest = self._newest_at()
+        if not self._sampled.is_set() or (after is not None and newest is not None and newest <= after):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sampled.wait(), timeout=self.interval_seconds * 5)
+                await asyncio.wait_for(self._next.wait(), timeout=self.interval_seconds * WAIT_FOR_NEWER_INTERVALS)
         return self.snapshot()
+
+    def _newest_at(self) -> float | None:
+        return max((h[-1].at for h in self.history.values() if h), default=None)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -133,6 +145,8 @@ class DepthSampler:
             started = loop.time()
             await self._sample(loop)
             self._sampled.set()
+            self._next.set()
+            self._next = asyncio.Event()
             await asyncio.sleep(max(0.0, self.interval_seconds - (loop.time() - started)))
 
     async def _sample(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -183,9 +197,8 @@ class DepthSampler:
                     "history": [_row(p) for p in points],
                 }
             )
-        newest_at = max((h[-1].at for h in self.history.values() if h), default=None)
         return {
-            "sampled_at": newest_at,
+            "sampled_at": self._newest_at(),
             "interval_seconds": self.interval_seconds,
             "window_seconds": WINDOW_SECONDS,
             "error": self.error,

@@ -164,22 +164,31 @@ function route() {
 }
 
 function stopPolling() {
+  state.pollGeneration = (state.pollGeneration || 0) + 1;
   clearTimeout(state.pollTimer);
   state.pollTimer = null;
 }
 
 // ---- overview ----
+// A long poll: the server answers as soon as it has a sample newer than the one shown.
 async function pollOverview() {
   stopPolling();
+  const generation = (state.pollGeneration = (state.pollGeneration || 0) + 1);
+  const after = state.sampledAt ? `?after=${state.sampledAt}` : "";
   try {
-    renderOverview(await api("/console/overview"));
+    const data = await api(`/console/overview${after}`);
+    if (generation !== state.pollGeneration || state.view !== "overview") return;
+    state.sampledAt = data.sampled_at;
+    renderOverview(data);
     $("#overview-error").hidden = true;
   } catch (error) {
     if (error.status === 401) return;
     $("#overview-error").hidden = false;
     $("#overview-error").textContent = `Could not read the overview: ${error.message}`;
+    if (state.view === "overview" && !document.hidden) state.pollTimer = setTimeout(pollOverview, POLL_MS);
+    return;
   }
-  if (state.view === "overview" && !document.hidden) state.pollTimer = setTimeout(pollOverview, POLL_MS);
+  if (state.view === "overview" && !document.hidden) state.pollTimer = setTimeout(pollOverview, 50);
 }
 
 document.addEventListener("visibilitychange", () => {
