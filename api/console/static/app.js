@@ -249,17 +249,20 @@ function sparkline(history, windowSeconds, now) {
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("class", "spark");
   svg.setAttribute("role", "img");
+  // The chart spans the history there is, up to the window (at least a minute), so a fresh one is readable.
   const end = now || Date.now() / 1000;
-  const start = end - windowSeconds;
-  const points = history.filter((p) => p[0] >= start);
+  const kept = history.filter((p) => p[0] >= end - windowSeconds);
+  const spanSeconds = Math.min(windowSeconds, Math.max(60, kept.length ? end - kept[0][0] : 0));
+  const start = end - spanSeconds;
+  const points = kept;
   const peak = Math.max(1, ...points.map((p) => p[1] + p[2] + p[3]), ...points.map((p) => p[4]));
   svg.setAttribute("aria-label", points.length
-    ? `Queued messages over the last 15 minutes, at most ${integer.format(peak)}`
+    ? `Queued messages over the last ${duration(spanSeconds)}, at most ${integer.format(peak)}`
     : "No samples yet");
   const base = document.createElementNS(NS, "line");
   for (const [k, v] of Object.entries({ x1: 0, x2: width, y1: height - 1, y2: height - 1, class: "axis" })) base.setAttribute(k, v);
   svg.append(base);
-  const x = (t) => ((t - start) / windowSeconds) * width;
+  const x = (t) => ((t - start) / spanSeconds) * width;
   const y = (v) => height - 2 - (v / peak) * (height - 4);
   const line = (values, cls) => {
     if (!points.length) return;
