@@ -296,7 +296,7 @@ async function loadDeadLetters() {
   $("#dl-summary").textContent = "Loading…";
   try {
     const data = await api(deadLetterQuery(200));
-    dl.items = data.messages;
+    dl.items = data.messages.sort((a, b) => (b.sent_timestamp_ms || 0) - (a.sent_timestamp_ms || 0)); // newest first
     dl.matchedIds = data.matched_ids;
     dl.selected.clear();
     renderDeadLetters(data);
