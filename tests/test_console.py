@@ -45,6 +45,17 @@ def test_keys_are_name_key_role_or_a_bare_key_that_is_an_operator() -> None:
     ]
 
 
+async def test_the_keys_file_takes_both_forms_too(aiohttp_client: Any, settings: Settings, tmp_path: Any) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# the on-call dashboard\nboard:board-secret:viewer\nold-style-key\n")
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, api_keys_file=keys_file)))
+    viewer = {"Authorization": "Bearer board-secret"}
+    assert (await (await client.get("/console/session", headers=viewer)).json())["role"] == "viewer"
+    await problem(await client.post("/queues/log/redrive", json={}, headers=viewer), 403)
+    operator = {"Authorization": "Bearer old-style-key"}
+    assert (await client.post("/queues/log/redrive", json={}, headers=operator)).status == 200
+
+
 async def test_a_viewer_reads_but_its_changes_are_403_problems(keyed: Any) -> None:
     # A viewer reads what anyone reads
     for path in ("/queues", "/queues/log/dead-letters", "/console/overview", "/schemas"):

@@ -152,6 +152,11 @@ def test_the_console_overview_dead_letters_roles_and_send_form_in_chromium(
             assert sorted(
                 page.locator("#dl-table tbody tr").evaluate_all("rows => rows.map(r => r.dataset.id)")
             ) == sorted(poison)
+            with page.expect_download() as exported:
+                page.get_by_role("button", name="Export matching as JSON").click()
+            dumped = json.loads(Path(exported.value.path()).read_text())
+            assert sorted(m["id"] for m in dumped) == sorted(poison)
+            assert all(m["payload"]["url"] == receiver.url("/poison") for m in dumped)
             page.get_by_role("button", name="Open").first.click()
             expect(page.locator("#dl-detail-payload")).to_contain_text("/poison")
             expect(page.locator("#dl-detail-fields")).to_contain_text("answered 400")

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from queue_manager.reports import ReportStore
 from queue_manager.sqs.broker import QMBroker
-from queue_manager.sqs.errors import logged
+from queue_manager.sqs.errors import logged, public
 
 logger = logging.getLogger(__name__)
 
@@ -150,17 +150,22 @@ class DepthSampler:
             await asyncio.sleep(max(0.0, self.interval_seconds - (loop.time() - started)))
 
     async def _sample(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Sends counted before the depths are read: each is then in this sample's depth too (or in a later one),
+        # never counted as sent while its queue does not show it yet (that would read as a message gone out).
+        sent = dict(self.sent)
         try:
             depths = await asyncio.gather(
                 *(loop.run_in_executor(self.executor, self.broker.depths, t) for t in self.types)
             )
         except Exception as exc:  # SQS down: keep the history, say why there is no new sample
-            self.error = f"Could not read queue depths: {logged(exc)}"
-            logger.warning("The console %s.", self.error[0].lower() + self.error[1:])
+            error = f"Could not read queue depths: {public(exc)}"
+            if error != self.error:  # once per outage, not every interval
+                logger.warning("The console could not read queue depths: %s.", logged(exc))
+            self.error = error
             return
         now = time.time()
         for message_type, depth in zip(self.types, depths, strict=True):
-            point = Point(now, depth["queue"], depth.get("dead_letter", {}), self.sent[message_type])
+            point = Point(now, depth["queue"], depth.get("dead_letter", {}), sent[message_type])
             self.history[message_type].append(point)
         self.samples_taken += 1
         self.error = None
