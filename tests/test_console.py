@@ -318,3 +318,20 @@ async def test_messages_sent_while_watched_show_as_messages_in_per_second(
     # Delayed messages stay: nothing went out
     body = await (await client.get("/console/overview")).json()
     assert next(t for t in body["types"] if t["type"] == "log")["out_per_second"] == 0
+
+
+async def test_the_chart_history_survives_a_restart(aiohttp_client: Any, settings: Settings, tmp_path: Any) -> None:
+    # Given an API that kept state in QM_STATE_DIR and sampled for a while
+    kept = dataclasses.replace(settings, console_sample_seconds=0.5, state_dir=tmp_path)
+    first = await aiohttp_client(create_app(kept))
+    seen = await (await first.get("/console/overview")).json()
+    seen = await (await first.get(f"/console/overview?after={seen['sampled_at']}")).json()
+    before = next(t for t in seen["types"] if t["type"] == "log")["history"]
+    assert len(before) >= 2
+    # When it stops and starts again
+    await first.close()
+    second = await aiohttp_client(create_app(kept))
+    # Then the chart still has what the first run sampled, then the new samples
+    after = next(t for t in (await (await second.get("/console/overview")).json())["types"] if t["type"] == "log")
+    assert [p[0] for p in after["history"][: len(before)]] == [p[0] for p in before]
+    assert len(after["history"]) > len(before)

@@ -16,6 +16,9 @@ from api import keys
 from api.console import handlers
 from api.console.sampler import SAMPLER, DepthSampler
 
+#: The console's chart history, kept in QM_STATE_DIR across a restart.
+HISTORY_FILE = "console-history.json"
+
 
 def setup_console(app: web.Application) -> None:
     """Add the console's routes, and its sampler once the broker is up (append after the SQS context)."""
@@ -30,13 +33,16 @@ def setup_console(app: web.Application) -> None:
 
 
 async def _sampler_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
     sampler = DepthSampler(
         app[keys.BROKER],
         app[keys.EXECUTOR],
         app[keys.REGISTRY].types,
-        interval_seconds=app[keys.SETTINGS].console_sample_seconds,
+        interval_seconds=settings.console_sample_seconds,
         reports=app[keys.WORKER_REPORTS],
+        history_path=None if settings.state_dir is None else settings.state_dir / HISTORY_FILE,
     )
+    sampler.load()
     app[SAMPLER] = sampler
     app[keys.SENDER].sent_listeners.append(sampler.count_sent)
     try:

@@ -4,8 +4,8 @@ Every open console tab polls `/console/overview`; they all read this sampler's l
 the sampler calls SQS: one `GetQueueAttributes` per queue and dead-letter queue per interval
 (`QM_CONSOLE_SAMPLE_SECONDS`, 2 s), and only while someone watches (a request in the last
 WATCH_SECONDS). With no viewer it makes no request at all. It keeps a ring of the last
-WINDOW_SECONDS (15 minutes) of samples per type for the console's chart; the ring lives in this API
-process's memory.
+WINDOW_SECONDS (15 minutes) of samples per type for the console's chart, in this API process's
+memory and, given a path (in QM_STATE_DIR), on disk across a restart.
 
 Rates: messages in per second are those this API process sent and SQS accepted (the Sender tells
 it); messages out per second (processed or dead-lettered) are what came in less what the queue
@@ -19,9 +19,11 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from concurrent.futures import Executor
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -82,6 +84,7 @@ class DepthSampler:
       types: The message types.
       interval_seconds: The time between samples.
       reports: The worker reports (the oldest wait), or None.
+      history_path: Where the history is kept across a restart (QM_STATE_DIR), or None.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class DepthSampler:
         *,
         interval_seconds: float,
         reports: ReportStore | None = None,
+        history_path: Path | None = None,
     ) -> None:
         self.broker = broker
         self.executor = executor
@@ -104,6 +108,7 @@ class DepthSampler:
         self.samples_taken = 0
         self.error: str | None = None
         self.oldest_wait: dict[str, float | None] = dict.fromkeys(types)
+        self.history_path = history_path
         self._watched_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._sampled = asyncio.Event()  # set once this run of the poller has a sample
@@ -138,6 +143,44 @@ class DepthSampler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self.save()
+
+    def save(self) -> None:
+        """Keep the history (the last 15 minutes) in `history_path`, whole or not at all."""
+        if self.history_path is None:
+            return
+        document = {t: [dataclasses.asdict(p) for p in points] for t, points in self.history.items()}
+        aside = self.history_path.with_suffix(".tmp")
+        try:
+            self.history_path.parent.mkdir(parents=True, exist_ok=True)
+            aside.write_text(json.dumps(document))
+            aside.replace(self.history_path)
+        except OSError as exc:
+            logger.warning("Could not keep the console's history in %s: %s.", self.history_path, exc)
+
+    def load(self) -> None:
+        """Take back the history a previous run kept, the points of the last 15 minutes only."""
+        if self.history_path is None or not self.history_path.exists():
+            return
+        oldest = time.time() - WINDOW_SECONDS
+        try:
+            document = json.loads(self.history_path.read_text())
+            for message_type, points in document.items():
+                if message_type in self.history:
+                    self.history[message_type].extend(
+                        Point(float(p["at"]), dict(p["queue"]), dict(p["dead_letter"]), int(p["sent"]))
+                        for p in points
+                        if float(p["at"]) >= oldest
+                    )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning(
+                "Could not read the console's history in %s (%s); starting without it.", self.history_path, exc
+            )
+        # Sends are counted per process from zero: a rate never spans the restart.
+        for points in self.history.values():
+            kept = [dataclasses.replace(p, sent=0) for p in points]
+            points.clear()
+            points.extend(kept)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

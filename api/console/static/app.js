@@ -392,6 +392,7 @@ async function actOn(action, ids, { matching = false } = {}) {
   if (!chosen.length) { toast("Nothing to do: no dead letter matches now."); return; }
   const verb = action === "redrive" ? "Redrive" : "Delete for good";
   const where = action === "redrive" ? `back to the ${type} queue` : `from the ${type} dead-letter queue`;
+  $("#confirm-ok").textContent = `${action === "redrive" ? "Redrive" : "Delete"} ${integer.format(chosen.length)}`;
   const ok = await confirmAction(
     `${verb} ${integer.format(chosen.length)} dead letter${chosen.length === 1 ? "" : "s"} ${where}?` +
     (matching ? " (Dry run: that many match the filter now.)" : ""));
