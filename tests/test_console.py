@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from typing import Any
@@ -335,3 +336,31 @@ async def test_the_chart_history_survives_a_restart(aiohttp_client: Any, setting
     after = next(t for t in (await (await second.get("/console/overview")).json())["types"] if t["type"] == "log")
     assert [p[0] for p in after["history"][: len(before)]] == [p[0] for p in before]
     assert len(after["history"]) > len(before)
+
+
+async def test_while_sqs_is_unreachable_the_overview_keeps_its_history_and_says_why(
+    aiohttp_client: Any, settings: Settings, sqs_server: Any
+) -> None:
+    # Given a console watching, with samples taken
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, console_sample_seconds=0.5)))
+    seen = await (await client.get("/console/overview")).json()
+    kept = len(seen["types"][0]["history"])
+    assert seen["error"] is None and kept >= 1
+    # When SQS stops answering
+    sqs_server.pause()
+    try:
+        deadline = time.monotonic() + 20
+        while seen["error"] is None:
+            assert time.monotonic() < deadline, "the overview never said SQS is unreachable"
+            seen = await (await client.get(f"/console/overview?after={seen['sampled_at']}")).json()
+    finally:
+        sqs_server.resume()
+    # Then the overview still answers, with the history it had and why nothing newer came (no endpoint named)
+    assert seen["error"] == "Could not read queue depths: SQS cannot be reached (ReadTimeoutError)"
+    assert len(seen["types"][0]["history"]) >= kept
+    assert sqs_server.url.split("//")[1] not in json.dumps(seen)
+    # And once SQS answers again, so does the sampler
+    deadline = time.monotonic() + 20
+    while seen["error"] is not None:
+        assert time.monotonic() < deadline, "the sampler did not recover"
+        seen = await (await client.get(f"/console/overview?after={seen['sampled_at']}")).json()
