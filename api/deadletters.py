@@ -105,6 +105,8 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     queue = broker.dead_letter_queue_name(message_type)
     _audit(who, "peek", queue, len(items))
     chosen = [i for i in items if matches is None or matches(i)]
+    if filtered:  # newest first, as a console lists them
+        chosen.sort(key=lambda i: i.sent_timestamp_ms or 0, reverse=True)
     answer: dict[str, Any] = {
         "type": message_type,
         "queue": queue,

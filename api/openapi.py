@@ -308,7 +308,8 @@ def build_openapi(
                     "responses": {
                         "200": _json(
                             "The dead letters, left on the queue; with a filter or `scan`, also `scanned`, `matched` "
-                            "and `matched_ids` (every match's id: what a redrive or delete of the filtered set takes).",
+                            "and `matched_ids` (every match's id, newest first: what a redrive or delete of the "
+                            "filtered set takes).",
                             {"type": "object"},
                         ),
                         "404": _problem("No such message type or queue."),

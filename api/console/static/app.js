@@ -320,7 +320,7 @@ function renderDeadLetters(data) {
       el("td", { "data-label": "Attempts" }, item.receive_count === null ? "–" : integer.format(item.receive_count)),
       el("td", { "data-label": "Age" }, duration(age)),
       el("td", { "data-label": "Trace", class: "mono" }, item.trace_id || "–"),
-      el("td", {}, el("button", { type: "button", class: "link", onclick: () => openDeadLetter(item) }, "Open")),
+      el("td", {}, el("button", { type: "button", class: "link", "aria-label": `Open ${id}`, onclick: () => openDeadLetter(item) }, "Open")),
     );
   });
   $("#dl-table tbody").replaceChildren(...rows);
@@ -329,7 +329,8 @@ function renderDeadLetters(data) {
   $("#dl-summary").textContent =
     `${integer.format(data.matched)} ${filtered ? "matching" : ""} dead letter${data.matched === 1 ? "" : "s"} of ` +
     `${data.type} on ${data.queue} (looked at ${integer.format(data.scanned)})` +
-    (data.matched > dl.items.length ? `; showing the first ${dl.items.length}` : "");
+    (data.matched > dl.items.length ? `; showing the newest ${dl.items.length}` : "") +
+    (data.scanned >= 1000 ? ". More may wait: an action takes these 1,000 at most; repeat it for the rest" : "");
   const empty = $("#dl-empty");
   empty.hidden = data.matched > 0;
   empty.textContent = filtered
