@@ -18,8 +18,9 @@ import swagger_ui
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from api import keys, processes, server
+from api import access, keys, processes, server
 from api.backpressure import DepthGuard
+from api.console import setup_console
 from api.metrics import ApiMetrics
 from api.middlewares import auth_middleware, problem_middleware
 from api.openapi import build_openapi
@@ -47,7 +48,7 @@ def create_app(settings: Settings) -> web.Application:
     Raises SettingsError when the API would listen beyond loopback with no API keys.
     """
     registry = SchemaRegistry.load(settings.schemas_dir)
-    api_keys = settings.accepted_api_keys()
+    api_keys = access.parse_keys(settings.accepted_api_keys())
     if not api_keys and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
         raise SettingsError(
             f"QM_HOST={settings.host} is reachable from other machines and no API keys are set: set QM_API_KEYS "
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_state_context)
     app.cleanup_ctx.append(_sqs_context)
     setup_routes(app)
+    setup_console(app)  # the operations console (/ui): after the SQS context, whose broker its sampler reads
     return app
 
 

@@ -19,7 +19,7 @@ from queue_manager.state.writer import StatusWriter
 from schemas import SchemaRegistry
 
 SETTINGS = web.AppKey("qm.settings", Settings)
-#: The accepted API keys, read once at start-up (QM_API_KEYS, then QM_API_KEYS_FILE).
+#: The accepted API keys (`access.ApiKey`: name, key, role), read once at start-up (QM_API_KEYS, then QM_API_KEYS_FILE).
 API_KEYS = web.AppKey("qm.api_keys", list)
 OPENAPI = web.AppKey("qm.openapi", dict)
 METRICS = web.AppKey("qm.metrics", ApiMetrics)

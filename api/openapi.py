@@ -7,7 +7,13 @@ from typing import Any
 
 from api import problems
 from api.bodies import MAX_JSON_DEPTH
-from api.deadletters import DEFAULT_PEEK_LIMIT, MAX_REDRIVE_BODY_BYTES, REDRIVE_SCHEMA
+from api.deadletters import (
+    DEFAULT_PEEK_LIMIT,
+    DELETE_SCHEMA,
+    MAX_AGE_FILTER_SECONDS,
+    MAX_REDRIVE_BODY_BYTES,
+    REDRIVE_SCHEMA,
+)
 from api.schemas import (
     BATCH_SCHEMA,
     ENVELOPE_SCHEMA,
@@ -19,7 +25,7 @@ from api.schemas import (
 from api.status import MAX_WAIT_SECONDS
 from queue_manager.settings import Settings
 from queue_manager.sqs import constants
-from queue_manager.sqs.deadletters import MAX_PEEK_MESSAGES
+from queue_manager.sqs.deadletters import MAX_PEEK_MESSAGES, MAX_SCAN_MESSAGES
 from queue_manager.sqs.queues import dead_letter_name, fifo_name
 from queue_manager.state.base import EVENT_KINDS, STALE
 from queue_manager.state.status import MAX_EVENTS, STATES
@@ -136,6 +142,10 @@ def build_openapi(
     common = {
         "401": _problem(
             "No valid API key (when API keys are configured), or an Authorization header that is not printable ASCII."
+        ),
+        "403": _problem(
+            "A viewer's API key asked for a change (sends, redrives and deletes need an operator's), or a browser's "
+            "cross-site request (`Sec-Fetch-Site: cross-site`)."
         ),
         **default,
     }
@@ -326,18 +336,26 @@ def build_openapi(
                             "name": "limit",
                             "in": "query",
                             "required": False,
+                            "description": f"The most shown: up to {MAX_PEEK_MESSAGES}, or {MAX_SCAN_MESSAGES} with "
+                            "a filter or `scan`.",
                             "schema": {
                                 "type": "integer",
                                 "minimum": 1,
-                                "maximum": MAX_PEEK_MESSAGES,
+                                "maximum": MAX_SCAN_MESSAGES,
                                 "default": DEFAULT_PEEK_LIMIT,
                             },
                         },
+                        *_dead_letter_filters(),
                     ],
                     "responses": {
-                        "200": _json("The dead letters, left on the queue.", {"type": "object"}),
+                        "200": _json(
+                            "The dead letters, left on the queue; with a filter or `scan`, also `scanned`, `matched` "
+                            "and `matched_ids` (every match's id, newest first: what a redrive or delete of the "
+                            "filtered set takes).",
+                            {"type": "object"},
+                        ),
                         "404": _problem("No such message type or queue."),
-                        "422": _problem("A bad limit."),
+                        "422": _problem("A bad limit or filter."),
                         "503": _problem("SQS cannot be reached.", retry_after=problems.RETRY_AFTER_READ_SECONDS),
                         **common,
                     },
@@ -357,6 +375,96 @@ def build_openapi(
                         **common,
                         **_body_errors(MAX_REDRIVE_BODY_BYTES, encoded=False),
                     },
+                }
+            },
+            "/queues/{name}/dead-letters/delete": {
+                "post": {
+                    "operationId": "deleteDeadLetters",
+                    "summary": "Delete dead letters for good, by id",
+                    "description": (
+                        "Each message is received, its id checked, and deleted with the receipt handle of that very "
+                        "receive, so nothing but a listed message is deleted; the rest are made visible again at "
+                        "once. Audited with the API key's name."
+                    ),
+                    "parameters": [name_parameter],
+                    "requestBody": _request_body("DeleteRequest", MAX_REDRIVE_BODY_BYTES),
+                    "responses": {
+                        "200": _json("What was deleted: `deleted`, `ids`, `not_found`, `failed`.", {"type": "object"}),
+                        "404": _problem("No such message type or queue."),
+                        "422": _problem("A bad body."),
+                        "503": _problem("SQS cannot be reached.", retry_after=problems.RETRY_AFTER_READ_SECONDS),
+                        **common,
+                        **_body_errors(MAX_REDRIVE_BODY_BYTES, encoded=False),
+                    },
+                }
+            },
+            "/console/overview": {
+                "get": {
+                    "operationId": "consoleOverview",
+                    "summary": "Every type's queue counts, rates and last 15 minutes, from one shared poller",
+                    "description": (
+                        "Read from the console's sampler: one GetQueueAttributes per queue per "
+                        "QM_CONSOLE_SAMPLE_SECONDS while anyone watches, whatever the number of viewers; source "
+                        "queues are never received from. `in_per_second` counts messages this API process sent, "
+                        "`out_per_second` is that less the queue's growth (processed or dead-lettered)."
+                    ),
+                    "parameters": [
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "description": "A `sampled_at` already seen: the answer waits (a few intervals at most) "
+                            "for a newer sample.",
+                            "schema": {"type": "number"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json("The overview.", {"$ref": "#/components/schemas/ConsoleOverview"}),
+                        "422": _problem("`after` is not a number."),
+                        **common,
+                    },
+                }
+            },
+            "/console/session": {
+                "get": {
+                    "operationId": "consoleSession",
+                    "summary": "The API key's name and role, and whether keys are required",
+                    "responses": {"200": _json("Who is asking.", {"type": "object"}), **common},
+                }
+            },
+            "/console/validate": {
+                "post": {
+                    "operationId": "validateMessage",
+                    "summary": "Check an envelope as POST /messages does, without sending it",
+                    "requestBody": _request_body("Envelope", MAX_MESSAGE_BODY_BYTES),
+                    "responses": {
+                        "200": _json(
+                            '`{"valid": true}`, or `valid` false with the `status` a send would get, its `detail` '
+                            "and `errors`.",
+                            {"type": "object"},
+                        ),
+                        **common,
+                        **_body_errors(MAX_MESSAGE_BODY_BYTES, encoded=False),
+                    },
+                }
+            },
+            "/ui": {
+                "get": {
+                    "operationId": "console",
+                    "summary": "The operations console (its assets are served from /ui/static/)",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}},
+                        **default,
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "operationId": "index",
+                    "summary": "Links to the console, the docs and the rest (HTML for a browser)",
+                    "security": [],
+                    "responses": {"200": _json("The links.", {"type": "object"}), **default},
                 }
             },
             "/healthz": {
@@ -442,6 +550,18 @@ def build_openapi(
                     },
                     "required": ["messages"],
                     "additionalProperties": False,
+                },
+                "DeleteRequest": {k: v for k, v in copy.deepcopy(DELETE_SCHEMA).items() if k not in ("$schema", "$id")},
+                "ConsoleOverview": {
+                    "type": "object",
+                    "properties": {
+                        "sampled_at": {"type": ["number", "null"], "description": "Unix time of the newest sample."},
+                        "interval_seconds": {"type": "number"},
+                        "window_seconds": {"type": "integer"},
+                        "error": {"type": ["string", "null"]},
+                        "history_columns": {"type": "array", "items": {"type": "string"}},
+                        "types": {"type": "array", "items": {"type": "object"}},
+                    },
                 },
                 "RedriveRequest": {
                     k: v for k, v in copy.deepcopy(REDRIVE_SCHEMA).items() if k not in ("$schema", "$id")
@@ -530,6 +650,26 @@ def build_openapi(
             },
         },
     }
+
+
+def _dead_letter_filters() -> list[dict[str, Any]]:
+    """The query parameters that filter a dead-letter listing; every given one must hold."""
+    age = {"type": "integer", "minimum": 0, "maximum": MAX_AGE_FILTER_SECONDS}
+    return [
+        {"name": "error", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "Text the last error contains (case-insensitive)."},
+        {"name": "id", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "Text the message id or SQS message id contains."},
+        {"name": "older_than_seconds", "in": "query", "required": False, "schema": age,
+         "description": "Only those sent at least this long ago."},
+        {"name": "newer_than_seconds", "in": "query", "required": False, "schema": age,
+         "description": "Only those sent at most this long ago."},
+        {"name": "scan", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_SCAN_MESSAGES, "default": MAX_SCAN_MESSAGES},
+         "description": "How many dead letters a filtered listing looks at."},
+        {"name": "payload", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+         "description": "Whether each dead letter carries its payload."},
+    ]  # fmt: skip
 
 
 def _scaling_schemas() -> dict[str, Any]:

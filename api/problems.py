@@ -4,6 +4,7 @@ Problem
 ├── BadHttpRequest        400  aiohttp's parser refused the request line or headers
 ├── BadRequest            400  the body is not JSON (or not UTF-8, or nests too deep)
 ├── Unauthorized          401  no valid API key
+├── Forbidden             403  a viewer's key asked to change something, or a cross-site request
 ├── NotFound              404  no such route, type, queue or message
 ├── MethodNotAllowed      405
 ├── Gone                  410  a message whose status is past QM_STATUS_RETENTION_SECONDS
@@ -80,6 +81,10 @@ class BadRequest(Problem):
 
 class Unauthorized(Problem):
     status, slug, title = 401, "unauthorized", "Unauthorized"
+
+
+class Forbidden(Problem):
+    status, slug, title = 403, "forbidden", "Forbidden"
 
 
 class NotFound(Problem):

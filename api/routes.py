@@ -17,6 +17,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/scaling", handlers.scaling)
     app.router.add_get("/queues/{name}/dead-letters", deadletters.list_dead_letters)
     app.router.add_post("/queues/{name}/redrive", deadletters.redrive)
+    app.router.add_post("/queues/{name}/dead-letters/delete", deadletters.delete_dead_letters)
     app.router.add_get("/openapi.json", handlers.openapi)
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/healthz", handlers.healthz)

@@ -66,6 +66,8 @@ class Sender:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Called with the size of every batch sent, e.g. to export it as a metric.
         self.batch_listeners: list[Callable[[int], None]] = []
+        #: Called with a queue's name and how many entries SQS accepted, after every batch (the console's rates).
+        self.sent_listeners: list[Callable[[str, int], None]] = []
 
     async def send(self, queue_name: str, entry: dict[str, Any]) -> SendResult:
         """Send one prepared entry; returns SQS's result for it. Raises SQSUnavailable or Overloaded."""
@@ -169,6 +171,9 @@ class Sender:
                 for index, (p, result) in enumerate(zip(batch, results, strict=True)):
                     if index not in resend and not p.future.done():
                         p.future.set_result(result)
+                accepted = sum(1 for index, result in enumerate(results) if index not in resend and result.ok)
+                for sent_listener in self.sent_listeners:
+                    sent_listener(queue_name, accepted)
                 if plan.overtaken:
                     logger.warning(
                         "SQS accepted later messages of a group on %r but failed %d earlier one(s); those are "

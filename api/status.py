@@ -28,6 +28,7 @@ from queue_manager.state.base import (
     DEAD_LETTERED,
     DEDUPLICATED,
     DELAYED,
+    FAILED,
     REDRIVEN,
     StatusEvent,
     StoreUnavailable,
@@ -109,6 +110,20 @@ def record_redriven(app: web.Application, message_type: str, message_ids: list[s
     for message_id in message_ids:
         if fold.is_message_id(message_id):
             writer.add(StatusEvent(message_id, REDRIVEN, at, type=message_type, queue=queue))
+
+
+def record_deleted(app: web.Application, message_type: str, message_ids: list[str]) -> None:
+    """Record that these dead letters were deleted for good: nothing more will happen to them (`failed`)."""
+    writer = app[keys.STATUS_WRITER]
+    if writer is None:
+        return
+    now = time.time()
+    queue = app[keys.BROKER].sqs_queue_name(message_type)
+    for message_id in message_ids:
+        if fold.is_message_id(message_id):
+            writer.add(
+                StatusEvent(message_id, FAILED, now, type=message_type, queue=queue, detail={"reason": "deleted"})
+            )
 
 
 def record_dead_letters(app: web.Application, message_type: str, letters: list[dict[str, Any]]) -> None:

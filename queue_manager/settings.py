@@ -252,10 +252,13 @@ class Settings:
         high=43_200,
     )
     api_keys: tuple[str, ...] = setting(
-        (), "Keys accepted as `Authorization: Bearer <key>`; several allow rotation.", parse=_words
+        (),
+        "Keys accepted as `Authorization: Bearer <key>`: `name:key:role` (role `viewer` or `operator`) or a bare "
+        "key (an operator); several allow rotation.",
+        parse=_words,
     )
     api_keys_file: Path | None = setting(
-        None, "A file of more keys, one per line (`#` starts a comment).", parse=_optional_path
+        None, "A file of more keys, one per line in either form (`#` starts a comment).", parse=_optional_path
     )
     allow_unauthenticated: bool = setting(False, "Serve without keys on a non-loopback address anyway.", parse=_bool)
     idempotency_window_seconds: int = setting(
@@ -367,6 +370,17 @@ class Settings:
         low=10,
         high=1_000_000,
     )
+
+    # --- Operations console (/ui) ---
+    console_sample_seconds: float = setting(
+        2.0,
+        "How often the console's shared poller reads every queue's depths while a console is open "
+        "(one GetQueueAttributes per queue, whatever the number of viewers; none while nobody watches).",
+        parse=_float,
+        low=0.5,
+        high=60,
+    )
+    # --- end of the operations console's settings ---
 
     def __post_init__(self) -> None:
         # Host names compare case-insensitively; keys and everything else keep their case.

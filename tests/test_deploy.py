@@ -176,13 +176,15 @@ def test_the_image_build_stage_copies_everything_the_wheel_and_the_programs_need
     unpacked = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(unpacked)
-    # Then the API, the workers' actors and the client import from the wheel alone, schemas included
+    # Then the API, the workers' actors and the client import from the wheel alone, schemas and console assets included
     probe = (
         "import api.app, actors, broker, queue_manager.client.cli, queue_manager.sqs.wait, schemas;"
         "from pathlib import Path;"
         "assert Path(api.app.__file__).is_relative_to(Path.cwd()), api.app.__file__;"
         "from queue_manager.settings import DEFAULT_SCHEMAS_DIR;"
         "assert sorted(p.name for p in DEFAULT_SCHEMAS_DIR.glob('*.json')), DEFAULT_SCHEMAS_DIR;"
+        "import api.console.handlers as console;"
+        "assert all((console.STATIC / n).is_file() for n in [*console.ASSETS, 'index.html']), console.STATIC;"
         "print(sorted(p.name for p in DEFAULT_SCHEMAS_DIR.glob('*.json')))"
     )
     env = {
