@@ -106,7 +106,7 @@ async def test_the_status_endpoint_and_where_sends_point_to_it_are_documented(ap
     result = document["components"]["schemas"]["BatchResults"]["properties"]["results"]["items"]
     assert "status_url" in result["properties"]
     operation = document["paths"]["/messages/{id}"]["get"]
-    assert set(operation["responses"]) == {"200", "401", "404", "410", "422", "503", "default"}
+    assert set(operation["responses"]) == {"200", "401", "403", "404", "410", "422", "503", "default"}
     assert [p["name"] for p in operation["parameters"]] == ["id", "wait"]
     status = document["components"]["schemas"]["MessageStatus"]
     assert status["properties"]["state"]["enum"] == [
