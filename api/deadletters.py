@@ -79,7 +79,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     queue = broker.dead_letter_queue_name(message_type)
     _audit(who, "peek", queue, len(items))
     return web.json_response(
-        {"type": message_type, "queue": queue, "count": len(items), "messages": [i.as_dict() for i in items]}
+        {"type": message_type, "queue": queue, "count": len(items), "messages": [_shown(request, i) for i in items]}
     )
 
 
@@ -108,6 +108,14 @@ async def redrive(request: web.Request) -> web.Response:
         method=result.method,
     )
     return web.json_response(result.as_dict())
+
+
+def _shown(request: web.Request, item: deadletters.DeadLetter) -> dict[str, Any]:
+    """A dead letter as listed; one whose body is in S3 (large messages) also says where to download it."""
+    shown = item.as_dict()
+    if item.payload_location is not None and item.id is not None:
+        shown["payload_url"] = f"/queues/{request.match_info['name']}/dead-letters/{item.id}/payload"
+    return shown
 
 
 def _known_type(request: web.Request) -> str:

@@ -9,6 +9,7 @@ from aiohttp import web
 from api.backpressure import DepthGuard
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics
+from api.payloads import LargeBodies
 from api.sender import Sender
 from queue_manager.reports import ReportStore
 from queue_manager.settings import Settings
@@ -30,3 +31,5 @@ DEPTH_GUARD = web.AppKey("qm.depth_guard", DepthGuard)
 FIFO_TYPES: web.AppKey[frozenset[str]] = web.AppKey("qm.fifo_types", frozenset)
 #: Where the host's worker processes publish their workload (None without QM_STATE_DIR).
 WORKER_REPORTS: web.AppKey[ReportStore | None] = web.AppKey("qm.worker_reports")
+#: Large messages: the turns of large request bodies (QM_PAYLOAD_CONCURRENCY).
+LARGE_BODIES = web.AppKey("qm.large_bodies", LargeBodies)

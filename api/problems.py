@@ -14,7 +14,8 @@ Problem
 ├── FailedDependency      424  a batch entry not sent: an earlier entry of its FIFO group was not
 ├── TooManyRequests       429  a queue is over QM_MAX_QUEUE_DEPTH
 └── ServiceUnavailable    503  SQS cannot be reached, is too slow, or throttles
-    └── OutcomeUnknown    503  SQS may have the message: retry with the same Idempotency-Key
+    ├── OutcomeUnknown    503  SQS may have the message: retry with the same Idempotency-Key
+    └── StorageUnavailable 503 S3 did not take a large message's body: nothing was sent to SQS
 """
 
 from __future__ import annotations
@@ -144,6 +145,12 @@ class OutcomeUnknown(ServiceUnavailable):
     """Answered when a send may have reached SQS without an answer: a keyed retry is safe."""
 
     slug = "outcome-unknown"
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """Answered when S3 did not take a large message's body: nothing was sent to SQS; try again."""
+
+    slug = "storage-unavailable"
 
 
 class InternalError(Problem):

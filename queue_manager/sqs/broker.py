@@ -29,7 +29,7 @@ from dramatiq_sqs import SQSBroker
 from queue_manager.sqs import constants, queues
 from queue_manager.sqs.acks import Acks
 from queue_manager.sqs.capacity import Capacity
-from queue_manager.sqs.consumer import ConsumerContext, QMConsumer
+from queue_manager.sqs.consumer import BodyDecoder, ConsumerContext, QMConsumer
 from queue_manager.sqs.deadletters import DeadLetters
 from queue_manager.sqs.errors import raise_unavailable
 from queue_manager.sqs.fifo_consumer import FifoConsumer
@@ -243,6 +243,10 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         self._consumers: weakref.WeakSet[QMConsumer] = weakref.WeakSet()
         #: The Dramatiq queues that are SQS FIFO queues, beyond those whose actors say `fifo=True`.
         self.fifo_queues: set[str] = set(fifo_queues)
+        #: Large messages (S3): how consumers decode a body (None: `message.decode`), and how `enqueue`
+        #: offloads an entry over the threshold (None: it does not). Set by the composition root.
+        self.decode_body: BodyDecoder | None = None
+        self.offload: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
 
     def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
         # As Dramatiq's: in order, and a MiddlewareError (SkipMessage) stops the message. The worker's
@@ -420,6 +424,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             receive_gather_seconds=self.receive_gather_seconds,
             time_limit_ms=self.time_limit_ms,
             workload=self.workload,
+            decode_body=self.decode_body,
         )
         consumer_class = self.fifo_consumer_class if self.is_fifo(queue_name) else self.consumer_class
         consumer = consumer_class(context)
@@ -443,6 +448,8 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         """Send one message; returns once SQS has accepted it."""
         urls = self.ensure_queue(message.queue_name)
         entry = self.build_entry(message, delay)
+        if self.offload is not None:
+            entry = self.offload(message.queue_name, entry)
         self.emit_before("enqueue", message, delay)
         self.sender.send_one(urls.url, entry)
         self.emit_after("enqueue", message, delay)

@@ -20,6 +20,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from queue_manager.payloads import wire
 from queue_manager.sqs import constants
 from queue_manager.sqs.batches import call_batch, chunks, settle_all, settle_batch
 from queue_manager.sqs.errors import denied, describe, unsupported
@@ -66,6 +67,9 @@ class DeadLetter:
     sqs_message_id: str
     sent_timestamp_ms: int | None
     dead_letter_receive_count: int | None
+    #: Large messages: the size of the body kept in S3, and where (`s3://bucket/key`); None for one SQS carries.
+    payload_bytes: int | None = None
+    payload_location: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         answer = dataclasses.asdict(self)
@@ -323,7 +327,8 @@ def dead_letter(message: dict[str, Any]) -> DeadLetter:
     """The DeadLetter view of a message received with all its attributes."""
     attrs = message.get("MessageAttributes", {})
     system = message.get("Attributes", {})
-    decoded = _decode(message.get("Body", ""))
+    pointer = wire.parse(message.get("Body", ""), attrs)
+    decoded = _decode(message.get("Body", "")) if pointer is None else {}
     return DeadLetter(
         id=_string(attrs, constants.ATTR_MESSAGE_ID) or _text(decoded.get("message_id")),
         type=_string(attrs, constants.ATTR_TYPE) or _text(decoded.get("actor_name")),
@@ -333,6 +338,8 @@ def dead_letter(message: dict[str, Any]) -> DeadLetter:
         sqs_message_id=message["MessageId"],
         sent_timestamp_ms=_int(system.get("SentTimestamp")),
         dead_letter_receive_count=_int(system.get("ApproximateReceiveCount")),
+        payload_bytes=None if pointer is None else pointer.size_bytes,
+        payload_location=None if pointer is None else f"s3://{pointer.bucket}/{pointer.key}",
     )
 
 

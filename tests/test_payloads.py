@@ -1,0 +1,302 @@
+"""Large messages through S3, end to end: the real `qm-api` and `dramatiq actors`, SQS and S3 on the test server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import dramatiq
+import pytest
+
+from queue_manager.payloads import wire
+from queue_manager.settings import Settings
+from queue_manager.sqs import constants
+from tests.conftest import Proc, Receiver
+from tests.support import drain, free_port, post_json, queue_depth, wait_for
+
+pytestmark = pytest.mark.e2e
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def s3(sqs_env: dict[str, str]) -> Any:
+    return boto3.client("s3", endpoint_url=sqs_env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket(s3: Any, settings: Settings) -> Iterator[str]:
+    """A bucket of this test's own, emptied and deleted afterwards."""
+    name = f"{settings.queue_prefix}-payloads"
+    s3.create_bucket(Bucket=name)
+    yield name
+    for item in s3.list_objects_v2(Bucket=name).get("Contents", []):
+        s3.delete_object(Bucket=name, Key=item["Key"])
+    s3.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def payload_env(bucket: str) -> dict[str, str]:
+    return {"QM_PAYLOAD_BUCKET": bucket}
+
+
+def objects(s3: Any, bucket: str) -> list[str]:
+    return sorted(item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def webhook(url: str, body: Any) -> dict[str, Any]:
+    return {"type": "webhook", "payload": {"url": url, "body": body}}
+
+
+def big(n_bytes: int, tag: str = "x") -> str:
+    return tag * n_bytes
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+def test_a_5_mib_message_is_delivered_whole_and_its_object_deleted_after_its_ack(
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    payload_env: dict[str, str],
+    s3: Any,
+    bucket: str,
+    settings: Settings,
+    sqs: Any,
+) -> None:
+    # Given the API and a worker with large messages on, and no worker running yet
+    _, api = api_process(env=payload_env)
+    # When a 5 MiB webhook is posted
+    status, answer = post_json(api + "/messages", webhook(receiver.url("/big"), {"blob": big(5 * MIB)}))
+    assert status == 202, answer
+    # Then SQS holds a pointer in the Python extended client's format, and S3 the body SQS would have carried
+    queued = drain(sqs, settings.queue_name("webhook"))
+    assert len(queued) == 1
+    pointer = wire.parse(queued[0]["Body"], queued[0]["MessageAttributes"])
+    assert json.loads(queued[0]["Body"])[0] == "software.amazon.payloadoffloading.PayloadS3Pointer"
+    assert pointer is not None and pointer.bucket == bucket
+    assert pointer.key == f"{settings.queue_prefix}/webhook/{answer['id']}"
+    stored = s3.get_object(Bucket=bucket, Key=pointer.key)["Body"].read()
+    assert pointer.size_bytes == len(stored)
+    assert queued[0]["MessageAttributes"][constants.ATTR_PAYLOAD_SIZE]["DataType"] == "Number"
+    message = json.loads(base64.b64decode(stored))
+    assert message["message_id"] == answer["id"] and len(message["args"][0]["body"]["blob"]) == 5 * MIB
+    sqs.change_message_visibility(
+        QueueUrl=sqs.get_queue_url(QueueName=settings.queue_name("webhook"))["QueueUrl"],
+        ReceiptHandle=queued[0]["ReceiptHandle"],
+        VisibilityTimeout=0,
+    )
+    # When a worker runs
+    worker_process(env=payload_env)
+    # Then the receiver gets the whole body, and the object is deleted once the message's delete went through
+    wait_for(lambda: receiver.to("/big"), timeout=60, what="the delivery")
+    assert receiver.to("/big")[0].body == {"blob": big(5 * MIB)}
+    wait_for(lambda: objects(s3, bucket) == [], timeout=20, what="the object's delete after the ack")
+    assert queue_depth(sqs, settings.queue_name("webhook")) == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
+def test_a_batch_offloads_what_is_over_the_threshold_and_sends_the_rest_as_it_is(
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    payload_env: dict[str, str],
+    s3: Any,
+    bucket: str,
+) -> None:
+    # Given the API and a worker with large messages on
+    _, api = api_process(env=payload_env)
+    worker_process(env=payload_env)
+    # When a batch of one 5 MiB message, two of 600 KB (together past a batch's 1 MiB) and three small ones is posted
+    bodies = [{"blob": big(5 * MIB, "a")}, {"blob": big(600_000, "b")}, {"blob": big(600_000, "c")}]
+    bodies += [{"n": i} for i in range(3)]
+    status, answer = post_json(
+        api + "/messages/batch", {"messages": [webhook(receiver.url("/batch"), b) for b in bodies]}
+    )
+    # Then every entry is accepted and delivered whole
+    assert status == 202, answer
+    assert [r["status"] for r in answer["results"]] == [202] * 6
+    wait_for(lambda: len(receiver.to("/batch")) >= 6, timeout=60, what="six deliveries")
+    assert sorted(json.dumps(r.body) for r in receiver.to("/batch")) == sorted(json.dumps(b) for b in bodies)
+    wait_for(lambda: objects(s3, bucket) == [], timeout=20, what="the object's delete after the ack")
+
+
+def test_a_message_exactly_at_the_threshold_goes_as_it_is_and_one_byte_over_goes_through_s3(
+    broker: Callable[..., Any], settings: Settings, bucket: str, sqs: Any, s3: Any
+) -> None:
+    # Given a broker with large messages on and the default threshold (1 MiB, attributes counted), and
+    # one whose threshold is a byte less
+    at_default = broker(payload_bucket=bucket)
+    threshold = settings.payload_threshold_bytes
+    assert threshold == constants.MAX_MESSAGE_SIZE_BYTES
+    a_byte_less = broker(payload_bucket=bucket, payload_threshold_bytes=threshold - 1)
+    for sending in (at_default, a_byte_less):
+        sending.declare_queue("sizes")
+
+    def message(actor: str, pad: int) -> dramatiq.Message[Any]:
+        return dramatiq.Message(queue_name="sizes", actor_name=actor, args=("p" * pad,), kwargs={}, options={})
+
+    # And an actor name and padding that make a message exactly the threshold: body (base64, 4 bytes
+    # per 3) and attributes, as SQS counts them
+    for length in range(1, 13):
+        actor = "s" * length
+        empty = wire.message_size(at_default.build_entry(message(actor, 0), None))
+        if (threshold - empty) % 4 == 0:
+            pad = (threshold - empty) // 4 * 3
+            break
+    exact, over = message(actor, pad), message(actor, pad)
+    assert wire.message_size(at_default.build_entry(exact, None)) == threshold
+    # When one is sent with the default threshold, the other with a byte less (it is one byte over)
+    at_default.enqueue(exact)
+    a_byte_less.enqueue(over)
+    # Then SQS took the first whole, 1 MiB with its attributes, and the second as a pointer to S3
+    queued = {
+        m["MessageAttributes"][constants.ATTR_MESSAGE_ID]["StringValue"]: m
+        for m in drain(sqs, settings.queue_name("sizes"))
+    }
+    assert set(queued) == {exact.message_id, over.message_id}
+    assert wire.parse(queued[exact.message_id]["Body"]) is None
+    assert constants.ATTR_PAYLOAD_SIZE not in queued[exact.message_id]["MessageAttributes"]
+    assert wire.parse(queued[over.message_id]["Body"]) is not None
+    assert objects(s3, bucket) == [f"{settings.queue_prefix}/sizes/{over.message_id}"]
+
+
+def test_a_fifo_type_offloads_and_keeps_its_group_order(
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    payload_env: dict[str, str],
+    s3: Any,
+    bucket: str,
+) -> None:
+    # Given the API and a worker with large messages on
+    _, api = api_process(env=payload_env)
+    worker_process(env=payload_env)
+    # When a group of the FIFO type gets a small, a 2 MiB and a small message, in that order
+    bodies = [{"n": 0}, {"n": 1, "blob": big(2 * MIB)}, {"n": 2}]
+    for body in bodies:
+        envelope = {"type": "ordered", "group_id": "g1", "payload": {"url": receiver.url("/fifo"), "body": body}}
+        status, answer = post_json(api + "/messages", envelope)
+        assert status == 202, answer
+    # Then they arrive in that order, the large one whole, and its object goes after its ack
+    wait_for(lambda: len(receiver.to("/fifo")) >= 3, timeout=60, what="three deliveries")
+    assert [r.body for r in receiver.to("/fifo")] == bodies
+    wait_for(lambda: objects(s3, bucket) == [], timeout=20, what="the object's delete after the ack")
+
+
+def test_the_same_message_sent_twice_writes_one_object(
+    api_process: Callable[..., tuple[Proc, str]],
+    payload_env: dict[str, str],
+    s3: Any,
+    bucket: str,
+    settings: Settings,
+    tmp_path: Any,
+) -> None:
+    # Given two API processes that share no idempotency store (the worst case: each sends the message)
+    _, first = api_process(env={**payload_env, "QM_STATE_DIR": str(tmp_path / "a")})
+    _, second = api_process(env={**payload_env, "QM_STATE_DIR": str(tmp_path / "b")})
+    envelope = {**webhook("http://127.0.0.1:9/x", {"blob": big(2 * MIB)}), "idempotency_key": "order-42"}
+    # When the same keyed message is posted to both, and retried on the first
+    answers = [post_json(url + "/messages", envelope) for url in (first, second, first)]
+    # Then all are accepted with one message id, and S3 holds one object for it
+    assert [status for status, _ in answers] == [202, 202, 202]
+    ids = {answer["id"] for _, answer in answers}
+    assert len(ids) == 1
+    assert objects(s3, bucket) == [f"{settings.queue_prefix}/webhook/{ids.pop()}"]
+
+
+def test_s3_unreachable_is_a_503_and_nothing_reaches_sqs(
+    api_process: Callable[..., tuple[Proc, str]],
+    payload_env: dict[str, str],
+    settings: Settings,
+    sqs: Any,
+) -> None:
+    # Given the API whose S3 endpoint is a port nobody listens on
+    dead = f"http://127.0.0.1:{free_port()}"
+    _, api = api_process(env={**payload_env, "AWS_ENDPOINT_URL_S3": dead, "QM_SQS_TIMEOUT_SECONDS": "1"})
+    # When a 2 MiB message is posted
+    status, answer = post_json(api + "/messages", webhook("http://127.0.0.1:9/x", {"blob": big(2 * MIB)}))
+    # Then the answer is 503 storage-unavailable, and SQS got nothing
+    assert status == 503, answer
+    assert answer["type"] == "urn:queue-manager:problem:storage-unavailable"
+    assert queue_depth(sqs, settings.queue_name("webhook")) == {"visible": 0, "in_flight": 0, "delayed": 0}
+    # And a small message still goes, S3 or not
+    status, answer = post_json(api + "/messages", webhook("http://127.0.0.1:9/x", {"n": 1}))
+    assert status == 202, answer
+
+
+def test_a_body_over_the_limit_is_refused_and_an_invalid_large_one_is_refused_before_any_upload(
+    api_process: Callable[..., tuple[Proc, str]],
+    payload_env: dict[str, str],
+    s3: Any,
+    bucket: str,
+) -> None:
+    # Given the API with large messages on and a 3 MiB limit
+    _, api = api_process(env={**payload_env, "QM_MAX_MESSAGE_BYTES": str(3 * MIB)})
+    # When a 4 MiB message is posted, and then a 2 MiB one that breaks its schema
+    status, too_large = post_json(api + "/messages", webhook("http://127.0.0.1:9/x", {"blob": big(4 * MIB)}))
+    status_invalid, invalid = post_json(
+        api + "/messages", {"type": "webhook", "payload": {"url": "ftp://nowhere", "body": big(2 * MIB)}}
+    )
+    # Then the first is a 413 naming the setting, the second a 422, and S3 holds nothing
+    assert status == 413 and "QM_MAX_MESSAGE_BYTES" in too_large["detail"]
+    assert status_invalid == 422, invalid
+    assert objects(s3, bucket) == []
+
+
+def test_a_missing_object_dead_letters_its_message_alone_and_a_redrive_delivers_it_once_restored(
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    payload_env: dict[str, str],
+    s3: Any,
+    bucket: str,
+    settings: Settings,
+    sqs: Any,
+) -> None:
+    # Given two large messages and a small one queued, no worker running
+    _, api = api_process(env=payload_env)
+    ids = []
+    for body in ({"n": "lost", "blob": big(2 * MIB)}, {"n": "kept", "blob": big(2 * MIB)}, {"n": "small"}):
+        status, answer = post_json(api + "/messages", webhook(receiver.url("/dl"), body))
+        assert status == 202, answer
+        ids.append(answer["id"])
+    # And the first one's object deleted behind its back (kept aside, to restore it later)
+    lost_key = f"{settings.queue_prefix}/webhook/{ids[0]}"
+    kept_aside = s3.get_object(Bucket=bucket, Key=lost_key)["Body"].read()
+    s3.delete_object(Bucket=bucket, Key=lost_key)
+    # When a worker runs
+    worker_process(env=payload_env)
+    # Then the other two are delivered, and the first is dead-lettered with reason payload-missing
+    wait_for(lambda: len(receiver.to("/dl")) >= 2, timeout=60, what="two deliveries")
+    dlq = settings.queue_name("webhook") + "_dlq"
+    wait_for(lambda: queue_depth(sqs, dlq)["visible"] == 1, timeout=30, what="the dead letter")
+    assert sorted(r.body["n"] for r in receiver.to("/dl")) == ["kept", "small"]
+    # And the listing shows its pointer's size and where to download it
+    status, listing = get_json(api + "/queues/webhook/dead-letters")
+    assert status == 200, listing
+    [shown] = listing["messages"]
+    assert shown["id"] == ids[0] and shown["error"].startswith("payload-missing")
+    assert shown["payload_bytes"] == len(kept_aside)
+    assert shown["payload_url"] == f"/queues/webhook/dead-letters/{ids[0]}/payload"
+    # When the object is restored: it can be downloaded from the listing's link
+    s3.put_object(Bucket=bucket, Key=lost_key, Body=kept_aside)
+    status, downloaded = get_json(api + shown["payload_url"])
+    assert status == 200 and downloaded["message_id"] == ids[0]
+    # And a redrive sends the pointer back, and the worker delivers it whole
+    status, moved = post_json(api + "/queues/webhook/redrive", {})
+    assert status == 200, moved
+    wait_for(lambda: len(receiver.to("/dl")) >= 3, timeout=60, what="the redriven delivery")
+    assert sorted(r.body["n"] for r in receiver.to("/dl")) == ["kept", "lost", "small"]
+    wait_for(lambda: objects(s3, bucket) == [], timeout=20, what="the objects' deletes after the acks")
