@@ -89,10 +89,13 @@ def build_broker(settings: Settings, *, fifo_types: frozenset[str] = frozenset()
         max_message_size=offload_limit_bytes(settings),
     )
     if claim_check is not None:
-        offloader = Offloader(claim_check.store, threshold_bytes=settings.payload_threshold_bytes)
-        broker.offload = offloader.maybe_offload
+        broker.offloader = Offloader(claim_check.store, threshold_bytes=settings.payload_threshold_bytes)
         broker.decode_body = claim_check.decode
         broker.acks.deleted_listeners.append(claim_check.deleted)
+        # S3 requests are counted with SQS's, as `s3:<Action>` (request counts, QM_STATS_DIR, the IAM test).
+        claim_check.store.client.meta.events.register(
+            "before-call.s3", lambda model, **_: broker.count_request("s3:" + model.name)
+        )
     return broker
 
 
@@ -115,14 +118,6 @@ def payload_claim_check(settings: Settings) -> ClaimCheck | None:
     return ClaimCheck(store, delete_after_ack=settings.payload_delete == "after-ack")
 
 
-def payload_offloader(settings: Settings) -> Offloader | None:
-    """What the API offloads large messages with, if QM_PAYLOAD_BUCKET is set."""
-    claim_check = payload_claim_check(settings)
-    if claim_check is None:
-        return None
-    return Offloader(claim_check.store, threshold_bytes=settings.payload_threshold_bytes)
-
-
 def offload_limit_bytes(settings: Settings) -> int:
     """The largest encoded body a send accepts: SQS's limit, or with S3 QM_MAX_MESSAGE_BYTES once base64-encoded."""
     if not settings.payload_bucket:
@@ -142,7 +137,6 @@ __all__ = [
     "message_type",
     "offload_limit_bytes",
     "payload_claim_check",
-    "payload_offloader",
     "worker_reports",
 ]
 

@@ -28,7 +28,7 @@ from api.payloads import LargeBodies
 from api.routes import setup_routes
 from api.schemas import MAX_BATCH_BODY_BYTES
 from api.sender import Sender
-from broker import build_broker, payload_offloader, worker_reports
+from broker import build_broker, worker_reports
 from queue_manager import logs
 from queue_manager.settings import Settings, SettingsError
 from queue_manager.sqs.sending import SEND_ATTEMPTS
@@ -78,7 +78,7 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
         broker.declare_queue(message_type)
     app[keys.EXECUTOR] = executor
     app[keys.BROKER] = broker
-    offloader = payload_offloader(settings)  # large messages (S3): None unless QM_PAYLOAD_BUCKET is set
+    offloader = broker.offloader  # large messages (S3): None unless QM_PAYLOAD_BUCKET is set
     uploads = ThreadPoolExecutor(max_workers=settings.payload_concurrency, thread_name_prefix="qm-s3")
     app[keys.LARGE_BODIES] = LargeBodies(settings.payload_concurrency)
     app[keys.SENDER] = Sender(
