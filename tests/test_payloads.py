@@ -388,3 +388,21 @@ def test_a_message_our_api_offloaded_is_read_whole_by_the_extended_client_librar
     sqs.delete_message(QueueUrl=url, ReceiptHandle=got["ReceiptHandle"].split("-..s3Key..-")[-1])
     assert objects(s3, bucket) == []
     assert queue_depth(sqs, settings.queue_name("webhook")) == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
+def test_the_lifecycle_rule_covers_the_prefix_the_iam_policy_allows_and_the_server_takes_it(
+    s3: Any, bucket: str
+) -> None:
+    # Given the documented lifecycle rule and IAM policy
+    from tests.conftest import ROOT
+
+    rule = json.loads((ROOT / "deploy" / "s3-lifecycle.json").read_text())
+    policy = json.loads((ROOT / "deploy" / "iam-policy.json").read_text())
+    [s3_statement] = [s for s in policy["Statement"] if any(a.startswith("s3:") for a in s["Action"])]
+    # Then the rule expires what the policy lets queue-manager write (the default bucket and prefix)
+    prefix = rule["Rules"][0]["Filter"]["Prefix"]
+    assert s3_statement["Resource"] == f"arn:aws:s3:::qm-payloads/{prefix}*"
+    assert rule["Rules"][0]["Expiration"]["Days"] > 2 * constants.MAX_RETENTION_SECONDS // 86400
+    # And S3 accepts it as written
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=rule)
+    assert s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"][0]["Filter"]["Prefix"] == prefix
