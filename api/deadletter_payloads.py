@@ -47,7 +47,10 @@ async def download(request: web.Request) -> web.Response:
     except PayloadMissing as exc:
         raise problems.NotFound(f"The payload of dead letter {wanted!r} is gone: {exc}.") from None
     except StorageUnavailable as exc:
-        raise problems.StorageUnavailable(f"Could not read the payload of dead letter {wanted!r}: {exc}.") from None
+        raise problems.StorageUnavailable(
+            f"Could not read the payload of dead letter {wanted!r}: {exc}.",
+            retry_after_seconds=problems.RETRY_AFTER_READ_SECONDS,
+        ) from None
     _audit(who, "download", broker.dead_letter_queue_name(message_type), 1)
     headers: dict[str, Any] = {"Content-Disposition": f'attachment; filename="{wanted}.json"'}
     try:

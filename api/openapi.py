@@ -301,6 +301,22 @@ def build_openapi(
                     },
                 }
             },
+            "/queues/{name}/dead-letters/{id}/payload": {
+                "get": {
+                    "operationId": "downloadDeadLetterPayload",
+                    "summary": "Download the Dramatiq message a dead letter keeps in S3 (large messages)",
+                    "parameters": [
+                        name_parameter,
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": _json("The message, as Dramatiq encoded it.", {"type": "object"}),
+                        "404": _problem("No such type, dead letter, payload, or large messages are off."),
+                        "503": _problem("SQS or S3 cannot be reached.", retry_after=problems.RETRY_AFTER_READ_SECONDS),
+                        **common,
+                    },
+                }
+            },
             "/queues/{name}/redrive": {
                 "post": {
                     "operationId": "redrive",

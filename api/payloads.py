@@ -7,9 +7,8 @@ what only the API needs. It imports nothing of the API (keys and sender import i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -48,14 +47,27 @@ class LargeBodies:
         self.concurrency = concurrency
         self._turns = asyncio.Semaphore(concurrency)
 
-    @contextlib.asynccontextmanager
-    async def turn(self, content_length: int | None) -> AsyncIterator[None]:
-        """Hold a turn for a body over LARGE_BODY_BYTES (or of unknown length); a small one goes at once."""
-        if content_length is not None and content_length <= LARGE_BODY_BYTES:
-            yield
-            return
-        async with self._turns:
-            yield
+    def turn(self, content_length: int | None) -> _Turn:
+        """A turn for a body over LARGE_BODY_BYTES (or of unknown length); a small one goes at once."""
+        large = content_length is None or content_length > LARGE_BODY_BYTES
+        return _Turn(self._turns if large else None)
+
+
+class _Turn:
+    """`async with`: holds the semaphore, if any, for the block (a plain class: small bodies pay two calls)."""
+
+    __slots__ = ("_semaphore",)
+
+    def __init__(self, semaphore: asyncio.Semaphore | None) -> None:
+        self._semaphore = semaphore
+
+    async def __aenter__(self) -> None:
+        if self._semaphore is not None:
+            await self._semaphore.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._semaphore is not None:
+            self._semaphore.release()
 
 
 async def offload_and_send(
