@@ -406,3 +406,28 @@ def test_the_lifecycle_rule_covers_the_prefix_the_iam_policy_allows_and_the_serv
     # And S3 accepts it as written
     s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=rule)
     assert s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"][0]["Filter"]["Prefix"] == prefix
+
+
+def test_a_worker_that_cannot_reach_s3_retries_the_message_and_another_delivers_it(
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    payload_env: dict[str, str],
+    settings: Settings,
+    sqs: Any,
+) -> None:
+    # Given a 2 MiB message queued, and a worker whose S3 endpoint is a port nobody listens on
+    _, api = api_process(env=payload_env)
+    status, answer = post_json(api + "/messages", webhook(receiver.url("/later"), {"blob": big(2 * MIB)}))
+    assert status == 202, answer
+    dead = f"http://127.0.0.1:{free_port()}"
+    cut_off = worker_process(env={**payload_env, "AWS_ENDPOINT_URL_S3": dead, "QM_SQS_TIMEOUT_SECONDS": "1"})
+    # When it tries the message
+    wait_for(lambda: "S3 could not serve the payload" in cut_off.output(), timeout=30, what="the failed fetch")
+    cut_off.kill_all()
+    cut_off.wait(timeout=10)
+    # Then the message was put back for a retry, not dead-lettered, and a worker that reaches S3 delivers it
+    assert queue_depth(sqs, settings.queue_name("webhook") + "_dlq")["visible"] == 0
+    worker_process(env=payload_env)
+    wait_for(lambda: receiver.to("/later"), timeout=60, what="the delivery")
+    assert receiver.to("/later")[0].body == {"blob": big(2 * MIB)}
