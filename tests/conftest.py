@@ -84,7 +84,11 @@ def _server_command(kind: str, port: int) -> tuple[list[str], dict[str, str]]:
                 pytest.fail(message)
             pytest.skip(message)
         env.update(
-            GATEWAY_PORT=str(port), BIND_HOST="127.0.0.1", SERVICES="sqs,s3,dynamodb", LOG_LEVEL="WARNING", PERSIST_STATE="0"
+            GATEWAY_PORT=str(port),
+            BIND_HOST="127.0.0.1",
+            SERVICES="sqs,s3,dynamodb",
+            LOG_LEVEL="WARNING",
+            PERSIST_STATE="0",
         )
         return [str(binary)], env
     if kind == "moto":
