@@ -8,6 +8,7 @@ from typing import Any
 from api import problems
 from api.bodies import MAX_JSON_DEPTH
 from api.deadletters import DEFAULT_PEEK_LIMIT, MAX_REDRIVE_BODY_BYTES, REDRIVE_SCHEMA
+from api.payloads import batch_body_limit, message_body_limit
 from api.schemas import (
     BATCH_SCHEMA,
     ENVELOPE_SCHEMA,
@@ -95,6 +96,9 @@ def build_openapi(
 
     A type in `fifo_types` is on a FIFO queue: its envelope requires `group_id` and has no `delay_seconds`.
     """
+    # Large messages (S3): the body limits are QM_MAX_MESSAGE_BYTES while QM_PAYLOAD_BUCKET is set.
+    message_limit = message_body_limit(settings, MAX_MESSAGE_BODY_BYTES)
+    batch_limit = batch_body_limit(settings, MAX_BATCH_BODY_BYTES)
     payloads = {f"payload.{t}": copy.deepcopy(registry.schema(t)) for t in registry.types}
     envelope_props = {k: v for k, v in ENVELOPE_SCHEMA["properties"].items() if k not in ("type", "payload")}
 
@@ -182,7 +186,7 @@ def build_openapi(
                     "operationId": "postMessage",
                     "summary": "Send one message",
                     "parameters": [idempotency_header],
-                    "requestBody": _request_body("Envelope", MAX_MESSAGE_BODY_BYTES),
+                    "requestBody": _request_body("Envelope", message_limit),
                     "responses": {
                         "202": {
                             **_json("SQS has the message.", {"$ref": "#/components/schemas/Accepted"}),
@@ -194,7 +198,7 @@ def build_openapi(
                             },
                         },
                         **send_errors,
-                        **_body_errors(MAX_MESSAGE_BODY_BYTES, encoded=True),
+                        **_body_errors(message_limit, encoded=not settings.payload_bucket),
                     },
                 }
             },
@@ -202,7 +206,7 @@ def build_openapi(
                 "post": {
                     "operationId": "postBatch",
                     "summary": f"Send up to {MAX_BATCH_MESSAGES} messages, each validated on its own",
-                    "requestBody": _request_body("Batch", MAX_BATCH_BODY_BYTES),
+                    "requestBody": _request_body("Batch", batch_limit),
                     "responses": {
                         "202": _json("Every entry was sent.", {"$ref": "#/components/schemas/BatchResults"}),
                         "207": _json(
@@ -217,7 +221,7 @@ def build_openapi(
                             f'The body is not {{"messages": [...]}} with 1 to {MAX_BATCH_MESSAGES} entries '
                             "(an entry that breaks its schema is answered in its result instead)."
                         ),
-                        **_body_errors(MAX_BATCH_BODY_BYTES, encoded=True),
+                        **_body_errors(batch_limit, encoded=not settings.payload_bucket),
                     },
                 }
             },
