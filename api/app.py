@@ -80,7 +80,7 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
     app[keys.BROKER] = broker
     offloader = broker.offloader  # large messages (S3): None unless QM_PAYLOAD_BUCKET is set
     uploads = ThreadPoolExecutor(max_workers=settings.payload_concurrency, thread_name_prefix="qm-s3")
-    app[keys.LARGE_BODIES] = LargeBodies(settings.payload_concurrency)
+    app[keys.LARGE_BODIES] = LargeBodies(settings.payload_concurrency if offloader is not None else 0)
     app[keys.SENDER] = Sender(
         broker,
         executor,

@@ -44,8 +44,9 @@ class LargeBodies:
     """
 
     def __init__(self, concurrency: int) -> None:
+        #: 0 takes no turns (large messages off: no body is larger than SQS takes).
         self.concurrency = concurrency
-        self._turns = asyncio.Semaphore(concurrency)
+        self._turns = asyncio.Semaphore(concurrency) if concurrency else None
 
     def turn(self, content_length: int | None) -> _Turn:
         """A turn for a body over LARGE_BODY_BYTES (or of unknown length); a small one goes at once."""
