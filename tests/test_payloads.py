@@ -431,3 +431,20 @@ def test_a_worker_that_cannot_reach_s3_retries_the_message_and_another_delivers_
     worker_process(env=payload_env)
     wait_for(lambda: receiver.to("/later"), timeout=60, what="the delivery")
     assert receiver.to("/later")[0].body == {"blob": big(2 * MIB)}
+
+
+def test_with_a_kms_key_objects_are_written_with_sse_kms(
+    broker: Callable[..., Any], settings: Settings, bucket: str, sqs: Any, s3: Any
+) -> None:
+    # Given a broker with large messages on and QM_PAYLOAD_KMS_KEY_ID set
+    sending = broker(payload_bucket=bucket, payload_kms_key_id="alias/qm-payloads")
+    sending.declare_queue("kms")
+    # When a 2 MiB message is sent
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name="kms", actor_name="kms", args=(big(2 * MIB),), kwargs={}, options={}
+    )
+    sending.enqueue(message)
+    # Then its object was written with SSE-KMS under that key
+    head = s3.head_object(Bucket=bucket, Key=f"{settings.queue_prefix}/kms/{message.message_id}")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"].endswith("alias/qm-payloads")

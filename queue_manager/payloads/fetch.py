@@ -118,7 +118,8 @@ class ClaimCheck:
 
     def fetch(self, pointer: Pointer) -> dramatiq.Message[Any]:
         """The message an offloaded body holds. Raises PayloadMissing, StorageUnavailable or UndecodableBody."""
-        return decode(self.store.get(pointer))
+        # From the object's bytes: a str copy of a large body would be one more copy per thread.
+        return decode(self.store.get_bytes(pointer))
 
     def acked(self, queue_url: str, receipt_handle: str, pointer: Pointer) -> None:
         """Remember an acked message's object: it is deleted once SQS confirms the message's delete."""

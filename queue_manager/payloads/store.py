@@ -65,6 +65,14 @@ class PayloadStore:
 
     def get(self, pointer: Pointer) -> str:
         """The body a pointer names. Raises PayloadMissing (gone, refused, not UTF-8) or StorageUnavailable."""
+        data = self.get_bytes(pointer)
+        try:
+            return data.decode()
+        except UnicodeDecodeError as exc:
+            raise PayloadMissing(f"s3://{pointer.bucket}/{pointer.key} is not UTF-8 text: {exc.reason}") from exc
+
+    def get_bytes(self, pointer: Pointer) -> bytes:
+        """The bytes of the object a pointer names. Raises PayloadMissing (gone, refused) or StorageUnavailable."""
         try:
             response = self.client.get_object(Bucket=pointer.bucket, Key=pointer.key)
             data: bytes = response["Body"].read()
@@ -75,10 +83,7 @@ class PayloadStore:
             raise StorageUnavailable(f"S3 did not answer for the payload ({describe(exc)})") from exc
         except BotoCoreError as exc:
             raise StorageUnavailable(f"S3 did not answer for the payload ({describe(exc)})") from exc
-        try:
-            return data.decode()
-        except UnicodeDecodeError as exc:
-            raise PayloadMissing(f"s3://{pointer.bucket}/{pointer.key} is not UTF-8 text: {exc.reason}") from exc
+        return data
 
     def delete(self, pointers: Iterable[Pointer]) -> int:
         """Delete objects, best effort (a failure is logged; the lifecycle rule is the backstop); how many went."""
