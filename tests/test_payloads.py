@@ -448,3 +448,44 @@ def test_with_a_kms_key_objects_are_written_with_sse_kms(
     head = s3.head_object(Bucket=bucket, Key=f"{settings.queue_prefix}/kms/{message.message_id}")
     assert head["ServerSideEncryption"] == "aws:kms"
     assert head["SSEKMSKeyId"].endswith("alias/qm-payloads")
+
+
+def test_an_object_in_another_bucket_is_read_and_left_in_place(
+    broker: Callable[..., Any],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    payload_env: dict[str, str],
+    sqs_env: dict[str, str],
+    s3: Any,
+    bucket: str,
+    settings: Settings,
+) -> None:
+    # Given a worker whose bucket is the test's, and a producer on the extended client using another bucket
+    other = f"{settings.queue_prefix}-elsewhere"
+    s3.create_bucket(Bucket=other)
+    declaring = broker()
+    declaring.declare_queue("webhook")
+    url = declaring.ensure_queue("webhook").url
+    worker_process(env=payload_env)
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name="webhook",
+        actor_name="webhook",
+        args=({"url": receiver.url("/elsewhere"), "body": {"blob": big(MIB)}},),
+        kwargs={},
+        options={},
+    )
+    extended_client(sqs_env, other).send_message(QueueUrl=url, MessageBody=base64.b64encode(message.encode()).decode())
+    # When the worker processes it
+    wait_for(lambda: receiver.to("/elsewhere"), timeout=60, what="the delivery")
+    # Then it was read whole
+    assert receiver.to("/elsewhere")[0].body == {"blob": big(MIB)}
+    # And once a later message of our own bucket has had its object deleted after its ack (deletes go
+    # in order), the other bucket's object is still there: only our own bucket's are deleted
+    later = message.copy(message_id="later-" + message.message_id)
+    extended_client(sqs_env, bucket).send_message(QueueUrl=url, MessageBody=base64.b64encode(later.encode()).decode())
+    wait_for(lambda: len(receiver.to("/elsewhere")) == 2, timeout=60, what="the later delivery")
+    wait_for(lambda: objects(s3, bucket) == [], timeout=20, what="our own object's delete after the ack")
+    assert len(objects(s3, other)) == 1
+    for key in objects(s3, other):
+        s3.delete_object(Bucket=other, Key=key)
+    s3.delete_bucket(Bucket=other)

@@ -122,8 +122,11 @@ class ClaimCheck:
         return decode(self.store.get_bytes(pointer))
 
     def acked(self, queue_url: str, receipt_handle: str, pointer: Pointer) -> None:
-        """Remember an acked message's object: it is deleted once SQS confirms the message's delete."""
-        if not self.delete_after_ack:
+        """Remember an acked message's object: it is deleted once SQS confirms the message's delete.
+
+        Only an object of our own bucket: one a pointer names elsewhere is read, never deleted here.
+        """
+        if not self.delete_after_ack or pointer.bucket != self.store.bucket:
             return
         with self._lock:
             self._awaiting[(queue_url, receipt_handle)] = pointer
