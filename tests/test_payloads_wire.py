@@ -85,4 +85,3 @@ def test_a_pointed_entry_keeps_its_attributes_and_adds_the_size() -> None:
     assert wire.parse(result["MessageBody"], result["MessageAttributes"]) == Pointer("b", "qm/t/id", 10)
     assert set(result["MessageAttributes"]) == {constants.ATTR_MESSAGE_ID, constants.ATTR_PAYLOAD_SIZE}
     assert original["MessageBody"] == "x" * 10 and constants.ATTR_PAYLOAD_SIZE not in original["MessageAttributes"]
-
