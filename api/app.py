@@ -24,6 +24,7 @@ from api.console import setup_console
 from api.metrics import ApiMetrics
 from api.middlewares import auth_middleware, problem_middleware
 from api.openapi import build_openapi
+from api.payloads import LargeBodies
 from api.routes import setup_routes
 from api.schemas import MAX_BATCH_BODY_BYTES
 from api.sender import Sender
@@ -84,8 +85,16 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
         broker.declare_queue(message_type)
     app[keys.EXECUTOR] = executor
     app[keys.BROKER] = broker
+    offloader = broker.offloader  # large messages (S3): None unless QM_PAYLOAD_BUCKET is set
+    uploads = ThreadPoolExecutor(max_workers=settings.payload_concurrency, thread_name_prefix="qm-s3")
+    app[keys.LARGE_BODIES] = LargeBodies(settings.payload_concurrency if offloader is not None else 0)
     app[keys.SENDER] = Sender(
-        broker, executor, linger_seconds=settings.send_linger_ms / 1000, max_waiting=settings.max_waiting_sends
+        broker,
+        executor,
+        linger_seconds=settings.send_linger_ms / 1000,
+        max_waiting=settings.max_waiting_sends,
+        offloader=offloader,
+        offload_executor=uploads,
     )
     app[keys.METRICS].watch_broker(broker)
     app[keys.SENDER].batch_listeners.append(app[keys.METRICS].batch_sizes.observe)
@@ -100,6 +109,11 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.SENT_IDS] = SentIds()
     loop = asyncio.get_running_loop()
+    if offloader is not None and settings.payload_create_bucket:
+        try:
+            await loop.run_in_executor(uploads, offloader.store.ensure_bucket)
+        except Exception as exc:  # S3 may come up later: large messages are answered 503 until then
+            logger.warning("Could not create the payload bucket %r yet: %s.", settings.payload_bucket, exc)
     for message_type in app[keys.REGISTRY].types:
         try:
             await loop.run_in_executor(executor, broker.ensure_queue, message_type)
@@ -118,6 +132,7 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
             path = settings.stats_dir / f"api-{os.getpid()}.json"
             path.write_text(json.dumps({"sqs_requests": broker.request_counts()}, sort_keys=True))
         executor.shutdown(wait=True)
+        uploads.shutdown(wait=True)
 
 
 async def _state_context(app: web.Application) -> AsyncIterator[None]:

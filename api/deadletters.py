@@ -114,7 +114,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         "type": message_type,
         "queue": queue,
         "count": min(limit, len(chosen)),
-        "messages": [i.as_dict() for i in chosen[:limit]],
+        "messages": [_shown(request, i) for i in chosen[:limit]],
     }
     if filtered:
         answer.update(scanned=len(items), matched=len(chosen), matched_ids=[i.id or i.sqs_message_id for i in chosen])
@@ -209,6 +209,14 @@ async def redrive(request: web.Request) -> web.Response:
         method=result.method,
     )
     return web.json_response(result.as_dict())
+
+
+def _shown(request: web.Request, item: deadletters.DeadLetter) -> dict[str, Any]:
+    """A dead letter as listed; one whose body is in S3 (large messages) also says where to download it."""
+    shown = item.as_dict()
+    if item.payload_location is not None and item.id is not None:
+        shown["payload_url"] = f"/queues/{request.match_info['name']}/dead-letters/{item.id}/payload"
+    return shown
 
 
 def _known_type(request: web.Request) -> str:

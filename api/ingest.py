@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from api import keys, problems, status
 from api.schemas import IDEMPOTENCY_KEY_PATTERN, envelope_violations
 from api.sender import Overloaded
+from queue_manager.payloads.store import StorageUnavailable
 from queue_manager.sqs import constants
 from queue_manager.sqs.errors import MessageTooLarge, SQSOutcomeUnknown, SQSUnavailable, logged, public
 from queue_manager.sqs.sending import SendResult
@@ -316,6 +317,10 @@ def _answer(
         _count_error(app, exc)
         logger.warning("The outcome of sending message %r is unknown: %s.", message.message_id, exc)
         raise _outcome_unknown(prepared, str(exc))
+    if isinstance(exc, StorageUnavailable):  # large messages: S3 did not take the body; SQS got nothing
+        _count_error(app, exc)
+        logger.warning("Could not store the body of message %r: %s.", message.message_id, logged(exc))
+        raise problems.StorageUnavailable(f"The message was not sent: {exc}; try again.") from None
     if isinstance(exc, SQSUnavailable | ClientError):
         _count_error(app, exc)
         logger.warning("Could not send message %r: %s.", message.message_id, logged(exc))

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from api.backpressure import DepthGuard
 from api.metrics import ApiMetrics
+from api.payloads import LargeBodies
 from api.sender import Sender
 from queue_manager.reports import ReportStore
 from queue_manager.settings import Settings
@@ -38,3 +39,5 @@ WORKER_REPORTS: web.AppKey[ReportStore | None] = web.AppKey("qm.worker_reports")
 STATUS_STORE: web.AppKey[StatusEvents | None] = web.AppKey("qm.status_store")
 STATUS_WRITER: web.AppKey[StatusWriter | None] = web.AppKey("qm.status_writer")
 SENT_IDS = web.AppKey("qm.sent_ids", SentIds)
+#: Large messages: the turns of large request bodies (QM_PAYLOAD_CONCURRENCY).
+LARGE_BODIES = web.AppKey("qm.large_bodies", LargeBodies)

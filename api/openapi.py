@@ -14,6 +14,7 @@ from api.deadletters import (
     MAX_REDRIVE_BODY_BYTES,
     REDRIVE_SCHEMA,
 )
+from api.payloads import batch_body_limit, message_body_limit
 from api.schemas import (
     BATCH_SCHEMA,
     ENVELOPE_SCHEMA,
@@ -104,6 +105,9 @@ def build_openapi(
 
     A type in `fifo_types` is on a FIFO queue: its envelope requires `group_id` and has no `delay_seconds`.
     """
+    # Large messages (S3): the body limits are QM_MAX_MESSAGE_BYTES while QM_PAYLOAD_BUCKET is set.
+    message_limit = message_body_limit(settings, MAX_MESSAGE_BODY_BYTES)
+    batch_limit = batch_body_limit(settings, MAX_BATCH_BODY_BYTES)
     payloads = {f"payload.{t}": copy.deepcopy(registry.schema(t)) for t in registry.types}
     envelope_props = {k: v for k, v in ENVELOPE_SCHEMA["properties"].items() if k not in ("type", "payload")}
 
@@ -197,7 +201,7 @@ def build_openapi(
                     "operationId": "postMessage",
                     "summary": "Send one message",
                     "parameters": [idempotency_header],
-                    "requestBody": _request_body("Envelope", MAX_MESSAGE_BODY_BYTES),
+                    "requestBody": _request_body("Envelope", message_limit),
                     "responses": {
                         "202": {
                             **_json("SQS has the message.", {"$ref": "#/components/schemas/Accepted"}),
@@ -213,7 +217,7 @@ def build_openapi(
                             },
                         },
                         **send_errors,
-                        **_body_errors(MAX_MESSAGE_BODY_BYTES, encoded=True),
+                        **_body_errors(message_limit, encoded=not settings.payload_bucket),
                     },
                 }
             },
@@ -221,7 +225,7 @@ def build_openapi(
                 "post": {
                     "operationId": "postBatch",
                     "summary": f"Send up to {MAX_BATCH_MESSAGES} messages, each validated on its own",
-                    "requestBody": _request_body("Batch", MAX_BATCH_BODY_BYTES),
+                    "requestBody": _request_body("Batch", batch_limit),
                     "responses": {
                         "202": _json("Every entry was sent.", {"$ref": "#/components/schemas/BatchResults"}),
                         "207": _json(
@@ -236,7 +240,7 @@ def build_openapi(
                             f'The body is not {{"messages": [...]}} with 1 to {MAX_BATCH_MESSAGES} entries '
                             "(an entry that breaks its schema is answered in its result instead)."
                         ),
-                        **_body_errors(MAX_BATCH_BODY_BYTES, encoded=True),
+                        **_body_errors(batch_limit, encoded=not settings.payload_bucket),
                     },
                 }
             },
@@ -357,6 +361,22 @@ def build_openapi(
                         "404": _problem("No such message type or queue."),
                         "422": _problem("A bad limit or filter."),
                         "503": _problem("SQS cannot be reached.", retry_after=problems.RETRY_AFTER_READ_SECONDS),
+                        **common,
+                    },
+                }
+            },
+            "/queues/{name}/dead-letters/{id}/payload": {
+                "get": {
+                    "operationId": "downloadDeadLetterPayload",
+                    "summary": "Download the Dramatiq message a dead letter keeps in S3 (large messages)",
+                    "parameters": [
+                        name_parameter,
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": _json("The message, as Dramatiq encoded it.", {"type": "object"}),
+                        "404": _problem("No such type, dead letter, payload, or large messages are off."),
+                        "503": _problem("SQS or S3 cannot be reached.", retry_after=problems.RETRY_AFTER_READ_SECONDS),
                         **common,
                     },
                 }

@@ -17,7 +17,8 @@ Problem
 ├── TooManyRequests       429  a queue is over QM_MAX_QUEUE_DEPTH
 └── ServiceUnavailable    503  SQS cannot be reached, is too slow, or throttles
     ├── OutcomeUnknown    503  SQS may have the message: retry with the same Idempotency-Key
-    └── StateUnavailable  503  a keyed request whose key the state store could not check: nothing sent
+    ├── StateUnavailable  503  a keyed request whose key the state store could not check: nothing sent
+    └── StorageUnavailable 503 S3 did not take a large message's body: nothing was sent to SQS
 """
 
 from __future__ import annotations
@@ -161,6 +162,12 @@ class StateUnavailable(ServiceUnavailable):
     """Answered for a keyed request when the state store (SQLite or DynamoDB) fails or throttles: nothing was sent."""
 
     slug = "state-unavailable"
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """Answered when S3 did not take a large message's body: nothing was sent to SQS; try again."""
+
+    slug = "storage-unavailable"
 
 
 class InternalError(Problem):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import deadletters, handlers, status
+from api import deadletter_payloads, deadletters, handlers, status
 
 
 def setup_routes(app: web.Application) -> None:
@@ -18,6 +18,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/queues/{name}/dead-letters", deadletters.list_dead_letters)
     app.router.add_post("/queues/{name}/redrive", deadletters.redrive)
     app.router.add_post("/queues/{name}/dead-letters/delete", deadletters.delete_dead_letters)
+    app.router.add_get("/queues/{name}/dead-letters/{id}/payload", deadletter_payloads.download)
     app.router.add_get("/openapi.json", handlers.openapi)
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/healthz", handlers.healthz)

@@ -119,8 +119,7 @@ class Processes:
 
 @contextlib.contextmanager
 def ministack(processes: Processes, *, services: str = "sqs") -> Iterator[tuple[str, int]]:
-    """A ministack server (SQS, or the `services` named) on a free loopback port; yields its URL and pid, and
-    stops it afterwards."""
+    """A ministack server (SQS, or `services`) on a free loopback port; yields its URL and pid, then stops it."""
     if not MINISTACK.exists():
         raise SystemExit(f"{MINISTACK} is missing: run `make install`.")
     port = free_port()

@@ -16,6 +16,7 @@ from bench.e2e import EndToEnd
 from bench.fleet import Fleet
 from bench.latency import FixedRate
 from bench.overhead import Probe
+from bench.payloads import PayloadFigures
 from bench.tables import table
 from bench.workers import WorkerRun, idle_settle_seconds
 
@@ -78,6 +79,8 @@ class Report:
         self.fleet: dict[tuple[float, str], Fleet] = {}
         self.overhead: list[tuple[str, Probe]] = []
         self.proxies: dict[float, dict[str, Any]] = {}
+        #: Large messages through S3, by RTT (ours alone).
+        self.payloads: dict[float, PayloadFigures] = {}
         self.notes: list[str] = []
         #: Message status on against off, by round-trip time (bench/status.py).
         self.status: dict[float, Any] = {}
@@ -349,6 +352,8 @@ class Report:
             "through the bench proxy (ratios: ours/stock in the same run)"
         )
         out = [table(headers, body, title)]
+        for figures in self.payloads.values():
+            out.append("\n".join(figures.lines()))
         notes = self._overhead_notes() + [line for cost in self.status.values() for line in cost.lines()] + self.notes
         if self.config.get("ours_env"):
             given = ", ".join(f"{k}={v}" for k, v in sorted(self.config["ours_env"].items()))
@@ -443,6 +448,7 @@ class Report:
                 "proxy_check": [{"name": name, **p.as_dict()} for name, p in self.overhead],
                 "proxies": {f"{rtt:g}": stats for rtt, stats in self.proxies.items()},
                 "status": {f"{rtt:g}": cost.as_dict() for rtt, cost in self.status.items()},
+                "payloads": [f.as_dict() for f in self.payloads.values()],
             },
             "notes": self.notes,
         }

@@ -382,6 +382,54 @@ class Settings:
     )
     # --- end of the operations console's settings ---
 
+    # -- Large messages through S3 (claim-check, wire-compatible with the AWS extended clients) --
+    payload_bucket: str | None = setting(
+        None,
+        "The S3 bucket of messages over QM_PAYLOAD_THRESHOLD_BYTES (their body goes there, SQS carries a pointer); "
+        "unset, large messages are refused with 413.",
+        parse=_str,
+    )
+    payload_threshold_bytes: int = setting(
+        constants.MAX_MESSAGE_SIZE_BYTES,
+        "The largest SQS message (body and attributes, as SQS counts them) sent as it is; larger ones go through S3.",
+        parse=_int,
+        low=1024,
+        high=constants.MAX_MESSAGE_SIZE_BYTES,
+    )
+    max_message_bytes: int = setting(
+        32 * 1024 * 1024,
+        "The largest request body of POST /messages (and of a batch) while QM_PAYLOAD_BUCKET is set.",
+        parse=_int,
+        low=1024,
+        high=2**31,
+    )
+    payload_kms_key_id: str | None = setting(
+        None, "If set, offloaded bodies are written with SSE-KMS under this key (id, ARN or alias).", parse=_str
+    )
+    payload_delete: str = setting(
+        "after-ack",
+        "`after-ack` deletes an offloaded body once SQS deleted its acknowledged message; `never` leaves it to "
+        "the bucket's lifecycle rule.",
+        parse=_str,
+        choices=("after-ack", "never"),
+    )
+    payload_create_bucket: bool = setting(
+        False,
+        "Whether the API creates QM_PAYLOAD_BUCKET at start when it is missing (the embedded default).",
+        parse=_bool,
+    )
+    payload_concurrency: int = setting(
+        8,
+        "Large request bodies (over 1 MiB) one API process reads, encodes and uploads at once; more wait their turn, "
+        "which bounds the memory they take.",
+        parse=_int,
+        low=1,
+        high=1024,
+    )
+    payload_endpoint_url: str | None = setting(
+        None, "The S3 endpoint; None means AWS itself.", parse=_str, env="AWS_ENDPOINT_URL_S3"
+    )
+
     def __post_init__(self) -> None:
         # Host names compare case-insensitively; keys and everything else keep their case.
         object.__setattr__(self, "webhook_allowed_hosts", tuple(h.lower() for h in self.webhook_allowed_hosts))
@@ -438,6 +486,7 @@ class Settings:
 _FALLBACKS = {
     "AWS_ENDPOINT_URL_SQS": ("AWS_ENDPOINT_URL",),
     "AWS_ENDPOINT_URL_DYNAMODB": ("AWS_ENDPOINT_URL",),
+    "AWS_ENDPOINT_URL_S3": ("AWS_ENDPOINT_URL",),
     "AWS_REGION": ("AWS_DEFAULT_REGION",),
 }
 

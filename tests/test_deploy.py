@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
 
@@ -25,6 +26,8 @@ IAM_ACTION = {
     "SendMessageBatch": "sqs:SendMessage",
     "DeleteMessageBatch": "sqs:DeleteMessage",
     "ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+    # Large messages: S3 requests are counted as `s3:<Action>`; DeleteObjects needs s3:DeleteObject.
+    "s3:DeleteObjects": "s3:DeleteObject",
 }
 
 
@@ -89,14 +92,20 @@ def test_the_iam_policy_allows_every_sqs_action_a_run_makes(
     receiver: Receiver,
     settings: Settings,
     sqs: Any,
+    sqs_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    # Given an API and a worker that record the SQS actions they make
+    # Given an API and a worker that record the SQS (and S3) actions they make
     import urllib.request
 
     stats = tmp_path / "stats"
-    api, url = api_process(env={"QM_STATS_DIR": str(stats)})
-    worker = worker_process(threads=2, env={"QM_STATS_DIR": str(stats)})
+    # (with large messages on: a bucket of the test's own, named as the policy's resource is)
+    bucket = boto3.client("s3", endpoint_url=sqs_env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1")
+    bucket_name = f"{settings.queue_prefix}-payloads"
+    bucket.create_bucket(Bucket=bucket_name)
+    env = {"QM_STATS_DIR": str(stats), "QM_PAYLOAD_BUCKET": bucket_name}
+    api, url = api_process(env=env)
+    worker = worker_process(threads=2, env=env)
     receiver.statuses["/flaky"] = [500, 200]
     receiver.statuses["/gone"] = [404]
 
@@ -108,15 +117,21 @@ def test_the_iam_policy_allows_every_sqs_action_a_run_makes(
     post({"type": "webhook", "payload": {"url": receiver.url("/flaky"), "body": 1}})
     post({"type": "webhook", "payload": {"url": receiver.url("/gone"), "body": 2}})
     post({"messages": [{"type": "log", "payload": {"message": "x"}}] * 3}, "/messages/batch")
+    post({"type": "webhook", "payload": {"url": receiver.url("/big"), "body": "x" * 2_000_000}})  # through S3
     with urllib.request.urlopen(url + "/queues", timeout=10) as response:
         assert response.status == 200
-    wait_for(lambda: len(receiver.to("/flaky")) == 2 and receiver.to("/gone"), timeout=30, what="all paths")
+    wait_for(
+        lambda: len(receiver.to("/flaky")) == 2 and receiver.to("/gone") and receiver.to("/big"),
+        timeout=30,
+        what="all paths",
+    )
     empty = {"visible": 0, "in_flight": 0, "delayed": 0}
     wait_for(
         lambda: (
             queue_depth(sqs, settings.queue_name("webhook")) == empty
             and queue_depth(sqs, settings.queue_name("log")) == empty
             and queue_depth(sqs, settings.queue_name("webhook") + "_dlq")["visible"] == 1
+            and not bucket.list_objects_v2(Bucket=bucket_name).get("Contents")  # the large one's, deleted after its ack
         ),
         timeout=30,
         what="every message done: acknowledged, or dead-lettered",
@@ -132,8 +147,12 @@ def test_the_iam_policy_allows_every_sqs_action_a_run_makes(
     assert {"ReceiveMessage", "DeleteMessageBatch", "SendMessageBatch"} <= actions, actions
     policy = json.loads((ROOT / "deploy" / "iam-policy.json").read_text())
     allowed = {a for statement in policy["Statement"] for a in statement["Action"]}
-    needed = {IAM_ACTION.get(action, f"sqs:{action}") for action in actions}
+    needed = {IAM_ACTION.get(action, action if ":" in action else f"sqs:{action}") for action in actions}
+    assert {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"} <= needed, needed
     assert needed <= allowed, needed - allowed
+    # And S3 only within the bucket and the queue prefix (the policy's are the defaults: qm-payloads, qm)
+    [s3_statement] = [s for s in policy["Statement"] if any(a.startswith("s3:") for a in s["Action"])]
+    assert s3_statement["Resource"] == "arn:aws:s3:::qm-payloads/qm/*"
 
 
 def _copy_lines(stage: str) -> list[tuple[list[str], str]]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from queue_manager.payloads import wire
 from queue_manager.sqs import constants
 from queue_manager.sqs.batches import call_batch, chunks, settle_all, settle_batch
 from queue_manager.sqs.errors import denied, describe, unsupported
@@ -76,6 +77,9 @@ class DeadLetter:
     #: The actor's arguments' first item (the message type's payload), when the peek asked for it.
     payload: Any = None
     with_payload: bool = False
+    #: Large messages: the size of the body kept in S3, and where (`s3://bucket/key`); None for one SQS carries.
+    payload_bytes: int | None = None
+    payload_location: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         answer = dataclasses.asdict(self)
@@ -414,7 +418,8 @@ def dead_letter(message: dict[str, Any], *, with_payload: bool = False) -> DeadL
     """The DeadLetter view of a message received with all its attributes."""
     attrs = message.get("MessageAttributes", {})
     system = message.get("Attributes", {})
-    decoded = _decode(message.get("Body", ""))
+    pointer = wire.parse(message.get("Body", ""), attrs)
+    decoded = _decode(message.get("Body", "")) if pointer is None else {}
     traceparent = _string(attrs, TRACEPARENT_ATTRIBUTE) or ""
     trace_id = _text(decoded.get("trace_id")) or (traceparent.split("-")[1] if traceparent.count("-") == 3 else None)
     return DeadLetter(
@@ -429,6 +434,8 @@ def dead_letter(message: dict[str, Any], *, with_payload: bool = False) -> DeadL
         trace_id=trace_id,
         payload=decoded.get("payload"),
         with_payload=with_payload,
+        payload_bytes=None if pointer is None else pointer.size_bytes,
+        payload_location=None if pointer is None else f"s3://{pointer.bucket}/{pointer.key}",
     )
 
 
