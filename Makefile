@@ -29,11 +29,11 @@ $(SQS_STAMP):
 run: install
 	@QM_LOG_FORMAT=$${QM_LOG_FORMAT:-$$(if [ -t 2 ]; then echo text; else echo json; fi)} $(BIN)/supervisord -c supervisord.conf
 
-# The /docs browser test needs Debian's chromium; CI runs as root and installs it (about 15 s).
+# The /docs and /ui browser tests need Debian's chromium; CI runs as root and installs it (about 15 s).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
-		echo "chromium could not be installed: the /docs browser test will be skipped here (and fail in CI)"
+		echo "chromium could not be installed: the /docs and /ui browser tests will be skipped here (and fail in CI)"
 
 # Two test processes (pytest-xdist), each with its own SQS server: most tests wait on real subprocesses,
 # so two halve the time on two cores (about 5.5 + 3.5 minutes here).

@@ -24,17 +24,23 @@ from dramatiq.errors import Retry
 from dramatiq.middleware import AgeLimit, CurrentMessage, ShutdownNotifications, TimeLimit
 
 from queue_manager import tracing
+from queue_manager.payloads.fetch import ClaimCheck
+from queue_manager.payloads.middleware import Payloads
+from queue_manager.payloads.offload import Offloader
+from queue_manager.payloads.store import PayloadStore, s3_client
 from queue_manager.reports import REPORTS_FOLDER, DirectoryReports
 from queue_manager.settings import Settings
 from queue_manager.sqs.broker import QMBroker
-from queue_manager.sqs.constants import FIFO_OPTION
+from queue_manager.sqs.constants import FIFO_OPTION, MAX_MESSAGE_SIZE_BYTES
 from queue_manager.sqs.errors import PermanentFailure
 from queue_manager.sqs.middleware.fifo import FifoQueues
 from queue_manager.sqs.middleware.logcontext import StructuredLogs
 from queue_manager.sqs.middleware.metrics import WorkerMetrics
 from queue_manager.sqs.middleware.retries import RetriesInPlace
+from queue_manager.sqs.middleware.status import MessageStatus
 from queue_manager.sqs.middleware.tracing import MessageTracing
 from queue_manager.sqs.middleware.workload import WorkloadReports
+from queue_manager.state.stores import status_writer
 from schemas import SchemaRegistry
 
 
@@ -58,10 +64,16 @@ def build_broker(settings: Settings, *, fifo_types: frozenset[str] = frozenset()
         FifoQueues(),
         WorkerMetrics(port=settings.worker_metrics_port, host=settings.worker_metrics_host),
         WorkloadReports(store=worker_reports(settings), gauges=bool(settings.worker_metrics_port)),
+        # Each attempt's start and outcome for GET /messages/{id}; its writer starts at the first event.
+        MessageStatus(writer=status_writer(settings)),
     ]
     if tracing.wanted(settings):  # first, so its span covers every other hook; absent, it costs nothing
         middleware.insert(0, MessageTracing(settings=settings))
-    return QMBroker(
+    claim_check = payload_claim_check(settings)
+    if claim_check is not None:
+        # Last: the time limit and the metrics have started when it fetches a payload.
+        middleware.append(Payloads(claim_check=claim_check))
+    broker = QMBroker(
         namespace=settings.queue_prefix,
         middleware=middleware,
         endpoint_url=settings.endpoint_url,
@@ -82,7 +94,43 @@ def build_broker(settings: Settings, *, fifo_types: frozenset[str] = frozenset()
         busy_lookahead=settings.busy_lookahead,
         stats_dir=settings.stats_dir,
         stop_drain_seconds=settings.stop_drain_seconds,
+        max_message_size=offload_limit_bytes(settings),
     )
+    if claim_check is not None:
+        broker.offloader = Offloader(claim_check.store, threshold_bytes=settings.payload_threshold_bytes)
+        broker.decode_body = claim_check.decode
+        broker.acks.deleted_listeners.append(claim_check.deleted)
+        # S3 requests are counted with SQS's, as `s3:<Action>` (request counts, QM_STATS_DIR, the IAM test).
+        claim_check.store.client.meta.events.register(
+            "before-call.s3", lambda model, **_: broker.count_request("s3:" + model.name)
+        )
+    return broker
+
+
+def payload_claim_check(settings: Settings) -> ClaimCheck | None:
+    """The bucket of large messages and the process's acked objects, if QM_PAYLOAD_BUCKET is set."""
+    if not settings.payload_bucket:
+        return None
+    client = s3_client(
+        endpoint_url=settings.payload_endpoint_url,
+        region=settings.region,
+        timeout_seconds=settings.sqs_timeout_seconds,
+        max_pool_connections=settings.send_concurrency + 16,
+    )
+    store = PayloadStore(
+        client,
+        bucket=settings.payload_bucket,
+        key_prefix=settings.queue_prefix,
+        kms_key_id=settings.payload_kms_key_id,
+    )
+    return ClaimCheck(store, delete_after_ack=settings.payload_delete == "after-ack")
+
+
+def offload_limit_bytes(settings: Settings) -> int:
+    """The largest encoded body a send accepts: SQS's limit, or with S3 QM_MAX_MESSAGE_BYTES once base64-encoded."""
+    if not settings.payload_bucket:
+        return MAX_MESSAGE_SIZE_BYTES
+    return max(MAX_MESSAGE_SIZE_BYTES, -(-(settings.max_message_bytes + ENVELOPE_ROOM_BYTES) // 3) * 4)
 
 
 def worker_reports(settings: Settings) -> DirectoryReports | None:
@@ -90,7 +138,18 @@ def worker_reports(settings: Settings) -> DirectoryReports | None:
     return DirectoryReports(settings.state_dir / REPORTS_FOLDER) if settings.state_dir is not None else None
 
 
-__all__ = ["PermanentFailure", "Retry", "build_broker", "message_type", "worker_reports"]
+__all__ = [
+    "PermanentFailure",
+    "Retry",
+    "build_broker",
+    "message_type",
+    "offload_limit_bytes",
+    "payload_claim_check",
+    "worker_reports",
+]
+
+#: Room for what Dramatiq's encoding adds around a payload of QM_MAX_MESSAGE_BYTES (ids, names, options).
+ENVELOPE_ROOM_BYTES = 64 * 1024
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

@@ -18,12 +18,13 @@ import swagger_ui
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from api import idempotency, keys, processes, server
+from api import access, keys, processes, server
 from api.backpressure import DepthGuard
-from api.idempotency import IdempotencyStore
+from api.console import setup_console
 from api.metrics import ApiMetrics
 from api.middlewares import auth_middleware, problem_middleware, trace_middleware
 from api.openapi import build_openapi
+from api.payloads import LargeBodies
 from api.routes import setup_routes
 from api.schemas import MAX_BATCH_BODY_BYTES
 from api.sender import Sender
@@ -31,6 +32,10 @@ from broker import build_broker, worker_reports
 from queue_manager import logs, tracing
 from queue_manager.settings import Settings, SettingsError
 from queue_manager.sqs.sending import SEND_ATTEMPTS
+from queue_manager.state.dynamodb import TableMissing
+from queue_manager.state.keys import idempotency_store
+from queue_manager.state.status import SentIds
+from queue_manager.state.stores import status_events, status_writer
 from schemas import SchemaLoadError, SchemaRegistry
 
 logger = logging.getLogger(__name__)
@@ -44,7 +49,7 @@ def create_app(settings: Settings) -> web.Application:
     Raises SettingsError when the API would listen beyond loopback with no API keys.
     """
     registry = SchemaRegistry.load(settings.schemas_dir)
-    api_keys = settings.accepted_api_keys()
+    api_keys = access.parse_keys(settings.accepted_api_keys())
     if not api_keys and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
         raise SettingsError(
             f"QM_HOST={settings.host} is reachable from other machines and no API keys are set: set QM_API_KEYS "
@@ -72,8 +77,11 @@ def create_app(settings: Settings) -> web.Application:
     swagger_ui.api_doc(app, config=app[keys.OPENAPI], url_prefix="/docs", title="queue-manager API", host_inject=False)
     if traced:  # first in, last out: the spans of the last sends are exported too
         app.cleanup_ctx.append(_tracing_context)
+    # The state store first: it closes last, after the sends in flight have recorded their outcome.
+    app.cleanup_ctx.append(_state_context)
     app.cleanup_ctx.append(_sqs_context)
     setup_routes(app)
+    setup_console(app)  # the operations console (/ui): after the SQS context, whose broker its sampler reads
     return app
 
 
@@ -85,20 +93,35 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
         broker.declare_queue(message_type)
     app[keys.EXECUTOR] = executor
     app[keys.BROKER] = broker
+    offloader = broker.offloader  # large messages (S3): None unless QM_PAYLOAD_BUCKET is set
+    uploads = ThreadPoolExecutor(max_workers=settings.payload_concurrency, thread_name_prefix="qm-s3")
+    app[keys.LARGE_BODIES] = LargeBodies(settings.payload_concurrency if offloader is not None else 0)
     app[keys.SENDER] = Sender(
-        broker, executor, linger_seconds=settings.send_linger_ms / 1000, max_waiting=settings.max_waiting_sends
+        broker,
+        executor,
+        linger_seconds=settings.send_linger_ms / 1000,
+        max_waiting=settings.max_waiting_sends,
+        offloader=offloader,
+        offload_executor=uploads,
     )
     app[keys.METRICS].watch_broker(broker)
     app[keys.SENDER].batch_listeners.append(app[keys.METRICS].batch_sizes.observe)
-    state_dir = settings.state_dir or Path(tempfile.mkdtemp(prefix="qm-api-state-"))
-    app[keys.IDEMPOTENCY] = IdempotencyStore(
-        state_dir / idempotency.DATABASE_NAME,
-        window_seconds=settings.idempotency_window_seconds,
-        lease_seconds=_send_lease_seconds(settings),
-    )
-    await app[keys.IDEMPOTENCY].open()
     app[keys.DEPTH_GUARD] = DepthGuard(broker, executor, max_depth=settings.max_queue_depth)
+    # Message status: one store for reads and this process's writer (nothing opens before it is used).
+    app[keys.STATUS_STORE] = status_store = status_events(settings)
+    app[keys.STATUS_WRITER] = status_writer(
+        settings,
+        status_store,
+        on_outcome=app[keys.METRICS].count_status_writes,
+        on_request=app[keys.METRICS].count_status_request,
+    )
+    app[keys.SENT_IDS] = SentIds()
     loop = asyncio.get_running_loop()
+    if offloader is not None and settings.payload_create_bucket:
+        try:
+            await loop.run_in_executor(uploads, offloader.store.ensure_bucket)
+        except Exception as exc:  # S3 may come up later: large messages are answered 503 until then
+            logger.warning("Could not create the payload bucket %r yet: %s.", settings.payload_bucket, exc)
     for message_type in app[keys.REGISTRY].types:
         try:
             await loop.run_in_executor(executor, broker.ensure_queue, message_type)
@@ -108,15 +131,34 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await app[keys.SENDER].close()
-        await app[keys.IDEMPOTENCY].close()  # after the sender: sends still in flight record their outcome
-        if settings.state_dir is None:
-            shutil.rmtree(state_dir, ignore_errors=True)
+        writer = app[keys.STATUS_WRITER]
+        if writer is not None:  # after the sender too: its last 202s' events are written
+            await asyncio.to_thread(writer.close)
         await app[keys.DEPTH_GUARD].close()
         if settings.stats_dir is not None:
             settings.stats_dir.mkdir(parents=True, exist_ok=True)
             path = settings.stats_dir / f"api-{os.getpid()}.json"
             path.write_text(json.dumps({"sqs_requests": broker.request_counts()}, sort_keys=True))
         executor.shutdown(wait=True)
+        uploads.shutdown(wait=True)
+
+
+async def _state_context(app: web.Application) -> AsyncIterator[None]:
+    """The idempotency keys: DynamoDB with QM_STATE_TABLE (a fleet), else SQLite in the state folder (a host)."""
+    settings = app[keys.SETTINGS]
+    state_dir = settings.state_dir or Path(tempfile.mkdtemp(prefix="qm-api-state-"))
+    store = idempotency_store(settings, state_dir=state_dir, lease_seconds=_send_lease_seconds(settings))
+    try:
+        try:
+            await store.open()
+        except TableMissing as exc:  # QM_CREATE_TABLES=false and no table: stop start-up, naming both
+            raise SettingsError(str(exc)) from None
+        app[keys.IDEMPOTENCY] = store
+        yield
+    finally:
+        await store.close()
+        if settings.state_dir is None:
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 async def _tracing_context(app: web.Application) -> AsyncIterator[None]:
@@ -159,7 +201,7 @@ def main() -> None:
             header_timeout=settings.header_timeout_seconds,
             keepalive_timeout=settings.keepalive_seconds,
         )
-    except server.PortInUse as exc:
+    except (server.PortInUse, SettingsError) as exc:  # SettingsError: the state store's table is missing
         print(f"qm-api: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -49,13 +49,18 @@ def _check_media_type(request: web.Request) -> None:
 
 
 async def _read_body(request: web.Request, *, limit_bytes: int) -> bytes:
+    settings = request.app[keys.SETTINGS]
+    why = (
+        "QM_MAX_MESSAGE_BYTES, as large messages go through S3"
+        if settings.payload_bucket and limit_bytes >= settings.max_message_bytes
+        else "a message must fit in SQS's 1 MiB once base64-encoded"
+    )
     too_large = problems.PayloadTooLarge(
-        f"The request body is larger than {limit_bytes} bytes, the most {request.path} accepts "
-        "(a message must fit in SQS's 1 MiB once base64-encoded)."
+        f"The request body is larger than {limit_bytes} bytes, the most {request.path} accepts ({why})."
     )
     if request.content_length is not None and request.content_length > limit_bytes:
         raise too_large
-    timeout_seconds = request.app[keys.SETTINGS].body_timeout_seconds
+    timeout_seconds = settings.body_timeout_seconds
     body = bytearray()
     try:
         # One deadline for the whole body: a client trickling bytes must not hold a request for minutes.

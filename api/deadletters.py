@@ -1,4 +1,4 @@
-"""Dead-letter handlers: peek at a type's dead-letter queue and redrive it, each an audit event.
+"""Dead-letter handlers: peek at a type's dead-letter queue (filtered), redrive and delete, each an audit event.
 
 The SQS work is in `sqs.deadletters`; these handlers check the request, run it in the executor,
 and log who did what.
@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
 from botocore.exceptions import BotoCoreError, ClientError
 
-from api import keys, problems
+from api import access, keys, problems, status
 from api.bodies import read_json
-from api.middlewares import bearer_token, key_position
 from queue_manager.sqs import constants, deadletters
 from queue_manager.sqs.errors import SQSUnavailable, logged, public
 from queue_manager.sqs.queues import QueueMissing
@@ -24,7 +24,7 @@ from schemas import Validator, Violation, same_dialect, violations
 
 logger = logging.getLogger(__name__)
 
-#: One line per dead-letter action: who (an API key's position, never the key), what, queue, count.
+#: One line per dead-letter action: who (an API key's name, never the key), what, queue, count.
 audit_logger = logging.getLogger("queue_manager.audit")
 
 #: The number of dead letters a peek shows when the request does not say.
@@ -55,6 +55,22 @@ REDRIVE_SCHEMA: dict[str, Any] = {
 
 _REDRIVE = Validator(same_dialect(REDRIVE_SCHEMA))
 
+#: The request body of POST /queues/{name}/dead-letters/delete: the ids to delete (never "all").
+DELETE_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "urn:queue-manager:schema:dead-letter-delete",
+    "title": "Dead-letter delete request",
+    "type": "object",
+    "properties": {"ids": REDRIVE_SCHEMA["properties"]["ids"]},
+    "required": ["ids"],
+    "additionalProperties": False,
+}
+
+_DELETE = Validator(same_dialect(DELETE_SCHEMA))
+
+#: The largest age a listing's filter takes: SQS keeps a message 14 days at most.
+MAX_AGE_FILTER_SECONDS = 14 * 86400
+
 T = TypeVar("T")
 
 
@@ -65,22 +81,104 @@ class InvalidRequest(problems.Unprocessable):
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:
-    """Show up to `limit` dead letters of a type; every one stays on the dead-letter queue."""
+    """Show up to `limit` dead letters of a type, filtered if asked; every one stays on the dead-letter queue.
+
+    With a filter (`error`, `id`, `older_than_seconds`, `newer_than_seconds`) up to `scan` dead
+    letters (default and most: 1,000) are looked at, and the answer also gives the ids of every
+    match (`matched_ids`): what a redrive or delete of the filtered set acts on.
+    """
     who = caller(request)
     message_type = _known_type(request)
-    limit = _limit(request)
+    matches = _filter(request)
+    scan = _int_query(request, "scan", 1, deadletters.MAX_SCAN_MESSAGES)
+    with_payload = request.query.get("payload", "false").lower() in ("1", "true", "yes")
+    filtered = matches is not None or scan is not None
+    limit = _limit(request, high=deadletters.MAX_SCAN_MESSAGES if filtered else deadletters.MAX_PEEK_MESSAGES)
+    looked_at = (scan or deadletters.MAX_SCAN_MESSAGES) if filtered else limit
     broker = request.app[keys.BROKER]
 
     def work() -> list[deadletters.DeadLetter]:
         urls = broker.ensure_queue(message_type)
-        return broker.dead_letters.peek(urls.dead_letter_url, limit=limit)
+        return broker.dead_letters.peek(urls.dead_letter_url, limit=looked_at, with_payload=with_payload)
 
     items = await _run(request, work, "read the dead-letter queue")
+    listed = [i.as_dict() for i in items]
+    # Dead letters no worker recorded (SQS's redrive policy moved them) get their status here.
+    status.record_dead_letters(request.app, message_type, listed)
     queue = broker.dead_letter_queue_name(message_type)
     _audit(who, "peek", queue, len(items))
-    return web.json_response(
-        {"type": message_type, "queue": queue, "count": len(items), "messages": [i.as_dict() for i in items]}
-    )
+    chosen = [i for i in items if matches is None or matches(i)]
+    if filtered:  # newest first, as a console lists them
+        chosen.sort(key=lambda i: i.sent_timestamp_ms or 0, reverse=True)
+    answer: dict[str, Any] = {
+        "type": message_type,
+        "queue": queue,
+        "count": min(limit, len(chosen)),
+        "messages": [_shown(request, i) for i in chosen[:limit]],
+    }
+    if filtered:
+        answer.update(scanned=len(items), matched=len(chosen), matched_ids=[i.id or i.sqs_message_id for i in chosen])
+    return web.json_response(answer)
+
+
+async def delete_dead_letters(request: web.Request) -> web.Response:
+    """Delete the listed dead letters of a type for good; each is received and checked before it is deleted."""
+    who = caller(request)
+    message_type = _known_type(request)
+    document = await _read_body(request)
+    errors = violations(_DELETE, document)
+    if errors:
+        raise InvalidRequest("The delete request is not valid.", errors=errors)
+    ids: list[str] = document["ids"]
+    broker = request.app[keys.BROKER]
+
+    def work() -> deadletters.DeleteResult:
+        urls = broker.ensure_queue(message_type)
+        return broker.dead_letters.delete(urls.dead_letter_url, ids)
+
+    result = await _run(request, work, "delete from the dead-letter queue")
+    _audit(who, "delete", broker.dead_letter_queue_name(message_type), result.deleted)
+    status.record_deleted(request.app, message_type, result.ids)
+    return web.json_response(result.as_dict())
+
+
+def _filter(request: web.Request) -> Callable[[deadletters.DeadLetter], bool] | None:
+    """The listing's filter from its query (all given conditions must hold), or None without one."""
+    error = request.query.get("error", "").strip().lower()
+    wanted_id = request.query.get("id", "").strip().lower()
+    older = _int_query(request, "older_than_seconds", 0, MAX_AGE_FILTER_SECONDS)
+    newer = _int_query(request, "newer_than_seconds", 0, MAX_AGE_FILTER_SECONDS)
+    if not (error or wanted_id or older is not None or newer is not None):
+        return None
+    now_ms = time.time() * 1000
+
+    def matches(item: deadletters.DeadLetter) -> bool:
+        if error and error not in (item.error or "").lower():
+            return False
+        if wanted_id and not any(wanted_id in (x or "").lower() for x in (item.id, item.sqs_message_id)):
+            return False
+        age = None if item.sent_timestamp_ms is None else (now_ms - item.sent_timestamp_ms) / 1000
+        if older is not None and (age is None or age < older):
+            return False
+        return newer is None or (age is not None and age <= newer)
+
+    return matches
+
+
+def _int_query(request: web.Request, name: str, low: int, high: int) -> int | None:
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value, keyword = low - 1, "type"
+    else:
+        keyword = "minimum" if value < low else "maximum"
+    if not low <= value <= high:
+        message = f"must be an integer between {low} and {high}, not {raw!r}"
+        raise InvalidRequest(f"The {name} {message}.", errors=[Violation(f"/{name}", keyword, message)])
+    return value
 
 
 async def redrive(request: web.Request) -> web.Response:
@@ -99,7 +197,10 @@ async def redrive(request: web.Request) -> web.Response:
         urls = broker.ensure_queue(message_type)
         return broker.dead_letters.redrive(urls.dead_letter_url, urls.url, ids=ids)
 
+    # Recorded as of the start of the move: a worker may start a message moved back before this answers.
+    moving_since = time.time()
     result = await _run(request, work, "redrive the dead-letter queue")
+    status.record_redriven(request.app, message_type, result.ids, at=moving_since)
     _audit(
         who,
         "redrive",
@@ -108,6 +209,14 @@ async def redrive(request: web.Request) -> web.Response:
         method=result.method,
     )
     return web.json_response(result.as_dict())
+
+
+def _shown(request: web.Request, item: deadletters.DeadLetter) -> dict[str, Any]:
+    """A dead letter as listed; one whose body is in S3 (large messages) also says where to download it."""
+    shown = item.as_dict()
+    if item.payload_location is not None and item.id is not None:
+        shown["payload_url"] = f"/queues/{request.match_info['name']}/dead-letters/{item.id}/payload"
+    return shown
 
 
 def _known_type(request: web.Request) -> str:
@@ -125,11 +234,10 @@ def _known_type(request: web.Request) -> str:
     )
 
 
-def _limit(request: web.Request) -> int:
+def _limit(request: web.Request, *, high: int) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return DEFAULT_PEEK_LIMIT
-    high = deadletters.MAX_PEEK_MESSAGES
     try:
         limit = int(raw)
     except ValueError:
@@ -163,13 +271,8 @@ async def _run(request: web.Request, work: Callable[[], T], what: str) -> T:
 
 
 def caller(request: web.Request) -> str:
-    """Who sent the request: `key#<n>`, the position of its API key in the configured list, or anonymous.
-
-    Raises 401 for a malformed Authorization header (the auth middleware has refused it already).
-    """
-    accepted = request.app[keys.API_KEYS]
-    position = key_position(bearer_token(request), accepted) if accepted else None
-    return "anonymous" if position is None else f"key#{position}"
+    """Who sent the request: its API key's name (`key#<n>` for a bare key: its position), or anonymous."""
+    return access.caller(request).name
 
 
 def _audit(who: str, what: str, queue: str, count: int, **more: str) -> None:

@@ -8,9 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from api import keys, problems
+from api import keys, problems, status
 from api.bodies import read_json
 from api.ingest import Prepared, prepare, submit
+from api.payloads import batch_body_limit, message_body_limit
 from api.schemas import MAX_BATCH_BODY_BYTES, MAX_MESSAGE_BODY_BYTES, batch_violations
 from queue_manager import scaling as scaling_figures
 from queue_manager.reports import ProcessReport
@@ -29,10 +30,16 @@ OLDEST_AGE_NOTE = (
 
 async def post_message(request: web.Request) -> web.Response:
     """Validate one envelope, send it to SQS, answer 202 once SQS has it."""
-    document = await read_json(request, limit_bytes=MAX_MESSAGE_BODY_BYTES)
-    prepared = prepare(request.app, document, header_key=request.headers.get("Idempotency-Key"))
-    answer, replayed = await submit(request.app, prepared)
-    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    settings = request.app[keys.SETTINGS]
+    # Large messages: a large body waits for its turn before it is read (QM_PAYLOAD_CONCURRENCY).
+    async with request.app[keys.LARGE_BODIES].turn(request.content_length):
+        document = await read_json(request, limit_bytes=message_body_limit(settings, MAX_MESSAGE_BODY_BYTES))
+        prepared = prepare(request.app, document, header_key=request.headers.get("Idempotency-Key"))
+        del document
+        answer, replayed = await submit(request.app, prepared, trace=status.trace_id(request))
+    headers = {"Location": status.location(answer["id"])}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
     return web.json_response(answer, status=202, headers=headers)
 
 
@@ -41,7 +48,14 @@ async def post_batch(request: web.Request) -> web.Response:
 
     A valid entry behind one of its FIFO group that is not sent is not sent either: 424.
     """
-    document = await read_json(request, limit_bytes=MAX_BATCH_BODY_BYTES)
+    settings = request.app[keys.SETTINGS]
+    async with request.app[keys.LARGE_BODIES].turn(request.content_length):
+        return await _post_batch(
+            request, await read_json(request, limit_bytes=batch_body_limit(settings, MAX_BATCH_BODY_BYTES))
+        )
+
+
+async def _post_batch(request: web.Request, document: Any) -> web.Response:
     errors = batch_violations(document)
     if errors:
         raise problems.Unprocessable("The batch is not valid.", errors=errors)
@@ -64,7 +78,10 @@ async def post_batch(request: web.Request) -> web.Response:
             results[index] = _entry_failure(index, _waiting(group, refused[group]))
             continue
         sends[index] = prepared
-    outcomes = await asyncio.gather(*(submit(request.app, p) for p in sends.values()), return_exceptions=True)
+    trace = status.trace_id(request)
+    outcomes = await asyncio.gather(
+        *(submit(request.app, p, trace=trace) for p in sends.values()), return_exceptions=True
+    )
     for index, outcome in zip(sends, outcomes, strict=True):
         if isinstance(outcome, problems.Problem):
             results[index] = _entry_failure(index, outcome)
@@ -72,7 +89,7 @@ async def post_batch(request: web.Request) -> web.Response:
             raise outcome
         else:
             answer, _ = outcome
-            results[index] = {"index": index, "status": 202, **answer}
+            results[index] = {"index": index, "status": 202, **answer, "status_url": status.location(answer["id"])}
     everything_sent = all(r is not None and r["status"] == 202 for r in results)
     return web.json_response({"results": results}, status=202 if everything_sent else 207)
 

@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import re
-import sqlite3
 import uuid
 from typing import Any
 
@@ -16,13 +15,15 @@ import dramatiq
 from aiohttp import web
 from botocore.exceptions import ClientError
 
-from api import keys, problems
-from api.idempotency import Claim, KeyReused
+from api import keys, problems, status
 from api.schemas import IDEMPOTENCY_KEY_PATTERN, envelope_violations
 from api.sender import Overloaded
+from queue_manager.payloads.store import StorageUnavailable
 from queue_manager.sqs import constants
 from queue_manager.sqs.errors import MessageTooLarge, SQSOutcomeUnknown, SQSUnavailable, logged, public
 from queue_manager.sqs.sending import SendResult
+from queue_manager.state.base import StoreUnavailable
+from queue_manager.state.idempotency import Claim, KeyReused
 from schemas import Violation
 from schemas.checks import PAYLOAD_CHECKS
 from schemas.envelopes import message_violations
@@ -138,8 +139,11 @@ def _idempotency_key(header: str | None, field: Any) -> str | None:
     return key
 
 
-async def submit(app: web.Application, prepared: Prepared) -> tuple[dict[str, Any], bool]:
+async def submit(app: web.Application, prepared: Prepared, *, trace: str | None = None) -> tuple[dict[str, Any], bool]:
     """Send a prepared message; returns the 202 answer and whether it was replayed from its key.
+
+    Once SQS has it, its status is recorded as accepted (with `trace`, the request's trace id), in the
+    background.
 
     Raises 503 (SQS trouble, overload, or an outcome unknown), 429 (a queue over its ceiling) or
     422 (a key reused with another message).
@@ -148,14 +152,14 @@ async def submit(app: web.Application, prepared: Prepared) -> tuple[dict[str, An
     deadline = loop.time() + app[keys.SETTINGS].request_timeout_seconds
     key = prepared.idempotency_key
     if key is None:
-        return await _send(app, prepared, deadline=deadline), False
+        return await _send(app, prepared, deadline=deadline, trace=trace), False
     store = app[keys.IDEMPOTENCY]
     while True:
         claim = await _claim(app, prepared, key)
         if claim.answer is not None:
             return claim.answer, True
         if claim.owner is not None:
-            return await _send(app, prepared, deadline=deadline, claim=claim), False
+            return await _send(app, prepared, deadline=deadline, claim=claim, trace=trace), False
         # Another request is sending this key's message now, here or in another process: its
         # outcome is this one's, so wait for it rather than send a second copy.
         remaining = deadline - loop.time()
@@ -176,17 +180,18 @@ async def _claim(app: web.Application, prepared: Prepared, key: str) -> Claim:
             f"The idempotency key {key!r} was used with a different message.",
             errors=[Violation("/idempotency_key", "unique", "already used with a different message")],
         ) from None
-    except sqlite3.Error as exc:
+    except StoreUnavailable as exc:  # never send a keyed message unchecked: that could be a duplicate
         logger.error("The idempotency store failed: %s.", exc)
         app[keys.METRICS].sqs_errors.labels("IdempotencyStore").inc()
-        raise problems.ServiceUnavailable(
-            "The message was not sent: its idempotency key could not be checked; try again.",
+        raise problems.StateUnavailable(
+            "The message was not sent: its idempotency key could not be checked (the state store is unavailable); "
+            "try again with the same Idempotency-Key.",
             retry_after_seconds=problems.RETRY_AFTER_SEND_SECONDS,
         ) from None
 
 
 async def _send(
-    app: web.Application, prepared: Prepared, *, deadline: float, claim: Claim | None = None
+    app: web.Application, prepared: Prepared, *, deadline: float, claim: Claim | None = None, trace: str | None = None
 ) -> dict[str, Any]:
     """Send, and answer from SQS's own answer; a keyed attempt's outcome is recorded even once its request gave up."""
     settings = app[keys.SETTINGS]
@@ -225,7 +230,19 @@ async def _send(
         raise _outcome_unknown(prepared, f"{reason}; the send is still in flight")
     if claim is not None:
         _record(app, prepared, claim, answer, future)
-    return _answer(app, prepared, future, answer)
+    accepted = _answer(app, prepared, future, answer)
+    try:  # after SQS accepted it, never before; the writer buffers, so the 202 does not wait
+        status.record_accepted(
+            app,
+            prepared.message_type,
+            message.message_id,
+            future.result(),
+            delay_seconds=int(prepared.entry.get("DelaySeconds", 0)),
+            trace=trace,
+        )
+    except Exception:  # a status is best effort: it never fails a 202
+        logger.exception("Could not record the status of message %r.", message.message_id)
+    return accepted
 
 
 def _record_when_done(
@@ -287,7 +304,7 @@ def _record(
         else:
             # A surely refused re-send leaves the earlier attempt's unknown outcome as it was.
             store.failed(key, claim.owner, unknown=outcome == "unknown" or claim.resend)
-    except sqlite3.Error as exc:  # the key's lease runs out instead; a retry then sends the same id
+    except StoreUnavailable as exc:  # the key's lease runs out instead; a retry then sends the same id
         logger.error("Could not record the outcome of message %r: %s.", prepared.message.message_id, exc)
 
 
@@ -300,6 +317,10 @@ def _answer(
         _count_error(app, exc)
         logger.warning("The outcome of sending message %r is unknown: %s.", message.message_id, exc)
         raise _outcome_unknown(prepared, str(exc))
+    if isinstance(exc, StorageUnavailable):  # large messages: S3 did not take the body; SQS got nothing
+        _count_error(app, exc)
+        logger.warning("Could not store the body of message %r: %s.", message.message_id, logged(exc))
+        raise problems.StorageUnavailable(f"The message was not sent: {exc}; try again.") from None
     if isinstance(exc, SQSUnavailable | ClientError):
         _count_error(app, exc)
         logger.warning("Could not send message %r: %s.", message.message_id, logged(exc))

@@ -36,10 +36,29 @@ class ApiMetrics:
         self.sqs_requests = Counter(
             "qm_api_sqs_requests", "SQS requests made, by action.", ["action"], registry=self.registry
         )
+        self.status_writes = Counter(
+            "qm_status_writes",
+            "Status events by outcome: written, dropped (buffer full), failed (store error).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.status_requests = Counter(
+            "qm_status_store_writes",
+            "Write requests to the status store (one SQLite commit, or one BatchWriteItem).",
+            registry=self.registry,
+        )
 
     def watch_broker(self, broker: QMBroker) -> None:
         """Count the broker's SQS requests by action."""
         broker.request_listeners.append(lambda action: self.sqs_requests.labels(action).inc())
+
+    def count_status_request(self) -> None:
+        """Count one request to the status store (the StatusWriter's `on_request`)."""
+        self.status_requests.inc()
+
+    def count_status_writes(self, outcome: str, n: int) -> None:
+        """Count status events by outcome (the StatusWriter's `on_outcome`)."""
+        self.status_writes.labels(outcome).inc(n)
 
     def middleware(self) -> Middleware:
         @web.middleware

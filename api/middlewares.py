@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from api import problems
+from api.access import CALLER, OPERATOR, READ_METHODS, ApiKey, match
 
 if TYPE_CHECKING:
     from queue_manager.tracing.spans import Spans
@@ -64,30 +64,52 @@ def _http_detail(request: web.Request, exc: web.HTTPException) -> str:
     return exc.text or exc.reason
 
 
-#: Paths served without an API key, so that orchestrators can probe them.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/metrics"})
+#: Paths served without an API key, so that orchestrators can probe them (and the index of links).
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/openapi.json", "/metrics"})
 
-#: Path prefixes served without an API key: the interactive docs and their assets.
-OPEN_PREFIXES = ("/docs",)
+#: Path prefixes served without an API key: the interactive docs, the console's page and their assets
+#: (the console asks for a key and sends it with every request for data).
+OPEN_PREFIXES = ("/docs", "/ui")
 
 
-def auth_middleware(api_keys: list[str]) -> Middleware:
+def auth_middleware(api_keys: list[ApiKey]) -> Middleware:
     """Require `Authorization: Bearer <key>` with one of `api_keys`, compared in constant time.
 
     With no keys every request is served, except one whose Authorization header is malformed
-    (not printable ASCII): that is refused too, before anything is done for it.
+    (not printable ASCII): that is refused too, before anything is done for it. A viewer's key may
+    only read (403 otherwise). A browser's cross-site request is refused (403), navigations aside.
     """
 
     @web.middleware
     async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _cross_site(request):
+            raise problems.Forbidden(
+                "Cross-site requests are refused: use the API from its own origin (the console at /ui) or "
+                "from outside a browser."
+            )
         if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             return await handler(request)
         token = bearer_token(request)
-        if api_keys and key_position(token, api_keys) is None:
-            raise unauthorized()
+        if api_keys:
+            found = match(token, api_keys)
+            if found is None:
+                raise unauthorized()
+            if request.method not in READ_METHODS and not found.may_change:
+                raise problems.Forbidden(
+                    f"The API key {found.name!r} is a {found.role}'s: it may read, not {request.method} "
+                    f"{request.path}; that needs an {OPERATOR}'s key."
+                )
+            request[CALLER] = found
         return await handler(request)
 
     return check_api_key
+
+
+def _cross_site(request: web.Request) -> bool:
+    """Whether a browser says the request comes from another site (a top-level navigation is allowed)."""
+    if request.headers.get("Sec-Fetch-Site", "").lower() != "cross-site":
+        return False
+    return not (request.method == "GET" and request.headers.get("Sec-Fetch-Mode", "").lower() == "navigate")
 
 
 def unauthorized() -> problems.Unauthorized:
@@ -109,18 +131,6 @@ def bearer_token(request: web.Request) -> str | None:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
-
-
-def key_position(token: str | None, api_keys: list[str]) -> int | None:
-    """The position of `token` among `api_keys`, or None; every key is compared, so timing tells nothing."""
-    if token is None:
-        return None
-    supplied = token.encode()
-    position = None
-    for index, key in enumerate(api_keys):
-        if hmac.compare_digest(supplied, key.encode()) and position is None:
-            position = index
-    return position
 
 
 #: Paths not traced: probes and scrapes, many a minute, would bury the requests worth seeing.

@@ -7,7 +7,14 @@ from typing import Any
 
 from api import problems
 from api.bodies import MAX_JSON_DEPTH
-from api.deadletters import DEFAULT_PEEK_LIMIT, MAX_REDRIVE_BODY_BYTES, REDRIVE_SCHEMA
+from api.deadletters import (
+    DEFAULT_PEEK_LIMIT,
+    DELETE_SCHEMA,
+    MAX_AGE_FILTER_SECONDS,
+    MAX_REDRIVE_BODY_BYTES,
+    REDRIVE_SCHEMA,
+)
+from api.payloads import batch_body_limit, message_body_limit
 from api.schemas import (
     BATCH_SCHEMA,
     ENVELOPE_SCHEMA,
@@ -16,10 +23,13 @@ from api.schemas import (
     MAX_BATCH_MESSAGES,
     MAX_MESSAGE_BODY_BYTES,
 )
+from api.status import MAX_WAIT_SECONDS
 from queue_manager.settings import Settings
 from queue_manager.sqs import constants
-from queue_manager.sqs.deadletters import MAX_PEEK_MESSAGES
+from queue_manager.sqs.deadletters import MAX_PEEK_MESSAGES, MAX_SCAN_MESSAGES
 from queue_manager.sqs.queues import dead_letter_name, fifo_name
+from queue_manager.state.base import EVENT_KINDS, STALE
+from queue_manager.state.status import MAX_EVENTS, STATES
 from schemas import SchemaRegistry
 from schemas.envelopes import FIFO_ONLY, FIFO_REQUIRED, NOT_FIFO
 
@@ -95,6 +105,9 @@ def build_openapi(
 
     A type in `fifo_types` is on a FIFO queue: its envelope requires `group_id` and has no `delay_seconds`.
     """
+    # Large messages (S3): the body limits are QM_MAX_MESSAGE_BYTES while QM_PAYLOAD_BUCKET is set.
+    message_limit = message_body_limit(settings, MAX_MESSAGE_BODY_BYTES)
+    batch_limit = batch_body_limit(settings, MAX_BATCH_BODY_BYTES)
     payloads = {f"payload.{t}": copy.deepcopy(registry.schema(t)) for t in registry.types}
     envelope_props = {k: v for k, v in ENVELOPE_SCHEMA["properties"].items() if k not in ("type", "payload")}
 
@@ -134,6 +147,10 @@ def build_openapi(
         "401": _problem(
             "No valid API key (when API keys are configured), or an Authorization header that is not printable ASCII."
         ),
+        "403": _problem(
+            "A viewer's API key asked for a change (sends, redrives and deletes need an operator's), or a browser's "
+            "cross-site request (`Sec-Fetch-Site: cross-site`)."
+        ),
         **default,
     }
     send_errors = {
@@ -141,7 +158,9 @@ def build_openapi(
         "422": _problem("The envelope or payload breaks its schema, or an idempotency key was reused."),
         "429": _problem("The queue is over QM_MAX_QUEUE_DEPTH.", retry_after=problems.RETRY_AFTER_BACKLOG_SECONDS),
         "503": _problem(
-            "SQS cannot be reached, is too slow or throttles.", retry_after=problems.RETRY_AFTER_SEND_SECONDS
+            "SQS cannot be reached, is too slow or throttles; or the state store cannot check an Idempotency-Key "
+            "(state-unavailable: nothing was sent).",
+            retry_after=problems.RETRY_AFTER_SEND_SECONDS,
         ),
     }
     idempotency_header = {
@@ -182,11 +201,15 @@ def build_openapi(
                     "operationId": "postMessage",
                     "summary": "Send one message",
                     "parameters": [idempotency_header],
-                    "requestBody": _request_body("Envelope", MAX_MESSAGE_BODY_BYTES),
+                    "requestBody": _request_body("Envelope", message_limit),
                     "responses": {
                         "202": {
                             **_json("SQS has the message.", {"$ref": "#/components/schemas/Accepted"}),
                             "headers": {
+                                "Location": {
+                                    "description": "Where the message's status is read: `/messages/{id}`.",
+                                    "schema": {"type": "string"},
+                                },
                                 "Idempotent-Replayed": {
                                     "description": "`true` when this is the first answer to a retried key.",
                                     "schema": {"type": "string"},
@@ -199,7 +222,7 @@ def build_openapi(
                             },
                         },
                         **send_errors,
-                        **_body_errors(MAX_MESSAGE_BODY_BYTES, encoded=True),
+                        **_body_errors(message_limit, encoded=not settings.payload_bucket),
                     },
                 }
             },
@@ -207,7 +230,7 @@ def build_openapi(
                 "post": {
                     "operationId": "postBatch",
                     "summary": f"Send up to {MAX_BATCH_MESSAGES} messages, each validated on its own",
-                    "requestBody": _request_body("Batch", MAX_BATCH_BODY_BYTES),
+                    "requestBody": _request_body("Batch", batch_limit),
                     "responses": {
                         "202": _json("Every entry was sent.", {"$ref": "#/components/schemas/BatchResults"}),
                         "207": _json(
@@ -222,7 +245,40 @@ def build_openapi(
                             f'The body is not {{"messages": [...]}} with 1 to {MAX_BATCH_MESSAGES} entries '
                             "(an entry that breaks its schema is answered in its result instead)."
                         ),
-                        **_body_errors(MAX_BATCH_BODY_BYTES, encoded=True),
+                        **_body_errors(batch_limit, encoded=not settings.payload_bucket),
+                    },
+                }
+            },
+            "/messages/{id}": {
+                "get": {
+                    "operationId": "getMessageStatus",
+                    "summary": "A message's status: its state, attempts, errors and history",
+                    "parameters": [
+                        {
+                            "name": "id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                            "description": "The id a send answered (a lower-case UUID).",
+                        },
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS, "default": 0},
+                            "description": "Seconds to wait for the state to change (answered at once on a final "
+                            "state: succeeded, dead_lettered, deduplicated, failed).",
+                        },
+                    ],
+                    "responses": {
+                        "200": _json("The status.", {"$ref": "#/components/schemas/MessageStatus"}),
+                        "404": _problem("No such message, an id that is not a message id, or status is off."),
+                        "410": _problem("The message was accepted longer ago than QM_STATUS_RETENTION_SECONDS."),
+                        "422": _problem("A bad wait."),
+                        "503": _problem(
+                            "The status store cannot be read.", retry_after=problems.RETRY_AFTER_READ_SECONDS
+                        ),
+                        **common,
                     },
                 }
             },
@@ -289,19 +345,43 @@ def build_openapi(
                             "name": "limit",
                             "in": "query",
                             "required": False,
+                            "description": f"The most shown: up to {MAX_PEEK_MESSAGES}, or {MAX_SCAN_MESSAGES} with "
+                            "a filter or `scan`.",
                             "schema": {
                                 "type": "integer",
                                 "minimum": 1,
-                                "maximum": MAX_PEEK_MESSAGES,
+                                "maximum": MAX_SCAN_MESSAGES,
                                 "default": DEFAULT_PEEK_LIMIT,
                             },
                         },
+                        *_dead_letter_filters(),
                     ],
                     "responses": {
-                        "200": _json("The dead letters, left on the queue.", {"type": "object"}),
+                        "200": _json(
+                            "The dead letters, left on the queue; with a filter or `scan`, also `scanned`, `matched` "
+                            "and `matched_ids` (every match's id, newest first: what a redrive or delete of the "
+                            "filtered set takes).",
+                            {"type": "object"},
+                        ),
                         "404": _problem("No such message type or queue."),
-                        "422": _problem("A bad limit."),
+                        "422": _problem("A bad limit or filter."),
                         "503": _problem("SQS cannot be reached.", retry_after=problems.RETRY_AFTER_READ_SECONDS),
+                        **common,
+                    },
+                }
+            },
+            "/queues/{name}/dead-letters/{id}/payload": {
+                "get": {
+                    "operationId": "downloadDeadLetterPayload",
+                    "summary": "Download the Dramatiq message a dead letter keeps in S3 (large messages)",
+                    "parameters": [
+                        name_parameter,
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": _json("The message, as Dramatiq encoded it.", {"type": "object"}),
+                        "404": _problem("No such type, dead letter, payload, or large messages are off."),
+                        "503": _problem("SQS or S3 cannot be reached.", retry_after=problems.RETRY_AFTER_READ_SECONDS),
                         **common,
                     },
                 }
@@ -320,6 +400,96 @@ def build_openapi(
                         **common,
                         **_body_errors(MAX_REDRIVE_BODY_BYTES, encoded=False),
                     },
+                }
+            },
+            "/queues/{name}/dead-letters/delete": {
+                "post": {
+                    "operationId": "deleteDeadLetters",
+                    "summary": "Delete dead letters for good, by id",
+                    "description": (
+                        "Each message is received, its id checked, and deleted with the receipt handle of that very "
+                        "receive, so nothing but a listed message is deleted; the rest are made visible again at "
+                        "once. Audited with the API key's name."
+                    ),
+                    "parameters": [name_parameter],
+                    "requestBody": _request_body("DeleteRequest", MAX_REDRIVE_BODY_BYTES),
+                    "responses": {
+                        "200": _json("What was deleted: `deleted`, `ids`, `not_found`, `failed`.", {"type": "object"}),
+                        "404": _problem("No such message type or queue."),
+                        "422": _problem("A bad body."),
+                        "503": _problem("SQS cannot be reached.", retry_after=problems.RETRY_AFTER_READ_SECONDS),
+                        **common,
+                        **_body_errors(MAX_REDRIVE_BODY_BYTES, encoded=False),
+                    },
+                }
+            },
+            "/console/overview": {
+                "get": {
+                    "operationId": "consoleOverview",
+                    "summary": "Every type's queue counts, rates and last 15 minutes, from one shared poller",
+                    "description": (
+                        "Read from the console's sampler: one GetQueueAttributes per queue per "
+                        "QM_CONSOLE_SAMPLE_SECONDS while anyone watches, whatever the number of viewers; source "
+                        "queues are never received from. `in_per_second` counts messages this API process sent, "
+                        "`out_per_second` is that less the queue's growth (processed or dead-lettered)."
+                    ),
+                    "parameters": [
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "description": "A `sampled_at` already seen: the answer waits (a few intervals at most) "
+                            "for a newer sample.",
+                            "schema": {"type": "number"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json("The overview.", {"$ref": "#/components/schemas/ConsoleOverview"}),
+                        "422": _problem("`after` is not a number."),
+                        **common,
+                    },
+                }
+            },
+            "/console/session": {
+                "get": {
+                    "operationId": "consoleSession",
+                    "summary": "The API key's name and role, and whether keys are required",
+                    "responses": {"200": _json("Who is asking.", {"type": "object"}), **common},
+                }
+            },
+            "/console/validate": {
+                "post": {
+                    "operationId": "validateMessage",
+                    "summary": "Check an envelope as POST /messages does, without sending it",
+                    "requestBody": _request_body("Envelope", MAX_MESSAGE_BODY_BYTES),
+                    "responses": {
+                        "200": _json(
+                            '`{"valid": true}`, or `valid` false with the `status` a send would get, its `detail` '
+                            "and `errors`.",
+                            {"type": "object"},
+                        ),
+                        **common,
+                        **_body_errors(MAX_MESSAGE_BODY_BYTES, encoded=False),
+                    },
+                }
+            },
+            "/ui": {
+                "get": {
+                    "operationId": "console",
+                    "summary": "The operations console (its assets are served from /ui/static/)",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}},
+                        **default,
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "operationId": "index",
+                    "summary": "Links to the console, the docs and the rest (HTML for a browser)",
+                    "security": [],
+                    "responses": {"200": _json("The links.", {"type": "object"}), **default},
                 }
             },
             "/healthz": {
@@ -406,6 +576,18 @@ def build_openapi(
                     "required": ["messages"],
                     "additionalProperties": False,
                 },
+                "DeleteRequest": {k: v for k, v in copy.deepcopy(DELETE_SCHEMA).items() if k not in ("$schema", "$id")},
+                "ConsoleOverview": {
+                    "type": "object",
+                    "properties": {
+                        "sampled_at": {"type": ["number", "null"], "description": "Unix time of the newest sample."},
+                        "interval_seconds": {"type": "number"},
+                        "window_seconds": {"type": "integer"},
+                        "error": {"type": ["string", "null"]},
+                        "history_columns": {"type": "array", "items": {"type": "string"}},
+                        "types": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
                 "RedriveRequest": {
                     k: v for k, v in copy.deepcopy(REDRIVE_SCHEMA).items() if k not in ("$schema", "$id")
                 },
@@ -418,6 +600,7 @@ def build_openapi(
                     },
                     "required": ["id", "type", "queue"],
                 },
+                "MessageStatus": _status_schema(),
                 "BatchResults": {
                     "type": "object",
                     "properties": {
@@ -431,6 +614,10 @@ def build_openapi(
                                     "id": {"type": "string"},
                                     "type": {"type": "string"},
                                     "queue": {"type": "string"},
+                                    "status_url": {
+                                        "type": "string",
+                                        "description": "On a 202: where the message's status is read.",
+                                    },
                                     "detail": {"type": "string"},
                                     "errors": {"type": "array", "items": {"$ref": "#/components/schemas/Violation"}},
                                     "retry_after": {"type": "integer"},
@@ -490,6 +677,26 @@ def build_openapi(
     }
 
 
+def _dead_letter_filters() -> list[dict[str, Any]]:
+    """The query parameters that filter a dead-letter listing; every given one must hold."""
+    age = {"type": "integer", "minimum": 0, "maximum": MAX_AGE_FILTER_SECONDS}
+    return [
+        {"name": "error", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "Text the last error contains (case-insensitive)."},
+        {"name": "id", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "Text the message id or SQS message id contains."},
+        {"name": "older_than_seconds", "in": "query", "required": False, "schema": age,
+         "description": "Only those sent at least this long ago."},
+        {"name": "newer_than_seconds", "in": "query", "required": False, "schema": age,
+         "description": "Only those sent at most this long ago."},
+        {"name": "scan", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_SCAN_MESSAGES, "default": MAX_SCAN_MESSAGES},
+         "description": "How many dead letters a filtered listing looks at."},
+        {"name": "payload", "in": "query", "required": False, "schema": {"type": "boolean", "default": False},
+         "description": "Whether each dead letter carries its payload."},
+    ]  # fmt: skip
+
+
 def _scaling_schemas() -> dict[str, Any]:
     """The components of GET /scaling's answer."""
     count = {"type": ["integer", "null"], "minimum": 0}
@@ -542,4 +749,67 @@ def _scaling_schemas() -> dict[str, Any]:
             },
             "required": ["target_latency_seconds", "workers", "types", "total"],
         },
+    }
+
+
+def _status_schema() -> dict[str, Any]:
+    """The component of GET /messages/{id}'s answer."""
+    time_or_null = {"type": ["string", "null"], "format": "date-time"}
+    return {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"type": ["string", "null"]},
+            "queue": {"type": ["string", "null"]},
+            "state": {"enum": list(STATES)},
+            "attempts": {"type": "integer", "description": "Attempts started, over the whole history."},
+            "accepted_at": time_or_null,
+            "started_at": {**time_or_null, "description": "When the latest (or the succeeding) attempt started."},
+            "finished_at": time_or_null,
+            "next_attempt_at": {**time_or_null, "description": "When a retry or a delayed message is due."},
+            "last_error": {"type": ["string", "null"]},
+            "trace_id": {"type": ["string", "null"], "description": "From the POST's W3C traceparent header."},
+            "stale": {"type": "boolean", "description": "Some of its events were not recorded (store down)."},
+            "stands": {
+                "type": ["string", "null"],
+                "description": "When deduplicated: the message SQS kept (null when it cannot be known).",
+            },
+            "dead_letter_reason": {"type": "string"},
+            "events_omitted": {"type": "integer", "description": f"Events left out of the {MAX_EVENTS} listed."},
+            "events": {
+                "type": "array",
+                "maxItems": MAX_EVENTS,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "event": {"enum": [k for k in EVENT_KINDS if k != STALE]},
+                        "at": {"type": "string", "format": "date-time"},
+                        "attempt": {"type": "integer"},
+                        "error": {"type": "string"},
+                        "delay_ms": {"type": "integer"},
+                        "reason": {"type": "string"},
+                        "stands": {"type": "string"},
+                        "until": {"type": "string", "format": "date-time"},
+                        "sqs_message_id": {"type": "string"},
+                        "message_id": {"type": "string"},
+                    },
+                    "required": ["event", "at"],
+                },
+            },
+        },
+        "required": [
+            "id",
+            "type",
+            "queue",
+            "state",
+            "attempts",
+            "accepted_at",
+            "started_at",
+            "finished_at",
+            "next_attempt_at",
+            "last_error",
+            "trace_id",
+            "stale",
+            "events",
+        ],
     }

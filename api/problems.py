@@ -4,8 +4,10 @@ Problem
 ├── BadHttpRequest        400  aiohttp's parser refused the request line or headers
 ├── BadRequest            400  the body is not JSON (or not UTF-8, or nests too deep)
 ├── Unauthorized          401  no valid API key
-├── NotFound              404  no such route, type or queue
+├── Forbidden             403  a viewer's key asked to change something, or a cross-site request
+├── NotFound              404  no such route, type, queue or message
 ├── MethodNotAllowed      405
+├── Gone                  410  a message whose status is past QM_STATUS_RETENTION_SECONDS
 ├── RequestTimeout        408  the headers or the body did not arrive within QM_HEADER_TIMEOUT_SECONDS
 │                              or QM_BODY_TIMEOUT_SECONDS
 ├── PayloadTooLarge       413  the body, or the message once encoded, is over the SQS limit
@@ -14,7 +16,9 @@ Problem
 ├── FailedDependency      424  a batch entry not sent: an earlier entry of its FIFO group was not
 ├── TooManyRequests       429  a queue is over QM_MAX_QUEUE_DEPTH
 └── ServiceUnavailable    503  SQS cannot be reached, is too slow, or throttles
-    └── OutcomeUnknown    503  SQS may have the message: retry with the same Idempotency-Key
+    ├── OutcomeUnknown    503  SQS may have the message: retry with the same Idempotency-Key
+    ├── StateUnavailable  503  a keyed request whose key the state store could not check: nothing sent
+    └── StorageUnavailable 503 S3 did not take a large message's body: nothing was sent to SQS
 """
 
 from __future__ import annotations
@@ -80,8 +84,16 @@ class Unauthorized(Problem):
     status, slug, title = 401, "unauthorized", "Unauthorized"
 
 
+class Forbidden(Problem):
+    status, slug, title = 403, "forbidden", "Forbidden"
+
+
 class NotFound(Problem):
     status, slug, title = 404, "not-found", "Not Found"
+
+
+class Gone(Problem):
+    status, slug, title = 410, "gone", "Gone"
 
 
 class MethodNotAllowed(Problem):
@@ -144,6 +156,18 @@ class OutcomeUnknown(ServiceUnavailable):
     """Answered when a send may have reached SQS without an answer: a keyed retry is safe."""
 
     slug = "outcome-unknown"
+
+
+class StateUnavailable(ServiceUnavailable):
+    """Answered for a keyed request when the state store (SQLite or DynamoDB) fails or throttles: nothing was sent."""
+
+    slug = "state-unavailable"
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """Answered when S3 did not take a large message's body: nothing was sent to SQS; try again."""
+
+    slug = "storage-unavailable"
 
 
 class InternalError(Problem):

@@ -9,6 +9,9 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
+from api.payloads import offload_and_send
+from queue_manager.payloads import wire
+from queue_manager.payloads.offload import Offloader
 from queue_manager.sqs import constants
 from queue_manager.sqs.broker import QMBroker
 from queue_manager.sqs.errors import SQSOutcomeUnknown
@@ -52,9 +55,19 @@ class Sender:
     """
 
     def __init__(
-        self, broker: QMBroker, executor: Executor, *, linger_seconds: float = 0.02, max_waiting: int = 1000
+        self,
+        broker: QMBroker,
+        executor: Executor,
+        *,
+        linger_seconds: float = 0.02,
+        max_waiting: int = 1000,
+        offloader: Offloader | None = None,
+        offload_executor: Executor | None = None,
     ) -> None:
         self.broker = broker
+        #: Large messages: entries over the threshold have their body uploaded (on `offload_executor`) first.
+        self.offloader = offloader
+        self.offload_executor = offload_executor or executor
         self.executor = executor
         self.linger_seconds = linger_seconds
         self.max_waiting = max_waiting
@@ -66,6 +79,8 @@ class Sender:
         self._tasks: set[asyncio.Task[None]] = set()
         #: Called with the size of every batch sent, e.g. to export it as a metric.
         self.batch_listeners: list[Callable[[int], None]] = []
+        #: Called with a queue's name and how many entries SQS accepted, after every batch (the console's rates).
+        self.sent_listeners: list[Callable[[str, int], None]] = []
 
     async def send(self, queue_name: str, entry: dict[str, Any]) -> SendResult:
         """Send one prepared entry; returns SQS's result for it. Raises SQSUnavailable or Overloaded."""
@@ -79,9 +94,11 @@ class Sender:
         """
         if self.waiting >= self.max_waiting:
             raise Overloaded(f"{self.waiting} messages are already waiting for SQS; the limit is {self.max_waiting}.")
+        if self.offloader is not None and self.offloader.needed(entry):
+            return offload_then_submit(self, queue_name, entry)
         loop = asyncio.get_running_loop()
         group = entry.get("MessageGroupId") if self.broker.is_fifo(queue_name) else None
-        pending = _Pending(entry, len(entry["MessageBody"]), loop.create_future(), group)
+        pending = _Pending(entry, wire.message_size(entry), loop.create_future(), group)
         batch = self._batches.setdefault(queue_name, [])
         if batch and sum(p.size_bytes for p in batch) + pending.size_bytes > constants.MAX_BATCH_SIZE_BYTES:
             self._flush(queue_name)
@@ -169,6 +186,9 @@ class Sender:
                 for index, (p, result) in enumerate(zip(batch, results, strict=True)):
                     if index not in resend and not p.future.done():
                         p.future.set_result(result)
+                accepted = sum(1 for index, result in enumerate(results) if index not in resend and result.ok)
+                for sent_listener in self.sent_listeners:
+                    sent_listener(queue_name, accepted)
                 if plan.overtaken:
                     logger.warning(
                         "SQS accepted later messages of a group on %r but failed %d earlier one(s); those are "
@@ -231,6 +251,21 @@ class Sender:
             self._flush(queue_name)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def offload_then_submit(sender: Sender, queue_name: str, entry: dict[str, Any]) -> asyncio.Future[SendResult]:
+    """Large messages: upload an entry's body, then submit its pointer; the future resolves as `submit`'s.
+
+    S3 failing resolves it with StorageUnavailable before anything is sent to SQS.
+    """
+    assert sender.offloader is not None
+    loop = asyncio.get_running_loop()
+    outer: asyncio.Future[SendResult] = loop.create_future()
+    work = offload_and_send(sender.offloader, sender.offload_executor, sender.submit, queue_name, entry, outer)
+    task = loop.create_task(work)
+    sender._tasks.add(task)
+    task.add_done_callback(sender._tasks.discard)
+    return outer
 
 
 def _message_id(entry: dict[str, Any]) -> str:

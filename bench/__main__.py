@@ -18,7 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import api_load, e2e, fleet, latency, overhead, profile, workers
+from bench import api_load, e2e, fleet, latency, overhead, payloads, profile, workers
+from bench import status as status_cost
 from bench import tracing as trace_cost
 from bench.common import (
     OURS_ENV,
@@ -33,7 +34,7 @@ from bench.common import (
 )
 from bench.report import Report
 
-SCENARIOS = ("proxy", "api", "e2e", "latency", "fleet", "idle", "workers", "tracing")
+SCENARIOS = ("proxy", "api", "e2e", "latency", "fleet", "idle", "workers", "status", "payloads", "tracing")
 
 FULL: dict[str, Any] = {
     "rtts": [0.0, 15.0],
@@ -261,6 +262,33 @@ class Run:
                 + " (CPU: API + worker per message; rate: end to end)"
             )
 
+    def status(self, rtt_index: int, proxy: DelayProxy) -> None:
+        """Message status on against QM_STATUS=off: the shipped stack end to end, same run, same proxy."""
+        c = self.config
+        try:
+            cost = status_cost.run(
+                self.procs,
+                self.reaper,
+                self.client,
+                proxy,
+                (self.prefix("ours", "s", rtt_index, 0), self.prefix("ours", "s", rtt_index, 1)),
+                workdir=self.workdir,
+                order_on_first=rtt_index % 2 == 0,
+                clients=c["e2e_clients"],
+                total=c["e2e_messages"],
+                time_limit=c["e2e_seconds"],
+                processes=c["e2e_processes"],
+                threads=c["threads"],
+                server_pid=self.server_pid,
+                drain_timeout=c["drain_timeout"],
+            )
+        except Exception as exc:
+            self.failed(f"status {proxy.rtt_ms:g} ms", exc)
+            return
+        self.report.status[proxy.rtt_ms] = cost
+        for line in cost.lines():
+            self.log(line)
+
     def drains(self, rtt_index: int, proxy: DelayProxy) -> None:
         c = self.config
         # (scenario, queue, messages, processes, what runs): the shipped worker on preloaded `log`
@@ -336,6 +364,16 @@ class Run:
                 f"p50 {result.percentile(50):.0f} ms, p99 {result.percentile(99):.0f} ms"
             )
 
+    def payloads(self, proxy: DelayProxy, endpoint: str) -> None:
+        """Large messages through S3 (ours only: stock has no such path): at this RTT on SQS and S3 alike."""
+        try:
+            figures = payloads.run(self.procs, endpoint, proxy, self.workdir, quick=bool(self.config.get("quick")))
+        except Exception as exc:
+            self.failed(f"payloads {proxy.rtt_ms:g} ms", exc)
+            return
+        self.report.payloads[proxy.rtt_ms] = figures
+        self.log(f"{proxy.rtt_ms:g} ms payloads: 5 MiB p50 {figures.as_dict()['large_p50_ms']:,.0f} ms")
+
     def fleet(self, rtt_index: int, proxy: DelayProxy, order: tuple[str, ...]) -> None:
         c = self.config
         for impl in order:
@@ -395,7 +433,8 @@ class Run:
     def run(self, only: set[str]) -> Report:
         c = self.config
         try:
-            with ministack(self.procs) as (endpoint, server_pid), contextlib.ExitStack() as stack:
+            services = "sqs,s3" if "payloads" in only else "sqs"
+            with ministack(self.procs, services=services) as (endpoint, server_pid), contextlib.ExitStack() as stack:
                 self.server_pid = server_pid
                 self.client = sqs_client(endpoint)
                 proxies = {rtt: stack.enter_context(delay_proxy(self.procs, endpoint, rtt)) for rtt in c["rtts"]}
@@ -419,6 +458,10 @@ class Run:
                             self.fleet(rtt_index, proxy, order)
                         if "workers" in only:
                             self.drains(rtt_index, proxy)
+                        if "status" in only and proxy.rtt_ms > 0:
+                            self.status(rtt_index, proxy)
+                        if "payloads" in only and proxy.rtt_ms > 0:
+                            self.payloads(proxy, endpoint)
                         if "tracing" in only:
                             self.tracing(rtt_index, proxy)
                     if "idle" in only and c["idle_seconds"] > 0:
@@ -509,6 +552,7 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, dict[str, Any]]:
     parser.add_argument("--api-levels", type=_ints, help="API client counts (default 16,64)")
     args = parser.parse_args(argv)
     config = dict(QUICK if args.quick else FULL)
+    config["quick"] = bool(args.quick)
     for name in [*numbers, "api_levels"]:
         if getattr(args, name) is not None:
             config[name] = getattr(args, name)

@@ -155,11 +155,13 @@ def load(url: str, clients: int, total: int, time_limit: float) -> Load:
     return asyncio.run(_load(url, clients, total, time_limit))
 
 
-def start_api(procs: Processes, proxy: DelayProxy, impl: str, prefix: str, tag: str) -> tuple[Popen[bytes], str]:
+def start_api(
+    procs: Processes, proxy: DelayProxy, impl: str, prefix: str, tag: str, env: dict[str, str] | None = None
+) -> tuple[Popen[bytes], str]:
     """Start one API whose SQS calls go through `proxy` under `tag`; returns it and its base URL once it answers."""
     port = free_port()
     command = [sys.executable, "-m", "bench.api_server", impl, str(port), prefix]
-    extra = dict(OURS_ENV) if impl == "ours" else {}
+    extra = {**OURS_ENV, **(env or {})} if impl == "ours" else {}
     process, log_path = procs.start(command, env=child_env(proxy.endpoint(tag), extra), log_name=tag)
     base = f"http://127.0.0.1:{port}"
     wait_for(

@@ -118,8 +118,8 @@ class Processes:
 
 
 @contextlib.contextmanager
-def ministack(processes: Processes) -> Iterator[tuple[str, int]]:
-    """A ministack SQS server on a free loopback port; yields its URL and pid, and stops it afterwards."""
+def ministack(processes: Processes, *, services: str = "sqs") -> Iterator[tuple[str, int]]:
+    """A ministack server (SQS, or `services`) on a free loopback port; yields its URL and pid, then stops it."""
     if not MINISTACK.exists():
         raise SystemExit(f"{MINISTACK} is missing: run `make install`.")
     port = free_port()
@@ -127,7 +127,7 @@ def ministack(processes: Processes) -> Iterator[tuple[str, int]]:
         **os.environ,
         "GATEWAY_PORT": str(port),
         "BIND_HOST": "127.0.0.1",
-        "SERVICES": "sqs",
+        "SERVICES": services,
         "LOG_LEVEL": "WARNING",
         "PERSIST_STATE": "0",
     }

@@ -6,6 +6,7 @@ import dataclasses
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,8 +157,14 @@ def run(
     drain_timeout: float,
     profile_dir: Path | None = None,
     warmup: int = 20,
+    env: dict[str, str] | None = None,
+    drained: Callable[[str], None] | None = None,
 ) -> EndToEnd:
-    """Start a worker and an API of `impl`, warm them up, then time `total` POSTs until the queue is empty."""
+    """Start a worker and an API of `impl`, warm them up, then time `total` POSTs until the queue is empty.
+
+    `env` adds settings to both; `drained` is called with the API's base URL once the queue is empty,
+    before anything stops (to read the processes' metrics).
+    """
     worker = workers.start_worker(
         procs,
         proxy,
@@ -169,12 +176,13 @@ def run(
         threads=threads,
         messages=total,
         workdir=workdir,
+        env=env,
     )
     api_tag = f"api-e2e-{prefix}"
     api = None
     try:
         workers.wait_ready(worker)
-        api, base = start_api(procs, proxy, impl, prefix, api_tag)
+        api, base = start_api(procs, proxy, impl, prefix, api_tag, env)
         url = client.get_queue_url(QueueName=f"{prefix}_log")["QueueUrl"]
         load(base + "/messages", 1, warmup, 10.0)
         wait_for(lambda: queue_count(client, url) == 0, timeout=30, what="the warm-up messages to be processed")
@@ -221,6 +229,8 @@ def run(
             peak_backlog=max(watch.peak, left),
             error=error,
         )
+        if drained is not None:  # after the CPU was read: what it does is not counted
+            drained(base)
     finally:
         if api is not None:
             Processes.stop(api, timeout=15)

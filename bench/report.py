@@ -16,6 +16,7 @@ from bench.e2e import EndToEnd
 from bench.fleet import Fleet
 from bench.latency import FixedRate
 from bench.overhead import Probe
+from bench.payloads import PayloadFigures
 from bench.tables import table
 from bench.workers import WorkerRun, idle_settle_seconds
 
@@ -78,9 +79,13 @@ class Report:
         self.fleet: dict[tuple[float, str], Fleet] = {}
         self.overhead: list[tuple[str, Probe]] = []
         self.proxies: dict[float, dict[str, Any]] = {}
+        #: Large messages through S3, by RTT (ours alone).
+        self.payloads: dict[float, PayloadFigures] = {}
         self.notes: list[str] = []
         #: The tracing scenario by RTT: each variant's end-to-end figures and the ratios between them.
         self.tracing: dict[float, dict[str, Any]] = {}
+        #: Message status on against off, by round-trip time (bench/status.py).
+        self.status: dict[float, Any] = {}
 
     # -- figures --------------------------------------------------------------------------------
 
@@ -302,7 +307,8 @@ class Report:
 
     def missed(self) -> list[str]:
         """The figures whose target this run missed, with the round-trip time each is set at."""
-        return [
+        status_missed = [f"{m} at {rtt:g} ms" for rtt, cost in self.status.items() for m in cost.missed()]
+        return status_missed + [
             f"{row.figure} ({row.target.text} at {row.target.rtt_ms:g} ms)"
             for row in self.rows()
             if row.target is not None
@@ -348,7 +354,9 @@ class Report:
             "through the bench proxy (ratios: ours/stock in the same run)"
         )
         out = [table(headers, body, title)]
-        notes = self._overhead_notes() + self.notes
+        for figures in self.payloads.values():
+            out.append("\n".join(figures.lines()))
+        notes = self._overhead_notes() + [line for cost in self.status.values() for line in cost.lines()] + self.notes
         if self.config.get("ours_env"):
             given = ", ".join(f"{k}={v}" for k, v in sorted(self.config["ours_env"].items()))
             notes.insert(0, f"ours ran with {given} (--ours-env); everything else at its default")
@@ -441,6 +449,8 @@ class Report:
                 ],
                 "proxy_check": [{"name": name, **p.as_dict()} for name, p in self.overhead],
                 "proxies": {f"{rtt:g}": stats for rtt, stats in self.proxies.items()},
+                "status": {f"{rtt:g}": cost.as_dict() for rtt, cost in self.status.items()},
+                "payloads": [f.as_dict() for f in self.payloads.values()],
             },
             "notes": self.notes,
             "tracing": {f"{rtt:g}": figures for rtt, figures in self.tracing.items()},

@@ -214,6 +214,7 @@ def start_worker(
     queues: list[str] | None = None,
     marks: bool = False,
     name: str = "",
+    env: dict[str, str] | None = None,
 ) -> WorkerRun:
     """Start `dramatiq` for `impl`, its SQS calls through `proxy` under a tag of its own.
 
@@ -226,6 +227,7 @@ def start_worker(
         extra.update(OURS_ENV)
         # A port of its own: 9191 may be taken by another run, and two masters cannot share one.
         extra.update(QM_QUEUE_PREFIX=prefix, QM_WORKER_METRICS_PORT=str(free_port()))
+    extra.update(env or {})
     if marks_path is not None:
         extra["BENCH_MARKS"] = str(marks_path)
     modules = shape.command(impl) if shape is not None else [MODULES[impl], "--queues", *(queues or [])]

@@ -88,6 +88,10 @@ def _exporters(raw: str) -> tuple[str, ...]:
     return names
 
 
+def _optional_str(raw: str) -> str | None:
+    return raw or None
+
+
 #: What each parser's value is called in an error message.
 _KINDS: dict[Callable[[str], Any], str] = {
     _int: "an integer",
@@ -260,10 +264,13 @@ class Settings:
         high=43_200,
     )
     api_keys: tuple[str, ...] = setting(
-        (), "Keys accepted as `Authorization: Bearer <key>`; several allow rotation.", parse=_words
+        (),
+        "Keys accepted as `Authorization: Bearer <key>`: `name:key:role` (role `viewer` or `operator`) or a bare "
+        "key (an operator); several allow rotation.",
+        parse=_words,
     )
     api_keys_file: Path | None = setting(
-        None, "A file of more keys, one per line (`#` starts a comment).", parse=_optional_path
+        None, "A file of more keys, one per line in either form (`#` starts a comment).", parse=_optional_path
     )
     allow_unauthenticated: bool = setting(False, "Serve without keys on a non-loopback address anyway.", parse=_bool)
     idempotency_window_seconds: int = setting(
@@ -327,6 +334,113 @@ class Settings:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     )
     worker_metrics_host: str = setting("127.0.0.1", "The address the worker metrics endpoint binds.", parse=_str)
+    # --- Fleet state: the store behind idempotency keys and message status (DynamoDB for a fleet) ---
+    state_table: str | None = setting(
+        None,
+        "The DynamoDB table that holds idempotency keys and message status for a fleet (API and workers on many "
+        "machines share it); unset, they live in SQLite in QM_STATE_DIR, shared by the processes of one host.",
+        parse=_optional_str,
+    )
+    create_tables: bool = setting(
+        True,
+        "Whether API and workers create the QM_STATE_TABLE table (with its TTL) at start; false where infrastructure "
+        "code owns it, and then a missing table stops start-up.",
+        parse=_bool,
+    )
+    state_endpoint_url: str | None = setting(
+        None, "The DynamoDB endpoint; None means AWS itself.", parse=_str, env="AWS_ENDPOINT_URL_DYNAMODB"
+    )
+    state_timeout_seconds: float = setting(
+        1.0,
+        "Connect and read timeout of one call to the state store's DynamoDB table (one retry follows): an outage "
+        "answers keyed requests 503 within about twice this.",
+        parse=_float,
+        low=0.05,
+        high=60,
+    )
+
+    # -- Message status (GET /messages/{id}) -------------------------------------------------------
+    status: bool = setting(
+        True,
+        "Record each message's status (accepted, attempts, outcome) for GET /messages/{id}; `off` records nothing. "
+        "Needs QM_STATE_DIR (the SQLite store the API and the host's workers share).",
+        parse=_bool,
+    )
+    status_retention_seconds: int = setting(
+        14 * 86400,
+        "How long a message's status is answered after it was accepted (as SQS keeps a message at most); "
+        "then 410 for a while, then it is purged.",
+        parse=_int,
+        low=60,
+        high=366 * 86400,
+    )
+    status_buffer_events: int = setting(
+        10_000,
+        "Status events a process buffers while its store is slow or down; beyond, they are dropped "
+        "(counted, and their messages marked stale). Never delays a 202 or an ack.",
+        parse=_int,
+        low=10,
+        high=1_000_000,
+    )
+
+    # --- Operations console (/ui) ---
+    console_sample_seconds: float = setting(
+        2.0,
+        "How often the console's shared poller reads every queue's depths while a console is open "
+        "(one GetQueueAttributes per queue, whatever the number of viewers; none while nobody watches).",
+        parse=_float,
+        low=0.5,
+        high=60,
+    )
+    # --- end of the operations console's settings ---
+
+    # -- Large messages through S3 (claim-check, wire-compatible with the AWS extended clients) --
+    payload_bucket: str | None = setting(
+        None,
+        "The S3 bucket of messages over QM_PAYLOAD_THRESHOLD_BYTES (their body goes there, SQS carries a pointer); "
+        "unset, large messages are refused with 413.",
+        parse=_str,
+    )
+    payload_threshold_bytes: int = setting(
+        constants.MAX_MESSAGE_SIZE_BYTES,
+        "The largest SQS message (body and attributes, as SQS counts them) sent as it is; larger ones go through S3.",
+        parse=_int,
+        low=1024,
+        high=constants.MAX_MESSAGE_SIZE_BYTES,
+    )
+    max_message_bytes: int = setting(
+        32 * 1024 * 1024,
+        "The largest request body of POST /messages (and of a batch) while QM_PAYLOAD_BUCKET is set.",
+        parse=_int,
+        low=1024,
+        high=2**31,
+    )
+    payload_kms_key_id: str | None = setting(
+        None, "If set, offloaded bodies are written with SSE-KMS under this key (id, ARN or alias).", parse=_str
+    )
+    payload_delete: str = setting(
+        "after-ack",
+        "`after-ack` deletes an offloaded body once SQS deleted its acknowledged message; `never` leaves it to "
+        "the bucket's lifecycle rule.",
+        parse=_str,
+        choices=("after-ack", "never"),
+    )
+    payload_create_bucket: bool = setting(
+        False,
+        "Whether the API creates QM_PAYLOAD_BUCKET at start when it is missing (the embedded default).",
+        parse=_bool,
+    )
+    payload_concurrency: int = setting(
+        8,
+        "Large request bodies (over 1 MiB) one API process reads, encodes and uploads at once; more wait their turn, "
+        "which bounds the memory they take.",
+        parse=_int,
+        low=1,
+        high=1024,
+    )
+    payload_endpoint_url: str | None = setting(
+        None, "The S3 endpoint; None means AWS itself.", parse=_str, env="AWS_ENDPOINT_URL_S3"
+    )
 
     # -- Tracing (OpenTelemetry; queue_manager/tracing). OpenTelemetry's own variables: the SDK reads
     # the others itself (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG),
@@ -415,7 +529,12 @@ class Settings:
 
 
 #: AWS's own variables are read too, the specific one first.
-_FALLBACKS = {"AWS_ENDPOINT_URL_SQS": ("AWS_ENDPOINT_URL",), "AWS_REGION": ("AWS_DEFAULT_REGION",)}
+_FALLBACKS = {
+    "AWS_ENDPOINT_URL_SQS": ("AWS_ENDPOINT_URL",),
+    "AWS_ENDPOINT_URL_DYNAMODB": ("AWS_ENDPOINT_URL",),
+    "AWS_ENDPOINT_URL_S3": ("AWS_ENDPOINT_URL",),
+    "AWS_REGION": ("AWS_DEFAULT_REGION",),
+}
 
 
 def variable_names(field: dataclasses.Field[Any]) -> tuple[str, ...]:

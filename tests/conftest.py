@@ -84,7 +84,11 @@ def _server_command(kind: str, port: int) -> tuple[list[str], dict[str, str]]:
                 pytest.fail(message)
             pytest.skip(message)
         env.update(
-            GATEWAY_PORT=str(port), BIND_HOST="127.0.0.1", SERVICES="sqs,s3,dynamodb", LOG_LEVEL="WARNING", PERSIST_STATE="0"
+            GATEWAY_PORT=str(port),
+            BIND_HOST="127.0.0.1",
+            SERVICES="sqs,s3,dynamodb",
+            LOG_LEVEL="WARNING",
+            PERSIST_STATE="0",
         )
         return [str(binary)], env
     if kind == "moto":
@@ -163,7 +167,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
-        if field.name in ("endpoint_url", "region") or value is None:
+        if field.metadata["env"] or value is None:  # AWS_ variables (endpoints, region) are not QM_ ones
             continue
         if isinstance(value, tuple):
             value = ",".join(value)

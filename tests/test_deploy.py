@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
 
@@ -25,6 +26,8 @@ IAM_ACTION = {
     "SendMessageBatch": "sqs:SendMessage",
     "DeleteMessageBatch": "sqs:DeleteMessage",
     "ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+    # Large messages: S3 requests are counted as `s3:<Action>`; DeleteObjects needs s3:DeleteObject.
+    "s3:DeleteObjects": "s3:DeleteObject",
 }
 
 
@@ -89,14 +92,20 @@ def test_the_iam_policy_allows_every_sqs_action_a_run_makes(
     receiver: Receiver,
     settings: Settings,
     sqs: Any,
+    sqs_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    # Given an API and a worker that record the SQS actions they make
+    # Given an API and a worker that record the SQS (and S3) actions they make
     import urllib.request
 
     stats = tmp_path / "stats"
-    api, url = api_process(env={"QM_STATS_DIR": str(stats)})
-    worker = worker_process(threads=2, env={"QM_STATS_DIR": str(stats)})
+    # (with large messages on: a bucket of the test's own, named as the policy's resource is)
+    bucket = boto3.client("s3", endpoint_url=sqs_env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1")
+    bucket_name = f"{settings.queue_prefix}-payloads"
+    bucket.create_bucket(Bucket=bucket_name)
+    env = {"QM_STATS_DIR": str(stats), "QM_PAYLOAD_BUCKET": bucket_name}
+    api, url = api_process(env=env)
+    worker = worker_process(threads=2, env=env)
     receiver.statuses["/flaky"] = [500, 200]
     receiver.statuses["/gone"] = [404]
 
@@ -108,15 +117,21 @@ def test_the_iam_policy_allows_every_sqs_action_a_run_makes(
     post({"type": "webhook", "payload": {"url": receiver.url("/flaky"), "body": 1}})
     post({"type": "webhook", "payload": {"url": receiver.url("/gone"), "body": 2}})
     post({"messages": [{"type": "log", "payload": {"message": "x"}}] * 3}, "/messages/batch")
+    post({"type": "webhook", "payload": {"url": receiver.url("/big"), "body": "x" * 2_000_000}})  # through S3
     with urllib.request.urlopen(url + "/queues", timeout=10) as response:
         assert response.status == 200
-    wait_for(lambda: len(receiver.to("/flaky")) == 2 and receiver.to("/gone"), timeout=30, what="all paths")
+    wait_for(
+        lambda: len(receiver.to("/flaky")) == 2 and receiver.to("/gone") and receiver.to("/big"),
+        timeout=30,
+        what="all paths",
+    )
     empty = {"visible": 0, "in_flight": 0, "delayed": 0}
     wait_for(
         lambda: (
             queue_depth(sqs, settings.queue_name("webhook")) == empty
             and queue_depth(sqs, settings.queue_name("log")) == empty
             and queue_depth(sqs, settings.queue_name("webhook") + "_dlq")["visible"] == 1
+            and not bucket.list_objects_v2(Bucket=bucket_name).get("Contents")  # the large one's, deleted after its ack
         ),
         timeout=30,
         what="every message done: acknowledged, or dead-lettered",
@@ -132,8 +147,12 @@ def test_the_iam_policy_allows_every_sqs_action_a_run_makes(
     assert {"ReceiveMessage", "DeleteMessageBatch", "SendMessageBatch"} <= actions, actions
     policy = json.loads((ROOT / "deploy" / "iam-policy.json").read_text())
     allowed = {a for statement in policy["Statement"] for a in statement["Action"]}
-    needed = {IAM_ACTION.get(action, f"sqs:{action}") for action in actions}
+    needed = {IAM_ACTION.get(action, action if ":" in action else f"sqs:{action}") for action in actions}
+    assert {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"} <= needed, needed
     assert needed <= allowed, needed - allowed
+    # And S3 only within the bucket and the queue prefix (the policy's are the defaults: qm-payloads, qm)
+    [s3_statement] = [s for s in policy["Statement"] if any(a.startswith("s3:") for a in s["Action"])]
+    assert s3_statement["Resource"] == "arn:aws:s3:::qm-payloads/qm/*"
 
 
 def _copy_lines(stage: str) -> list[tuple[list[str], str]]:
@@ -176,13 +195,15 @@ def test_the_image_build_stage_copies_everything_the_wheel_and_the_programs_need
     unpacked = tmp_path / "site"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(unpacked)
-    # Then the API, the workers' actors and the client import from the wheel alone, schemas included
+    # Then the API, the workers' actors and the client import from the wheel alone, schemas and console assets included
     probe = (
         "import api.app, actors, broker, queue_manager.client.cli, queue_manager.sqs.wait, schemas;"
         "from pathlib import Path;"
         "assert Path(api.app.__file__).is_relative_to(Path.cwd()), api.app.__file__;"
         "from queue_manager.settings import DEFAULT_SCHEMAS_DIR;"
         "assert sorted(p.name for p in DEFAULT_SCHEMAS_DIR.glob('*.json')), DEFAULT_SCHEMAS_DIR;"
+        "import api.console.handlers as console;"
+        "assert all((console.STATIC / n).is_file() for n in [*console.ASSETS, 'index.html']), console.STATIC;"
         "print(sorted(p.name for p in DEFAULT_SCHEMAS_DIR.glob('*.json')))"
     )
     env = {
@@ -197,3 +218,52 @@ def test_the_image_build_stage_copies_everything_the_wheel_and_the_programs_need
     assert ran.returncode == 0, ran.stderr
     shipped = sorted(p.name for p in (ROOT / "schemas").glob("*.json"))
     assert ran.stdout.strip() == repr(shipped)
+
+
+@pytest.mark.api
+async def test_the_iam_policy_allows_every_dynamodb_action_the_state_store_makes_on_its_table(
+    settings: Settings, sqs_env: dict[str, str]
+) -> None:
+    # Given the state store on a table named as the policy's, and every DynamoDB call it makes recorded
+    import dataclasses
+    import fnmatch
+
+    from queue_manager.state import dynamodb
+    from queue_manager.state.base import ACCEPTED, StatusEvent
+    from queue_manager.state.dynamodb import DynamoStatusEvents
+    from queue_manager.state.dynamodb_keys import DynamoIdempotencyKeys
+
+    policy = json.loads((ROOT / "deploy" / "iam-policy.json").read_text())
+    statements = [s for s in policy["Statement"] if any(a.startswith("dynamodb:") for a in s["Action"])]
+    table = statements[0]["Resource"].rsplit("/", 1)[1]
+    state = dataclasses.replace(settings, state_table=table, state_endpoint_url=sqs_env["AWS_ENDPOINT_URL_DYNAMODB"])
+    client = dynamodb.client(state, timeout_seconds=dynamodb.TABLE_CALL_TIMEOUT_SECONDS)
+    made: set[str] = set()
+    client.meta.events.register("before-call.dynamodb", lambda model, **_: made.add(model.name))
+    try:
+        # When it creates its table and takes every path: status written and read, keys claimed,
+        # replayed, done, unknown, taken over and freed
+        keys = DynamoIdempotencyKeys(state, lease_seconds=30, client=client)
+        await keys.open()
+        status = DynamoStatusEvents(client, table)
+        status.write([StatusEvent("m-1", ACCEPTED, 1.0)])
+        assert status.read("m-1")
+        _, unknown, freed = [await keys.claim(k, "fp") for k in ("done", "unknown", "freed")]
+        keys.done("done", "fp", {"id": "m-1"})
+        keys.failed("unknown", unknown.owner or "", unknown=True)
+        keys.failed("freed", freed.owner or "", unknown=False)
+        await keys.flush()
+        assert (await keys.claim("done", "fp")).answer == {"id": "m-1"}
+        assert (await keys.claim("unknown", "fp")).resend
+        await keys.close()
+    finally:
+        made_creating = set(made)
+        client.delete_table(TableName=table)
+    # Then every action is allowed on that table, and only creating the table needs the second statement
+    assert {"CreateTable", "PutItem", "UpdateItem", "DeleteItem", "Query", "BatchWriteItem"} <= made_creating
+    allowed = {a for s in statements for a in s["Action"]}
+    assert {f"dynamodb:{name}" for name in made_creating} <= allowed, made_creating
+    runtime = next(s for s in statements if s["Sid"] == "QueueManagerState")
+    assert not any(a.endswith(("CreateTable", "UpdateTimeToLive")) for a in runtime["Action"])
+    for statement in statements:
+        assert fnmatch.fnmatch(f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}", statement["Resource"])

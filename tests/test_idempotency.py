@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from api import idempotency, keys
+from api import keys
 from api.app import create_app
 from queue_manager.settings import Settings
+from queue_manager.state import idempotency
 from tests.conftest import SQSServer
 from tests.support import drain, eventually, free_port, queued_ids, wait_for
 

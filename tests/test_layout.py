@@ -153,6 +153,11 @@ def reaches(graph: dict[str, set[str]], start: str) -> set[str]:
                 "queue_manager.sqs.sending",
             ),
         ),
+        # Large messages (S3) serve the API and the workers alike: they know neither, nor the broker or consumers.
+        (
+            "queue_manager.payloads",
+            ("api", "actors", "broker", "queue_manager.sqs.broker", "queue_manager.sqs.consumer"),
+        ),
         # Wire names and quotas are the bottom of the SQS package.
         ("queue_manager.sqs.constants", ("queue_manager", "api", "actors", "broker", "schemas")),
     ],

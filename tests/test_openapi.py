@@ -24,10 +24,10 @@ pytestmark = pytest.mark.api
 
 #: Routes the document leaves out: the UI's assets, /docs with a trailing slash, and the copy of the
 #: document swagger-ui-py serves to the UI (the same object as /openapi.json).
-UNDOCUMENTED = {"/docs/", "/docs/swagger.json", "/docs/static"}
+UNDOCUMENTED = {"/docs/", "/docs/swagger.json", "/docs/static", "/ui/", "/ui/static/{name}"}
 
 #: The statuses README's API and error tables promise (405 and 404 on any path are the `default`).
-PROMISED = {"200", "202", "207", "400", "401", "404", "408", "413", "415", "422", "429", "503", "default"}
+PROMISED = {"200", "202", "207", "400", "401", "403", "404", "408", "410", "413", "415", "422", "429", "503", "default"}
 
 
 def _readme_examples() -> tuple[list[Any], list[Any]]:
@@ -79,7 +79,9 @@ async def test_every_route_and_every_message_schema_is_in_the_document(api_clien
 async def test_every_error_a_send_can_give_is_documented(api_client: Any) -> None:
     document = api_client.server.app[keys.OPENAPI]
     operation = document["paths"]["/messages"]["post"]
-    assert set(operation["responses"]) == {"202", "400", "401", "408", "413", "415", "422", "429", "503", "default"}
+    assert set(operation["responses"]) == {
+        "202", "400", "401", "403", "408", "413", "415", "422", "429", "503", "default"
+    }  # fmt: skip
     assert operation["parameters"][0]["name"] == "Idempotency-Key"
     operations = [op for item in document["paths"].values() for op in item.values()]
     assert {status for op in operations for status in op["responses"]} == PROMISED
@@ -89,12 +91,34 @@ async def test_every_error_a_send_can_give_is_documented(api_client: Any) -> Non
             if status in op["responses"]:
                 assert "Retry-After" in op["responses"][status]["headers"], (op["operationId"], status)
     open_operations = {op["operationId"] for op in operations if op.get("security") == []}
-    assert open_operations == {"health", "ready", "openapi", "docs", "metrics"}
+    assert open_operations == {"health", "ready", "openapi", "docs", "metrics", "console", "index"}
     assert document["components"]["securitySchemes"]["bearerAuth"] == {
         "type": "http",
         "scheme": "bearer",
         "description": "An API key.",
     }
+
+
+async def test_the_status_endpoint_and_where_sends_point_to_it_are_documented(api_client: Any) -> None:
+    document = api_client.server.app[keys.OPENAPI]
+    send = document["paths"]["/messages"]["post"]["responses"]["202"]
+    assert "Location" in send["headers"]
+    result = document["components"]["schemas"]["BatchResults"]["properties"]["results"]["items"]
+    assert "status_url" in result["properties"]
+    operation = document["paths"]["/messages/{id}"]["get"]
+    assert set(operation["responses"]) == {"200", "401", "403", "404", "410", "422", "503", "default"}
+    assert [p["name"] for p in operation["parameters"]] == ["id", "wait"]
+    status = document["components"]["schemas"]["MessageStatus"]
+    assert status["properties"]["state"]["enum"] == [
+        "accepted",
+        "delayed",
+        "running",
+        "retrying",
+        "succeeded",
+        "dead_lettered",
+        "deduplicated",
+        "failed",
+    ]
 
 
 async def test_readme_examples_validate_against_the_document(api_client: Any) -> None:

@@ -207,6 +207,8 @@ def test_a_fresh_clone_runs_the_design_commands_as_written_and_a_clean_stop_keep
 
     # Given messages queued while no worker consumes
     queued = {clone.post_webhook(receiver.url("/kept"), {"n": n}) for n in range(5)}
+    # (and a 5 MiB one, which goes through the local server's S3: its bucket was made at start)
+    large = clone.post_webhook(receiver.url("/kept-large"), {"blob": "x" * 5 * 1024 * 1024})
     # When the stack is stopped with Ctrl-C and started again
     output = stop(supervisord)
     for program in ("api", "worker"):
@@ -217,6 +219,9 @@ def test_a_fresh_clone_runs_the_design_commands_as_written_and_a_clean_stop_keep
     # Then its worker delivers every one of them
     delivered = wait_for(lambda: len(receiver.to("/kept")) >= 5, timeout=60, what="the queued messages")
     assert {r.headers["Idempotency-Key"] for r in receiver.to("/kept")} == queued
+    delivered = wait_for(lambda: receiver.to("/kept-large"), timeout=60, what="the large message")
+    assert delivered[0].headers["Idempotency-Key"] == large
+    assert delivered[0].body == {"blob": "x" * 5 * 1024 * 1024}
     stop(supervisord)
 
 

@@ -264,9 +264,21 @@ class QMClient:
         )
         return answer
 
+    # Message status.
+
+    def status(self, message_id: str, *, wait_seconds: float | None = None) -> dict[str, Any]:
+        """A message's status (GET /messages/{id}); `wait_seconds` (at most 30) waits for a change or a final state."""
+        path = f"/messages/{urllib.parse.quote(message_id, safe='')}"
+        timeout = None
+        if wait_seconds:
+            path += f"?wait={wait_seconds:g}"
+            timeout = self.timeout_seconds + wait_seconds
+        answer: dict[str, Any] = self.request("GET", path, timeout_seconds=timeout)
+        return answer
+
     # HTTP.
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, *, timeout_seconds: float | None = None) -> Any:
         """Send one request and return its JSON answer, retrying 503 and 429 as Retry-After asks.
 
         Raises ApiError for other error statuses and Unavailable when the retries run out.
@@ -276,7 +288,7 @@ class QMClient:
         while True:
             attempt += 1
             try:
-                status, headers, answer = self._once(method, path, body)
+                status, headers, answer = self._once(method, path, body, timeout_seconds)
             except _Refused as refused:
                 error: ApiError = Unavailable(0, {"detail": f"cannot reach {self.base_url}: {refused}"})
                 wait = DEFAULT_BACKOFF_SECONDS * 2 ** (attempt - 1)
@@ -295,7 +307,9 @@ class QMClient:
             )
             self.sleep(wait)
 
-    def _once(self, method: str, path: str, body: Any) -> tuple[int, dict[str, str], Any]:
+    def _once(
+        self, method: str, path: str, body: Any, timeout_seconds: float | None = None
+    ) -> tuple[int, dict[str, str], Any]:
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -305,7 +319,7 @@ class QMClient:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+            with urllib.request.urlopen(request, timeout=timeout_seconds or self.timeout_seconds) as response:
                 return response.status, dict(response.headers.items()), _json(response.read())
         except urllib.error.HTTPError as exc:
             with exc:

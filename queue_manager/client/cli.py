@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     schemas = commands.add_parser("schemas", help="list the message types, or print one type's schema")
     schemas.add_argument("type", metavar="TYPE", nargs="?", help="print this type's JSON Schema")
 
+    status = commands.add_parser("status", help="a message's status: state, attempts, errors, history")
+    status.add_argument("id", metavar="ID", help="the message id a send answered")
+    status.add_argument(
+        "--wait", type=float, metavar="SECONDS", help="wait up to this long (0-30) for a change or a final state"
+    )
+
     dlq = commands.add_parser("dlq", help="dead-letter queues")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     dlq_commands.add_parser("list", help="the depths of every queue and its dead-letter queue")
@@ -134,6 +140,11 @@ def _run(client: QMClient, args: argparse.Namespace) -> int:
         return EXIT_OK if all(r.get("status") == 202 for r in answer["results"]) else EXIT_REFUSED
     if args.command == "schemas":
         _print_json(client.schema(args.type) if args.type else client.schemas())
+        return EXIT_OK
+    if args.command == "status":
+        if args.wait is not None and not 0 <= args.wait <= 30:
+            raise _InputError(f"--wait must be between 0 and 30 seconds, not {args.wait:g}.")
+        _print_json(client.status(args.id, wait_seconds=args.wait))
         return EXIT_OK
     if args.dlq_command == "list":
         _print_depths(client.queues(), sys.stdout)

@@ -84,6 +84,9 @@ class Acks:
         self._in_flight = 0
         #: Called with the size of every DeleteMessageBatch, e.g. to export it as a metric.
         self.delete_batch_listeners: list[Callable[[int], None]] = []
+        #: Called with a queue URL and the receipt handles SQS confirmed deleted (large messages delete
+        #: their S3 objects then); called on a sender thread, so a listener must not block.
+        self.deleted_listeners: list[Callable[[str, list[str]], None]] = []
 
     # -- API used by the consumer ------------------------------------------------------------
 
@@ -333,7 +336,16 @@ class Acks:
             listener(len(batch))
         entries = [{"ReceiptHandle": e.receipt_handle} for e in batch]
         with tracing.settling(queue_url, [e.receipt_handle for e in batch]) as span:
-            failed = self._call("delete", self.client.delete_message_batch, queue_url, batch, entries)
+            if not self.deleted_listeners:
+                failed = self._call("delete", self.client.delete_message_batch, queue_url, batch, entries)
+            else:
+                succeeded: list[int] = []
+                retry = settle_batch(
+                    "delete", self.client.delete_message_batch, queue_url, entries, succeeded=succeeded
+                )
+                for deleted in self.deleted_listeners:
+                    deleted(queue_url, [batch[i].receipt_handle for i in succeeded])
+                failed = [batch[i] for i in retry]
             span.results(len(batch) - len(failed), len(failed))
         return failed
 

@@ -96,14 +96,24 @@ def chunks(
 
 
 def settle_batch(
-    kind: str, method: Callable[..., dict[str, Any]], queue_url: str, entries: Sequence[dict[str, Any]]
+    kind: str,
+    method: Callable[..., dict[str, Any]],
+    queue_url: str,
+    entries: Sequence[dict[str, Any]],
+    *,
+    succeeded: list[int] | None = None,
 ) -> list[int]:
-    """Send one delete or visibility-change batch (`kind` names it in the log); the indexes worth another try."""
+    """Send one delete or visibility-change batch (`kind` names it in the log); the indexes worth another try.
+
+    `succeeded`, if given, is extended with the indexes SQS confirmed.
+    """
     try:
         outcome = call_batch(method, queue_url, entries)
     except (BotoCoreError, ClientError) as exc:
         logger.warning("The %s batch on %r failed (%s); it is tried again.", kind, queue_url, describe(exc))
         return list(range(len(entries)))
+    if succeeded is not None:
+        succeeded.extend(outcome.succeeded)
     retry = []
     for failure in outcome.failed:
         if failure.fault in (Fault.TRANSIENT, Fault.UNKNOWN_OUTCOME):

@@ -27,10 +27,11 @@ from dramatiq.middleware import MiddlewareError, Retries
 from dramatiq_sqs import SQSBroker
 
 from queue_manager import tracing
+from queue_manager.payloads.offload import Offloader
 from queue_manager.sqs import constants, queues
 from queue_manager.sqs.acks import Acks
 from queue_manager.sqs.capacity import Capacity
-from queue_manager.sqs.consumer import ConsumerContext, QMConsumer
+from queue_manager.sqs.consumer import BodyDecoder, ConsumerContext, QMConsumer
 from queue_manager.sqs.deadletters import DeadLetters
 from queue_manager.sqs.errors import raise_unavailable
 from queue_manager.sqs.fifo_consumer import FifoConsumer
@@ -244,6 +245,10 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         self._consumers: weakref.WeakSet[QMConsumer] = weakref.WeakSet()
         #: The Dramatiq queues that are SQS FIFO queues, beyond those whose actors say `fifo=True`.
         self.fifo_queues: set[str] = set(fifo_queues)
+        #: Large messages (S3): how consumers decode a body (None: `message.decode`), and how `enqueue`
+        #: offloads an entry over the threshold (None: it does not). Set by the composition root.
+        self.decode_body: BodyDecoder | None = None
+        self.offloader: Offloader | None = None
 
     def emit_before(self, signal: str, *args: Any, **kwargs: Any) -> None:
         # As Dramatiq's: in order, and a MiddlewareError (SkipMessage) stops the message. The worker's
@@ -288,10 +293,14 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         return hooks
 
     def _count_call(self, model: Any, **_: Any) -> None:
+        self.count_request(model.name)
+
+    def count_request(self, action: str) -> None:
+        """Count one request by its action (SQS's, or another service's as `s3:PutObject`)."""
         with self._count_lock:
-            self.sqs_requests[model.name] += 1
+            self.sqs_requests[action] += 1
         for listener in self.request_listeners:
-            listener(model.name)
+            listener(action)
 
     def request_counts(self) -> dict[str, int]:
         """SQS requests made so far, by action."""
@@ -421,6 +430,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
             receive_gather_seconds=self.receive_gather_seconds,
             time_limit_ms=self.time_limit_ms,
             workload=self.workload,
+            decode_body=self.decode_body,
         )
         consumer_class = self.fifo_consumer_class if self.is_fifo(queue_name) else self.consumer_class
         consumer = consumer_class(context)
@@ -446,6 +456,8 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         """Send one message; returns once SQS has accepted it."""
         urls = self.ensure_queue(message.queue_name)
         entry = self.build_entry(message, delay)
+        if self.offloader is not None:
+            entry = self.offloader.maybe_offload(message.queue_name, entry)
         self.emit_before("enqueue", message, delay)
         with tracing.sending(self.sqs_queue_name(message.queue_name), [entry]):
             self.sender.send_one(urls.url, entry)

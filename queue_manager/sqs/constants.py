@@ -88,3 +88,15 @@ GROUP_ID_PATTERN = r"^[\x21-\x7e]{1,128}$"
 #: The actor option that puts a queue on SQS FIFO (a broker used without schemas reads it; with
 #: schemas, a type's queue kind is declared in its schema file, `"x-qm-queue": "fifo"`).
 FIFO_OPTION = "fifo"
+
+#: Large messages through S3 (the claim-check of the AWS extended clients, whose wire format this is).
+#: The attribute an offloaded message carries: the size in bytes of the body its S3 object holds.
+ATTR_PAYLOAD_SIZE = "ExtendedPayloadSize"
+#: The same attribute under the name older Java extended clients write (read, never written).
+ATTR_LEGACY_PAYLOAD_SIZE = "SQSLargePayloadSize"
+#: The first element of an offloaded body: `[class, {"s3BucketName": bucket, "s3Key": key}]`.
+PAYLOAD_POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
+#: The same under the name older Java extended clients write (read, never written).
+LEGACY_PAYLOAD_POINTER_CLASS = "com.amazon.sqs.javamessaging.MessageS3Pointer"
+#: Why a message whose S3 object is gone or unreadable was dead-lettered.
+PAYLOAD_MISSING_REASON = "payload-missing"

@@ -57,6 +57,10 @@ MAX_ERROR_BACKOFF_SECONDS = 10.0
 BUSY_WAIT_SECONDS = 1
 
 
+#: Decodes a body: (queue name, body, attributes, system attributes, SQS message id) in, the message out.
+BodyDecoder = Callable[[str, str, dict[str, Any], dict[str, Any], str], dramatiq.Message[Any]]
+
+
 @dataclasses.dataclass(frozen=True)
 class ConsumerContext:
     """What a consumer of one queue is given: the queue, its process's shared parts, its settings.
@@ -94,6 +98,8 @@ class ConsumerContext:
     receive_gather_seconds: float
     time_limit_ms: Callable[[str], int]
     workload: Workload = dataclasses.field(default_factory=Workload)
+    #: Decodes a body another way than `message.decode` (large messages: a stand-in for an S3 pointer).
+    decode_body: BodyDecoder | None = None
 
 
 class QMConsumer(dramatiq.Consumer):
@@ -333,7 +339,12 @@ class QMConsumer(dramatiq.Consumer):
         system_attributes = sqs_message.get("Attributes", {})
         count = receive_count(system_attributes)
         try:
-            decoded = decode(body)
+            if self.context.decode_body is None:
+                decoded = decode(body)
+            else:  # large messages (S3): a pointer's body is fetched later, on the worker thread
+                decoded = self.context.decode_body(
+                    self.queue_name, body, attributes, system_attributes, sqs_message.get("MessageId", "")
+                )
         except UndecodableBody as exc:
             logger.error(
                 "Message %r on %r cannot be decoded (%s); dead-lettering it.",

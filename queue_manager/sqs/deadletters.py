@@ -20,6 +20,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from queue_manager.payloads import wire
 from queue_manager.sqs import constants
 from queue_manager.sqs.batches import call_batch, chunks, settle_all, settle_batch
 from queue_manager.sqs.errors import denied, describe, unsupported
@@ -48,6 +49,9 @@ CONFIRM_WAIT_SECONDS = 1
 #: The most messages one peek shows.
 MAX_PEEK_MESSAGES = 100
 
+#: The most messages one scan looks at (a filtered listing, the console's dry run): as many as a redrive moves.
+MAX_SCAN_MESSAGES = MAX_REDRIVE_MESSAGES
+
 #: Attributes the consumer adds when it dead-letters; a redriven message starts clean without them.
 DEAD_LETTER_ATTRIBUTES = frozenset({constants.ATTR_ERROR, constants.ATTR_RECEIVE_COUNT, constants.ATTR_SOURCE_QUEUE})
 
@@ -69,9 +73,17 @@ class DeadLetter:
     dead_letter_receive_count: int | None
     #: The trace the message was created in (its `traceparent` attribute), if it carries one.
     trace_id: str | None = None
+    #: The actor's arguments' first item (the message type's payload), when the peek asked for it.
+    payload: Any = None
+    with_payload: bool = False
+    #: Large messages: the size of the body kept in S3, and where (`s3://bucket/key`); None for one SQS carries.
+    payload_bytes: int | None = None
+    payload_location: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         answer = dataclasses.asdict(self)
+        if not answer.pop("with_payload"):
+            del answer["payload"]
         answer["sent_at"] = (
             datetime.datetime.fromtimestamp(self.sent_timestamp_ms / 1000, tz=datetime.UTC).isoformat()
             if self.sent_timestamp_ms is not None
@@ -102,6 +114,19 @@ class RedriveResult:
         return answer
 
 
+@dataclasses.dataclass(frozen=True)
+class DeleteResult:
+    """What a delete did: the ids deleted, those not found on the queue, and those SQS did not delete."""
+
+    deleted: int
+    ids: list[str]
+    not_found: list[str]
+    failed: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 class DeadLetters:
     """Peek at dead-letter queues and redrive them, through the broker's clients.
 
@@ -118,17 +143,23 @@ class DeadLetters:
         self.has_move_task: bool | None = None
 
     def peek(
-        self, dead_letter_url: str, *, limit: int = 10, visibility_timeout_seconds: int = PEEK_VISIBILITY_SECONDS
+        self,
+        dead_letter_url: str,
+        *,
+        limit: int = 10,
+        visibility_timeout_seconds: int = PEEK_VISIBILITY_SECONDS,
+        with_payload: bool = False,
     ) -> list[DeadLetter]:
         """Show up to `limit` dead letters and leave every one on the queue, visible again at once.
 
         Parameters:
           dead_letter_url: The URL of the dead-letter queue.
-          limit: The most messages shown (1 to MAX_PEEK_MESSAGES).
+          limit: The most messages shown (1 to MAX_SCAN_MESSAGES).
           visibility_timeout_seconds: How long the messages stay hidden should releasing them fail.
+          with_payload: Whether each dead letter carries its payload too.
         """
-        if not 1 <= limit <= MAX_PEEK_MESSAGES:
-            raise ValueError(f"limit must be between 1 and {MAX_PEEK_MESSAGES}, got {limit}.")
+        if not 1 <= limit <= MAX_SCAN_MESSAGES:
+            raise ValueError(f"limit must be between 1 and {MAX_SCAN_MESSAGES}, got {limit}.")
         held: dict[str, dict[str, Any]] = {}
         try:
             target = min(limit, queue_depth(self.client, dead_letter_url).visible)
@@ -140,7 +171,62 @@ class DeadLetters:
                     break
         finally:
             self._release(dead_letter_url, [m["ReceiptHandle"] for m in held.values()])
-        return [dead_letter(m) for m in list(held.values())[:limit]]
+        return [dead_letter(m, with_payload=with_payload) for m in list(held.values())[:limit]]
+
+    def delete(
+        self,
+        dead_letter_url: str,
+        ids: Iterable[str],
+        *,
+        max_messages: int = MAX_REDRIVE_MESSAGES,
+        time_limit_seconds: float = REDRIVE_TIME_LIMIT_SECONDS,
+    ) -> DeleteResult:
+        """Delete the dead letters whose id is in `ids`; every other message is made visible again at once.
+
+        A delete needs a receipt handle, and an old one (from an earlier peek) may by now belong to
+        another receive, so each message is received here, its id checked against `ids`, and
+        deleted with the handle of that very receive: nothing but a chosen message is ever deleted.
+
+        Parameters:
+          dead_letter_url: The URL of the dead-letter queue.
+          ids: Message ids (`qm-message-id`, or the SQS message id of a message without one).
+          max_messages: The most messages one call receives; call again for more.
+          time_limit_seconds: The longest one call keeps receiving.
+        """
+        wanted = set(ids)
+        found: set[str] = set()
+        chosen: dict[str, tuple[str, str]] = {}  # SQS message id → (the id asked for, receipt handle)
+        held: dict[str, str] = {}  # SQS message id → receipt handle of what stays
+        seen: set[str] = set()
+        deadline = time.monotonic() + time_limit_seconds
+        try:
+            target = min(max_messages, queue_depth(self.client, dead_letter_url).visible)
+            for batch in self._receive_until(dead_letter_url, target, REDRIVE_VISIBILITY_SECONDS, deadline=deadline):
+                for message in batch:
+                    sqs_id = message["MessageId"]
+                    seen.add(sqs_id)
+                    key = _key(message)
+                    asked = key if key is not None and key in wanted else sqs_id if sqs_id in wanted else None
+                    if asked is not None and sqs_id not in held:  # every copy of a duplicated id goes
+                        found.add(asked)
+                        chosen[sqs_id] = (asked, message["ReceiptHandle"])
+                    elif sqs_id not in chosen:
+                        held[sqs_id] = message["ReceiptHandle"]
+                if len(seen) >= target or found >= wanted:
+                    break
+        finally:
+            self._release(dead_letter_url, list(held.values()))
+        receipts = [receipt for _, receipt in chosen.values()]
+        given_up = {
+            entry["ReceiptHandle"]
+            for entry in settle_all(
+                "delete", self.client.delete_message_batch, dead_letter_url, [{"ReceiptHandle": r} for r in receipts]
+            )
+        }
+        deleted = [asked for asked, receipt in chosen.values() if receipt not in given_up]
+        failed = [asked for asked, receipt in chosen.values() if receipt in given_up]
+        logger.info("Deleted %d dead letter(s) from %r.", len(deleted), dead_letter_url)
+        return DeleteResult(deleted=len(deleted), ids=deleted, not_found=sorted(wanted - found), failed=failed)
 
     def redrive(
         self,
@@ -224,9 +310,7 @@ class DeadLetters:
                 for message in batch:
                     sqs_id = message["MessageId"]
                     seen.add(sqs_id)
-                    key = _string(message.get("MessageAttributes", {}), constants.ATTR_MESSAGE_ID) or _text(
-                        _decode(message.get("Body", "")).get("message_id")
-                    )
+                    key = _key(message)
                     chosen = wanted is None or (key is not None and key in wanted) or sqs_id in wanted
                     if chosen and sqs_id not in held:
                         selected.append((message, key or sqs_id))
@@ -322,11 +406,19 @@ class DeadLetters:
             settle_batch("release", self.client.change_message_visibility_batch, url, entries)
 
 
-def dead_letter(message: dict[str, Any]) -> DeadLetter:
+def _key(message: dict[str, Any]) -> str | None:
+    """A received message's queue-manager id: its attribute, or the id in its Dramatiq body."""
+    return _string(message.get("MessageAttributes", {}), constants.ATTR_MESSAGE_ID) or _text(
+        _decode(message.get("Body", "")).get("message_id")
+    )
+
+
+def dead_letter(message: dict[str, Any], *, with_payload: bool = False) -> DeadLetter:
     """The DeadLetter view of a message received with all its attributes."""
     attrs = message.get("MessageAttributes", {})
     system = message.get("Attributes", {})
-    decoded = _decode(message.get("Body", ""))
+    pointer = wire.parse(message.get("Body", ""), attrs)
+    decoded = _decode(message.get("Body", "")) if pointer is None else {}
     return DeadLetter(
         id=_string(attrs, constants.ATTR_MESSAGE_ID) or _text(decoded.get("message_id")),
         type=_string(attrs, constants.ATTR_TYPE) or _text(decoded.get("actor_name")),
@@ -336,7 +428,11 @@ def dead_letter(message: dict[str, Any]) -> DeadLetter:
         sqs_message_id=message["MessageId"],
         sent_timestamp_ms=_int(system.get("SentTimestamp")),
         dead_letter_receive_count=_int(system.get("ApproximateReceiveCount")),
-        trace_id=trace_id_of(attrs),
+        trace_id=trace_id_of(attrs) or _text(decoded.get("trace_id")),
+        payload=decoded.get("payload"),
+        with_payload=with_payload,
+        payload_bytes=None if pointer is None else pointer.size_bytes,
+        payload_location=None if pointer is None else f"s3://{pointer.bucket}/{pointer.key}",
     )
 
 
@@ -372,7 +468,13 @@ def _decode(body: str) -> dict[str, Any]:
         message = decode(body)
     except UndecodableBody:
         return {}
-    return {"message_id": message.message_id, "actor_name": message.actor_name}
+    options = message.options or {}
+    return {
+        "message_id": message.message_id,
+        "actor_name": message.actor_name,
+        "payload": message.args[0] if message.args else None,
+        "trace_id": options.get("trace_id"),
+    }
 
 
 def _string(attributes: dict[str, Any], name: str) -> str | None:

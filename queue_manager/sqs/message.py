@@ -16,7 +16,7 @@ class UndecodableBody(ValueError):
     """Raised when an SQS body is not base64 of a Dramatiq message."""
 
 
-def decode(body: str) -> dramatiq.Message[Any]:
+def decode(body: str | bytes) -> dramatiq.Message[Any]:
     """The Dramatiq message an SQS body carries (base64 of its JSON encoding, as dramatiq-sqs sends it).
 
     Raises UndecodableBody, naming what is wrong with it.

@@ -27,6 +27,7 @@ SUCCEEDED: Final = "succeeded"  # attempt finished without error
 DEAD_LETTERED: Final = "dead_lettered"  # moved to the dead-letter queue; `detail["reason"]`, `detail["error"]`
 REDRIVEN: Final = "redriven"  # sent back from the dead-letter queue to its source queue
 FAILED: Final = "failed"  # nothing more will happen (e.g. a dead letter deleted)
+STALE: Final = "stale"  # a writer dropped some of this message's events (its store was down or slow)
 
 EVENT_KINDS: Final = (
     ACCEPTED,
@@ -38,6 +39,7 @@ EVENT_KINDS: Final = (
     DEAD_LETTERED,
     REDRIVEN,
     FAILED,
+    STALE,
 )
 
 

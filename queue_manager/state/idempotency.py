@@ -1,4 +1,7 @@
-"""Idempotency keys shared by every API process on a host: a retried POST replays the first answer.
+"""Idempotency keys: the interface both backends give, and the SQLite one (one host, the default).
+
+A retried POST replays the first answer. The DynamoDB backend (a fleet, `QM_STATE_TABLE`) is in
+`queue_manager.state.dynamodb_keys`; `queue_manager.state.keys.idempotency_store` chooses.
 
 One SQLite database in WAL mode, in the state directory, holds per key the fingerprint of the
 message it came with, its state and the answer it got:
@@ -34,7 +37,9 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from queue_manager.state.base import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +109,35 @@ class _Op:
     settles: bool = False
 
 
-class IdempotencyStore:
-    """Per key, the message it came with and the answer it got, shared across processes.
+class IdempotencyKeys(Protocol):
+    """Per key, the message it came with and the answer it got, shared by every process that opens the store.
+
+    Each key is `pending` (a request sends its message; it holds a lease), `done` (SQS has it: its
+    answer is replayed) or `unknown` (the last send got no answer: the next request sends it again,
+    with the same message id). Its methods run on the event loop; the store does its I/O elsewhere.
+    """
+
+    async def open(self) -> None:
+        """Open (or create) the store; raises TableMissing (DynamoDB) when its table must exist and does not."""
+
+    async def claim(self, key: str, fingerprint: str) -> Claim:
+        """Claim a key for this request. Raises KeyReused, or StoreUnavailable if the store fails."""
+
+    def done(self, key: str, fingerprint: str, answer: dict[str, Any]) -> None:
+        """SQS has the key's message: later requests replay `answer` (recorded in the background)."""
+
+    def failed(self, key: str, owner: str, *, unknown: bool) -> None:
+        """The attempt `owner` made ended without SQS's acceptance: `unknown` keeps the key, else it is freed."""
+
+    async def wait(self, key: str, timeout: float) -> None:
+        """Wait, at most `timeout` seconds, for the key's attempt to be recorded before claiming it again."""
+
+    async def close(self) -> None:
+        """Write what is queued, then release the store."""
+
+
+class SqliteIdempotencyKeys:
+    """Per key, the message it came with and the answer it got, shared across the processes of a host.
 
     Parameters:
       path: The SQLite database; every API process of one host opens the same file.
@@ -135,7 +167,7 @@ class IdempotencyStore:
         await opened
 
     async def claim(self, key: str, fingerprint: str) -> Claim:
-        """Claim a key for this request. Raises KeyReused, or sqlite3.Error if the store fails."""
+        """Claim a key for this request. Raises KeyReused, or StoreUnavailable if the store fails."""
         token = uuid.uuid4().hex
         claim: Claim = await self._submit(key, lambda db, now: self._claim(db, now, key, fingerprint, token))
         if claim.reused:
@@ -221,7 +253,7 @@ class IdempotencyStore:
     def _enqueue(self, op: _Op) -> None:
         with self._ready:
             if self._closing:
-                raise sqlite3.ProgrammingError("The idempotency store is closed.")
+                raise StoreUnavailable("The idempotency store is closed.")
             self._ops.append(op)
             self._ready.notify()
 
@@ -274,7 +306,9 @@ class IdempotencyStore:
                 raise
         except sqlite3.Error as exc:
             logger.error("The idempotency store could not write %d change(s): %s.", len(batch), exc)
-            return [(None, exc) for _ in batch]
+            unavailable = StoreUnavailable(f"SQLite: {exc}")
+            unavailable.__cause__ = exc
+            return [(None, unavailable) for _ in batch]
         except Exception as exc:  # a bug: every waiter must still hear of it, never hang
             logger.exception("The idempotency store failed on %d change(s).", len(batch))
             return [(None, exc) for _ in batch]
