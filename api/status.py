@@ -21,6 +21,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from api import keys, problems
+from queue_manager import tracing
 from queue_manager.sqs.sending import SendResult
 from queue_manager.state import status as fold
 from queue_manager.state.base import (
@@ -52,7 +53,11 @@ class InvalidQuery(problems.Unprocessable):
 
 
 def trace_id(request: web.Request) -> str | None:
-    """The trace id a message is recorded with: the request's W3C `traceparent`, if it holds a valid one."""
+    """The trace id a message is recorded with: its request's span's with tracing on, else the request's
+    W3C `traceparent`, if it holds a valid one."""
+    traced = tracing.current_trace_id()
+    if traced is not None:
+        return traced
     header = request.headers.get("traceparent")
     if header is None:
         return None

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,6 +132,11 @@ def traced(collector: Collector, **more: str) -> dict[str, str]:
     return {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "100", **more}
 
 
+def _status(api: str, message_id: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{api}/messages/{message_id}", timeout=10) as response:
+        return dict(json.loads(response.read()))
+
+
 def post(url: str, document: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
     request = urllib.request.Request(
         url, data=json.dumps(document).encode(), headers={"Content-Type": "application/json", **(headers or {})}
@@ -218,11 +224,13 @@ def test_a_message_that_fails_once_has_two_process_spans_under_its_creation_the_
     receiver: Receiver,
     collector: Collector,
     settings: Settings,
+    tmp_path: Path,
 ) -> None:
     # Given a receiver that answers 500 once, then 200
     receiver.statuses["/flaky"] = [500, 200]
-    _, api = api_process(env=traced(collector))
-    worker_process(env=traced(collector))
+    state = {"QM_STATE_DIR": str(tmp_path / "state")}  # the API and the worker share the status store
+    _, api = api_process(env=traced(collector, **state))
+    worker_process(env=traced(collector, **state))
     # When one webhook is posted (no caller trace: the API starts one)
     _, headers, answer = post(api + "/messages", webhook(receiver.url("/flaky")))
     trace_id = headers["traceparent"].split("-")[1]
@@ -235,6 +243,12 @@ def test_a_message_that_fails_once_has_two_process_spans_under_its_creation_the_
     assert [s.error for s in attempts] == [True, False]
     assert attempts[0].attributes["error.type"] == "Retry"
     assert attempts[0].attributes["messaging.message.id"] == answer["id"]
+    # And the message's status names the trace the API started for it
+    document = wait_for(
+        lambda: (d := _status(api, answer["id"]))["state"] == "succeeded" and d, timeout=30, what="succeeded"
+    )
+    assert document["trace_id"] == trace_id
+    assert document["attempts"] == 2
 
 
 @pytest.mark.api
