@@ -34,7 +34,7 @@ from botocore.exceptions import ClientError
 
 from queue_manager.state import dynamodb
 from queue_manager.state.base import StoreUnavailable
-from queue_manager.state.idempotency import Claim, KeyReused
+from queue_manager.state.idempotency import Claim, KeyReused, wait_settled
 
 logger = logging.getLogger(__name__)
 
@@ -252,15 +252,7 @@ class DynamoIdempotencyKeys:
 
     async def wait(self, key: str, timeout: float) -> None:
         """Wait, at most `timeout` seconds, for the key's attempt to be recorded before claiming it again."""
-        event = self._settled.get(key)
-        if event is None:  # sent by another process or host: look again shortly
-            await asyncio.sleep(min(timeout, POLL_INTERVAL_SECONDS))
-            return
-        try:
-            async with asyncio.timeout(timeout):
-                await event.wait()
-        except TimeoutError:
-            pass
+        await wait_settled(self._settled.get(key), timeout, POLL_INTERVAL_SECONDS)
 
     async def flush(self) -> None:
         """Wait until every outcome recorded so far is written (or failed)."""

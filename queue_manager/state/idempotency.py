@@ -136,6 +136,19 @@ class IdempotencyKeys(Protocol):
         """Write what is queued, then release the store."""
 
 
+async def wait_settled(settled: asyncio.Event | None, timeout: float, poll_seconds: float) -> None:
+    """Wait, at most `timeout` seconds, for this process's attempt with a key to be recorded (`settled`);
+    a key another process or host is sending (no event here) is only looked at again after `poll_seconds`."""
+    if settled is None:
+        await asyncio.sleep(min(timeout, poll_seconds))
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            await settled.wait()
+    except TimeoutError:
+        pass
+
+
 class SqliteIdempotencyKeys:
     """Per key, the message it came with and the answer it got, shared across the processes of a host.
 
@@ -223,15 +236,7 @@ class SqliteIdempotencyKeys:
 
     async def wait(self, key: str, timeout: float) -> None:
         """Wait, at most `timeout` seconds, for the key's attempt to be recorded before claiming it again."""
-        event = self._settled.get(key)
-        if event is None:  # sent by another process: look again shortly
-            await asyncio.sleep(min(timeout, POLL_INTERVAL_SECONDS))
-            return
-        try:
-            async with asyncio.timeout(timeout):
-                await event.wait()
-        except TimeoutError:
-            pass
+        await wait_settled(self._settled.get(key), timeout, POLL_INTERVAL_SECONDS)
 
     async def close(self) -> None:
         """Write what is queued, then close the database."""
