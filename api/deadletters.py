@@ -139,6 +139,7 @@ async def delete_dead_letters(request: web.Request) -> web.Response:
     result = await _run(request, work, "delete from the dead-letter queue")
     _audit(who, "delete", broker.dead_letter_queue_name(message_type), result.deleted)
     status.record_deleted(request.app, message_type, result.ids)
+    await status.recorded(request.app)
     return web.json_response(result.as_dict())
 
 
@@ -201,6 +202,7 @@ async def redrive(request: web.Request) -> web.Response:
     moving_since = time.time()
     result = await _run(request, work, "redrive the dead-letter queue")
     status.record_redriven(request.app, message_type, result.ids, at=moving_since)
+    await status.recorded(request.app)
     _audit(
         who,
         "redrive",

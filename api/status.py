@@ -106,6 +106,18 @@ def record_accepted(
     writer.add(StatusEvent(message_id, kind, now, type=message_type, queue=queue, detail=detail))
 
 
+#: How long a redrive or a delete waits for its status events to be written before it answers.
+RECORDED_WAIT_SECONDS = 1.0
+
+
+async def recorded(app: web.Application) -> None:
+    """Wait (a little, at most) until this process's status events so far are written: an operator's
+    redrive or delete then answers with its history already readable, before a worker's next events."""
+    writer = app[keys.STATUS_WRITER]
+    if writer is not None:
+        await asyncio.to_thread(writer.flush, RECORDED_WAIT_SECONDS)
+
+
 def record_redriven(app: web.Application, message_type: str, message_ids: list[str], *, at: float) -> None:
     """Record that these messages went back from the dead-letter queue to their queue, in a move that began `at`."""
     writer = app[keys.STATUS_WRITER]
