@@ -135,6 +135,7 @@ def test_every_call_is_delayed_by_the_round_trip_time(proxy: RunningProxy, sqs_s
     assert RTT_MS <= added < RTT_MS + 25, f"median added {added:.1f} ms"
 
 
+@pytest.mark.alone  # times concurrent calls: other tests' load beside it stretches them
 def test_concurrent_calls_are_delayed_side_by_side_not_one_after_another(sqs_server: SQSServer, tmp_path: Path) -> None:
     # Given a proxy with a long delay (so the server's own time, which grows with the host's load,
     # is small beside it), a queue, and 64 raw SQS calls ready to go at once
