@@ -35,11 +35,11 @@ browser:
 		apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
 		echo "chromium could not be installed: the /docs and /ui browser tests will be skipped here (and fail in CI)"
 
-# Four test processes (pytest-xdist), each with its own SQS server: most tests wait on real subprocesses
-# (a whole pass keeps about 1.3 of 2 cores busy), so four take 5.3 + 3.9 minutes here where two took
-# 7.4 + 5.0. Tests that time something (marked `alone`) run afterwards, one at a time, with nothing
-# beside them.
-TEST_WORKERS ?= 4
+# Two test processes (pytest-xdist), each with its own SQS server: most tests wait on real subprocesses,
+# so two take about 12 minutes here where one takes about 25. Four were faster (9.5 minutes) but
+# made timing tests and moto's FIFO handling fail now and then. Tests that time something (marked
+# `alone`) run afterwards, one at a time, with nothing beside them.
+TEST_WORKERS ?= 2
 # PYTHONASYNCIODEBUG=1 puts the API processes the tests start in asyncio's debug mode; the tests'
 # own loops get it from pytest's asyncio_debug option.
 test: install browser
