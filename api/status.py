@@ -14,7 +14,6 @@ message was recorded first, this one was deduplicated.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import Any, Final
 
@@ -42,9 +41,6 @@ MAX_WAIT_SECONDS: Final = 30.0
 #: How often a waiting read looks at the store again.
 WAIT_POLL_SECONDS: Final = 0.1
 
-#: A W3C traceparent: version 00, trace id, parent id, flags.
-TRACEPARENT: Final = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
-
 
 class InvalidQuery(problems.Unprocessable):
     """Raised for a query parameter out of its range (422), as the dead-letter endpoints' invalid requests."""
@@ -59,12 +55,7 @@ def trace_id(request: web.Request) -> str | None:
     if traced is not None:
         return traced
     header = request.headers.get("traceparent")
-    if header is None:
-        return None
-    match = TRACEPARENT.fullmatch(header.strip().lower())
-    if match is None or match.group(1) == "0" * 32:
-        return None
-    return match.group(1)
+    return None if header is None else tracing.trace_id_of(header.lower())
 
 
 def location(message_id: str) -> str:
