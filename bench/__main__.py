@@ -464,7 +464,7 @@ class Run:
                             self.payloads(proxy, endpoint)
                         if "tracing" in only:
                             self.tracing(rtt_index, proxy)
-                        if "mix" in only:  # every shipped message type end to end (bench/mix.py)
+                        if "mix" in only and proxy.rtt_ms > 0:  # every shipped message type end to end (bench/mix.py)
                             figures = mix.scenario(
                                 self.procs, self.reaper, self.client, proxy, self.prefix, c, rtt_index=rtt_index,
                                 server_pid=self.server_pid, workdir=self.workdir, log=self.log, failed=self.failed,

@@ -315,6 +315,10 @@ class MixRun:
                 kind: {"p50": self.latency(kind, 50), "p99": self.latency(kind, 99), "n": len(values)}
                 for kind, values in self.latencies_ms.items()
             },
+            "post_to_202_ms": {
+                "p50": percentile(self.load.latencies_ms, 50),
+                "p99": percentile(self.load.latencies_ms, 99),
+            },
             "unseen": self.unseen,
             "receiver_requests": self.receiver_requests,
             "receiver_duplicates": self.receiver_duplicates,
@@ -488,6 +492,8 @@ class MixFigures:
             ("proxy cpu ms/msg", lambda r: r.cpu_ms_per_message("proxy")),
             ("receiver cpu ms/msg (bench's)", lambda r: r.cpu_ms_per_message("receiver")),
             ("lag s (last 202 -> done)", lambda r: r.lag_seconds),
+            ("POST -> 202 p50 ms (every type)", lambda r: percentile(r.load.latencies_ms, 50)),
+            ("POST -> 202 p99 ms (every type)", lambda r: percentile(r.load.latencies_ms, 99)),
         ]
         for kind in TYPES:
             rows += [(f"{kind}: POST -> actor p{p} ms", _latency_of(kind, p)) for p in (50, 99)]
