@@ -2,10 +2,11 @@
 
 The shipped worker (`dramatiq actors`, `log` marking its starts as in the latency scenario) and the
 shipped API, both through the bench's delaying proxy, against stock (dramatiq-sqs) with the same mix
-in the same run; and ours again with `log` alone, the e2e scenario's traffic, so the table shows
-what the webhook and FIFO traffic changes. `webhook` and `ordered` POST to a receiver the bench
-runs on 127.0.0.1 (`python -m bench.mix PORT`, a process of its own): it answers 200 at once and
-keeps, for each bench id in the body, when it first saw it. Stock's `ordered` is a standard queue
+in the same run; and ours again with `log` alone (the e2e scenario's traffic), and with the mix's
+`ordered` third sent as `webhook` (no FIFO), so the table shows what webhook and FIFO traffic
+change. `webhook` and `ordered` POST to a receiver the bench runs on 127.0.0.1 (`python -m
+bench.mix PORT`, a process of its own): it answers 200 at once and keeps, for each bench id in the
+body, when it first saw it. Stock's `ordered` is a standard queue
 (dramatiq-sqs has no FIFO): its group ids are not sent, and nothing is kept in order.
 
 A message is done when its actor has seen it (the receiver got its POST, or `log` marked its start)
@@ -56,11 +57,14 @@ DEFAULT_GROUPS = 32
 #: How often the bench checks for done while the workers drain.
 POLL_SECONDS = 0.05
 
-#: The runs of one mix scenario: (name, implementation, shares).
+#: The runs of one mix scenario: (name, implementation, shares). The first two are compared; the
+#: others are ours on other traffic, each compared with the first: `log` alone (the e2e scenario's
+#: traffic), and the mix with `ordered`'s third sent as `webhook` (the same HTTP work, no FIFO).
 RUNS: tuple[tuple[str, str, dict[str, int]], ...] = (
     ("ours", "ours", DEFAULT_SHARES),
     ("stock", "stock", DEFAULT_SHARES),
     ("ours log only", "ours", {"log": 1}),
+    ("ours no FIFO", "ours", {"log": 1, "webhook": 2}),
 )
 
 
@@ -506,13 +510,20 @@ class MixFigures:
         return rows
 
     def render(self) -> str:
-        headers = ["figure", "ours", "stock", "ours/stock", "ours log only", "ours mix/log only"]
+        (ours_name, _, _), (stock_name, _, _), *others = RUNS
+        headers = [ours_name, stock_name, "ours/stock"]
+        for name, _, _ in others:
+            headers += [name, f"ours/({name})"]
         body = []
         for figure, read in self.rows():
-            ours, stock, alone = (self._value(n, read) for n, _, _ in RUNS)
-            if ours is None and stock is None and alone is None:
+            values = [self._value(name, read) for name, _, _ in RUNS]
+            if all(v is None for v in values):
                 continue
-            body.append([figure, ours, stock, _ratio(ours, stock), alone, _ratio(ours, alone)])
+            ours, stock, *rest = values
+            cells: list[Any] = [figure, ours, stock, _ratio(ours, stock)]
+            for other in rest:
+                cells += [other, _ratio(ours, other)]
+            body.append(cells)
         first = self.runs.get("ours")
         c = (
             f"{first.clients} clients, the shipped worker ({first.processes} x {first.threads}, log marking its starts)"
@@ -522,9 +533,9 @@ class MixFigures:
         title = (
             f"mix at {self.rtt_ms:g} ms per SQS call: a third each of log, webhook, ordered (FIFO, "
             f"{DEFAULT_GROUPS} groups), {c}; stock's ordered is a standard queue (no FIFO in dramatiq-sqs); "
-            "'ours log only' is the same run with log alone"
+            "'ours log only': ours on log alone; 'ours no FIFO': ours with ordered's third sent as webhook"
         )
-        return table(headers, body, title)
+        return table(["figure", *headers], body, title)
 
     def detail_entries(self) -> list[tuple[str, Counter[str], int]]:
         entries = []
