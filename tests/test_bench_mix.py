@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from typing import Any
+
+import pytest
 
 from api.schemas import envelope_violations
 from bench.actors import MARK_FIELD
@@ -22,12 +25,8 @@ def test_cycle_spreads_each_type_by_its_share() -> None:
     assert Counter(cycle({"log": 3, "webhook": 2, "ordered": 1})) == {"log": 3, "webhook": 2, "ordered": 1}
     # A zero share drops the type; no positive share is refused
     assert cycle({"log": 1, "ordered": 0}) == ["log"]
-    try:
+    with pytest.raises(ValueError, match="positive share"):
         cycle({"log": 0})
-    except ValueError:
-        pass
-    else:
-        raise AssertionError("a mix without a positive share was accepted")
 
 
 def test_mix_envelopes_are_valid_and_carry_their_bench_id() -> None:
@@ -59,7 +58,7 @@ def test_only_the_fifo_type_gets_a_group_and_consecutive_ones_go_to_different_gr
     groups = [e["group_id"] for e in envelopes if e["type"] == "ordered"]
     # The 64 ordered messages go round the 32 groups twice, never twice in a row to one group
     assert Counter(groups) == {f"g{g}": 2 for g in range(32)}
-    assert all(a != b for a, b in zip(groups, groups[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(groups))
 
 
 def test_tally_counts_every_request_and_keeps_each_id_s_first_time() -> None:
