@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from random import getrandbits
 from time import time_ns
 from typing import Any
@@ -73,9 +73,11 @@ DROP_LOG_INTERVAL_SECONDS = 60.0
 
 
 class _Counts:
-    """Spans lost on the way to the collector, counted, and said in the log at most once a minute."""
+    """Spans lost on the way to the collector, counted, told to `listeners` (the metrics), and said in
+    the log at most once a minute."""
 
-    def __init__(self) -> None:
+    def __init__(self, listeners: Sequence[Callable[[str, int], None]] = ()) -> None:
+        self.listeners = listeners
         self.lock = threading.Lock()
         self.queue_full = 0
         self.export_failed = 0
@@ -95,6 +97,13 @@ class _Counts:
             if due:
                 self._logged_at = now
             total = self.queue_full + self.export_failed
+        for reason, count in (("queue_full", queue_full), ("export_failed", export_failed)):
+            if count:
+                for listener in self.listeners:
+                    try:
+                        listener(reason, count)
+                    except Exception:  # a metric's failure must not end the export thread
+                        logger.debug("A dropped-span listener failed.", exc_info=True)
         if due:
             logger.warning(
                 "Dropped %d span(s) so far: %d not accepted by the trace collector, %d over the export queue.",
@@ -495,9 +504,12 @@ class Spans:
         self._default_sampling = _default_sampling(provider.sampler)
 
     @classmethod
-    def start(cls, config: TraceConfig, *, service: str) -> Spans:
-        """Build the provider (sampler from OTEL_TRACES_SAMPLER, resource from OTEL_* as the SDK reads them)."""
-        counts = _Counts()
+    def start(
+        cls, config: TraceConfig, *, service: str, drop_listeners: Sequence[Callable[[str, int], None]] = ()
+    ) -> Spans:
+        """Build the provider (sampler from OTEL_TRACES_SAMPLER, resource from OTEL_* as the SDK reads
+        them); `drop_listeners` are told of every span dropped (reason, count)."""
+        counts = _Counts(drop_listeners)
         provider = TracerProvider(resource=_resource(service))
         spans = cls(provider, config, counts)
         if "otlp" in config.exporters and config.traces_url:
