@@ -93,11 +93,45 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
         kind = type(value)
         hashable = kind is str or kind is int or kind is bool
         # The type is part of the key: True == 1, but they encode apart.
+        hashable = hashable and key not in UNIQUE_KEYS
         encoded = _CACHE.get((tag, key, kind, value)) if hashable else None
         if encoded is None:
             encoded = _field(tag, _key_value(key, value))
             if hashable and len(_CACHE) < _CACHE_SIZE:
                 _CACHE[(tag, key, kind, value)] = encoded
+        parts.append(encoded)
+    return b"".join(parts)
+
+
+#: Attributes whose values never repeat (ids): not cached, so that the cache keeps what does repeat.
+UNIQUE_KEYS = frozenset({"messaging.message.id", "aws.sqs.message.id"})
+
+#: A span attribute's key, encoded with its KeyValue tag, by key.
+_KEYS: dict[str, bytes] = {}
+
+
+def _span_attributes(attributes: Mapping[str, Any]) -> bytes:
+    """A span's attributes (Span field 9): `_attributes(b"\\x4a", ...)` in fewer steps for strings."""
+    parts = []
+    cache = _CACHE
+    for key, value in attributes.items():
+        if type(value) is not str:
+            parts.append(_attributes(b"\x4a", {key: value}))
+            continue
+        unique = key in UNIQUE_KEYS
+        encoded = None if unique else cache.get((b"\x4a", key, str, value))
+        if encoded is None:
+            key_bytes = _KEYS.get(key)
+            if key_bytes is None:
+                key_bytes = _field(b"\x0a", key.encode())
+                if len(_KEYS) < _CACHE_SIZE:
+                    _KEYS[key] = key_bytes
+            raw = value.encode()
+            any_value = b"\x0a" + _varint(len(raw)) + raw
+            key_value = key_bytes + b"\x12" + _varint(len(any_value)) + any_value
+            encoded = b"\x4a" + _varint(len(key_value)) + key_value
+            if not unique and len(cache) < _CACHE_SIZE:
+                cache[(b"\x4a", key, str, value)] = encoded
         parts.append(encoded)
     return b"".join(parts)
 
@@ -183,7 +217,7 @@ def _light(span: Any) -> bytes:
             _NAMES[key] = name
     parts.append(name)
     parts.append(_TIMES.pack(0x39, span.start_time or 0, 0x41, span.end_time or 0))
-    parts.append(_attributes(b"\x4a", span.attributes))
+    parts.append(_span_attributes(span.attributes))
     for event in span.events:
         body = b"\x09" + _FIXED64.pack(event.timestamp) + _field(b"\x12", event.name.encode())
         body += _attributes(b"\x1a", event.attributes)

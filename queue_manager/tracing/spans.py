@@ -68,6 +68,10 @@ SCOPE = "queue_manager.tracing"
 #: say on a crash of the delete, must not grow the table without end).
 MAX_SETTLING = 50_000
 
+#: Create spans remembered for their send span's links at most (the rest are read back from the
+#: entry's attributes).
+MAX_CREATED = 10_000
+
 #: How often the log says spans were dropped, at most.
 DROP_LOG_INTERVAL_SECONDS = 60.0
 
@@ -497,6 +501,9 @@ class Spans:
         self.processors: list[Any] = []
         self._settling: OrderedDict[str, SpanContext] = OrderedDict()
         self._settling_lock = threading.Lock()
+        #: The contexts of create spans by their traceparent until the send's span links to them
+        #: (one dict operation each, atomic: no lock).
+        self._created: dict[str, SpanContext] = {}
         ids = provider.id_generator
         #: The SDK's default ids (random bits) and sampling are made here without calling them.
         self._random_ids = type(ids) is RandomIdGenerator
@@ -632,13 +639,26 @@ class Spans:
         attributes = entry.setdefault("MessageAttributes", {})
         value = span.traceparent() if type(span) is _LightSpan else _traceparent(context)
         attributes[constants.ATTR_TRACEPARENT] = {"DataType": "String", "StringValue": value}
+        created = self._created
+        if len(created) >= MAX_CREATED:  # messages built and never sent (refused): forget them all
+            created.clear()
+        created[value] = context
         if context.trace_state:
             state = context.trace_state.to_header()
             attributes[constants.ATTR_TRACESTATE] = {"DataType": "String", "StringValue": state}
         span.end()
 
     def sending(self, destination: str, entries: list[dict[str, Any]]) -> _BatchSpan:
-        creations = [c for c in (_creation(e.get("MessageAttributes", {})) for e in entries) if c is not None]
+        creations = []
+        for entry in entries:
+            attributes = entry.get("MessageAttributes", {})
+            # The create span's context as made here, else as the entry carries it.
+            value = attributes.get(constants.ATTR_TRACEPARENT)
+            creation = self._created.pop(value.get("StringValue", ""), None) if isinstance(value, dict) else None
+            if creation is None:
+                creation = _creation(attributes)
+            if creation is not None:
+                creations.append(creation)
         span = self._start(
             f"send {destination}",
             SpanKind.CLIENT,
