@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from random import getrandbits
 from time import time_ns
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -49,6 +49,7 @@ from opentelemetry.trace import (
     TraceFlags,
     TraceState,
 )
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from queue_manager.sqs import constants
 from queue_manager.tracing.config import TraceConfig
@@ -157,14 +158,20 @@ class _CountingBatchProcessor(BatchSpanProcessor):
         batch = getattr(self, "_batch_processor", None)
         self._queue = getattr(batch, "_queue", None)
         self._max = getattr(batch, "_max_queue_size", None)
+        self._emit = getattr(batch, "emit", None)
 
     def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is None or not context.trace_flags.sampled:
+            return
         if self._queue is not None and self._max is not None and len(self._queue) >= self._max:
             # Dropped here, counted, and said once a minute (the SDK would log a warning per span).
-            if span.context is not None and span.context.trace_flags.sampled:
-                self.counts.lost(queue_full=1)
+            self.counts.lost(queue_full=1)
             return
-        super().on_end(span)
+        if self._emit is not None:
+            self._emit(span)  # what BatchSpanProcessor.on_end does after the same test
+        else:
+            super().on_end(span)
 
 
 def _resource(service: str) -> Resource:
@@ -218,6 +225,13 @@ def _batch_parent(contexts: list[SpanContext]) -> SpanContext | None:
         if all(c.trace_id == first for c in contexts):
             return contexts[0]
     return None
+
+
+def _current_span() -> Span:
+    """The span current in this thread or task: `trace.get_current_span()` without its checks (the
+    context holds what `set_span_in_context` put there: a Span)."""
+    span = otel_context.get_current().get(_SPAN_KEY)
+    return cast(Span, span) if span is not None else trace.INVALID_SPAN
 
 
 def _error(span: Span, exc: BaseException) -> None:
@@ -504,6 +518,9 @@ class Spans:
         #: The contexts of create spans by their traceparent until the send's span links to them
         #: (one dict operation each, atomic: no lock).
         self._created: dict[str, SpanContext] = {}
+        #: The headers the configured propagators read (their `fields`, a set built per call), cached.
+        self._textmap: Any = None
+        self._propagated_fields: tuple[str, ...] | None = None
         ids = provider.id_generator
         #: The SDK's default ids (random bits) and sampling are made here without calling them.
         self._random_ids = type(ids) is RandomIdGenerator
@@ -603,7 +620,7 @@ class Spans:
     # -- logs and ids -------------------------------------------------------------------------
 
     def log_fields(self) -> dict[str, str] | None:
-        span = trace.get_current_span()
+        span = _current_span()
         if type(span) is _LightSpan:
             trace_id, span_id = span.hex_ids()
             return {"trace_id": trace_id, "span_id": span_id}
@@ -613,7 +630,7 @@ class Spans:
         return {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
 
     def current_trace_id(self) -> str | None:
-        span = trace.get_current_span()
+        span = _current_span()
         if type(span) is _LightSpan:
             return span.hex_ids()[0]
         context = span.get_span_context()
@@ -622,7 +639,7 @@ class Spans:
     # -- producing ----------------------------------------------------------------------------
 
     def created(self, entry: dict[str, Any], destination: str, message_id: str) -> None:
-        current = trace.get_current_span().get_span_context()
+        current = _current_span().get_span_context()
         span = self._start(
             f"create {destination}",
             SpanKind.PRODUCER,
@@ -753,9 +770,12 @@ class Spans:
 
     def server_span(self, name: str, headers: Any, attributes: dict[str, Any]) -> tuple[Span, object]:
         """Start a SERVER span whose parent is the caller's context (OTEL_PROPAGATORS); make it current."""
-        textmap = propagate.get_global_textmap()
+        fields = self._propagated_fields
+        if fields is None or self._textmap is not propagate.get_global_textmap():
+            self._textmap = propagate.get_global_textmap()
+            fields = self._propagated_fields = tuple(self._textmap.fields)
         # Nothing to extract when the request carries none of the propagators' headers (most don't).
-        parent = propagate.extract(headers) if any(f in headers for f in textmap.fields) else _EMPTY
+        parent = propagate.extract(headers) if any(f in headers for f in fields) else _EMPTY
         caller = trace.get_current_span(parent).get_span_context()
         span = self._start(name, SpanKind.SERVER, caller if caller.is_valid else None, attributes, context=parent)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
