@@ -233,6 +233,9 @@ class Run:
                         workdir=self.workdir,
                         drain_timeout=c["drain_timeout"],
                         profile_dir=self.profile_dir / f"tracing-{name}" if self.profile_dir is not None else None,
+                        # every variant's CPU read a schedule delay after the queue empties: `on`
+                        # counts its last export (of every process) too
+                        settle_seconds=trace_cost.SETTLE_SECONDS,
                     )
                 except Exception as exc:
                     self.failed(f"tracing {proxy.rtt_ms:g} ms {name}", exc)
