@@ -49,7 +49,7 @@ from opentelemetry.trace import (
     TraceFlags,
     TraceState,
 )
-from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace import propagation as _propagation
 
 from queue_manager.sqs import constants
 from queue_manager.tracing.config import TraceConfig
@@ -58,6 +58,10 @@ from queue_manager.tracing.config import TraceConfig
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 logger = logging.getLogger(__name__)
+
+#: The context key OpenTelemetry's API keeps the current span under. It is private to the API
+#: (pinned in constraints.txt): if a later release moves it, the public `get_current_span` serves.
+_SPAN_KEY: str | None = getattr(_propagation, "_SPAN_KEY", None)
 
 #: messaging.system of Amazon SQS.
 SYSTEM = "aws_sqs"
@@ -230,6 +234,8 @@ def _batch_parent(contexts: list[SpanContext]) -> SpanContext | None:
 def _current_span() -> Span:
     """The span current in this thread or task: `trace.get_current_span()` without its checks (the
     context holds what `set_span_in_context` put there: a Span)."""
+    if _SPAN_KEY is None:
+        return trace.get_current_span()
     span = otel_context.get_current().get(_SPAN_KEY)
     return cast(Span, span) if span is not None else trace.INVALID_SPAN
 
