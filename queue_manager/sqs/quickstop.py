@@ -152,7 +152,9 @@ def _idle_loop(frame: FrameType | None, worker: Any) -> tuple[Any, Any, Any] | N
     if names.get("worker") is not worker or names.get("running") is not False:
         return None
     args, broker, logging_pipe = names.get("args"), names.get("broker"), names.get("logging_pipe")
-    if not isinstance(getattr(args, "worker_shutdown_timeout", None), int) or broker is not getattr(worker, "broker", None):
+    if broker is not getattr(worker, "broker", None):
+        return None
+    if not isinstance(getattr(args, "worker_shutdown_timeout", None), int):
         return None
     if not callable(getattr(logging_pipe, "close", None)):
         return None
