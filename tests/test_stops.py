@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from queue_manager.settings import Settings
+from schemas import SchemaRegistry
 from tests.conftest import Proc, Receiver
 from tests.support import drain, post_json, queue_depth, wait_for
 
@@ -52,6 +53,25 @@ def post_webhooks(api: str, url: str, count: int) -> list[str]:
     return ids
 
 
+def set_up_queues(settings: Settings) -> None:
+    """Create every shipped type's queues beforehand, as a worker does at its first start.
+
+    A worker sets its queues up on its consumer threads after "ready"; a first creation takes
+    seconds on a loaded machine, and a stop waits for a set-up under way. The timed stops here are
+    of a worker consuming, not of one still setting up.
+    """
+    from broker import build_broker
+
+    registry = SchemaRegistry.load(settings.schemas_dir)
+    broker = build_broker(settings, fifo_types=registry.fifo_types)
+    try:
+        for name in registry.types:
+            broker.declare_queue(name)
+            broker.ensure_queue(name, reconcile=True)
+    finally:
+        broker.close()
+
+
 def stop_and_time(worker: Proc) -> float:
     """SIGTERM the worker; the seconds until it exited."""
     started = time.monotonic()
@@ -88,6 +108,7 @@ def test_an_idle_worker_stops_within_seconds_whatever_its_long_polls_do(
     # Given a worker of two processes of 10 threads (the issue's command line) idling on every
     # shipped queue with 20 s long polls in flight
     idle = dataclasses.replace(settings, receive_wait_seconds=20)
+    set_up_queues(idle)
     worker = worker_process(processes=2, threads=10, test_settings=idle)
     time.sleep(1.0)  # the polls go out after "ready": let them be in flight
     # When it is told to stop
@@ -172,6 +193,7 @@ def test_messages_sent_while_a_worker_stops_are_all_run_and_cost_no_attempt(
     # idle worker of two processes whose 20 s long polls are in flight
     strict = dataclasses.replace(settings, max_retries=0, receive_wait_seconds=20)
     _, api = api_process()
+    set_up_queues(strict)
     worker = worker_process(processes=2, threads=10, test_settings=strict)
     time.sleep(1.0)  # the polls go out after "ready": let them be in flight
     # When messages keep arriving from its SIGTERM until it has exited
