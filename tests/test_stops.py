@@ -21,11 +21,11 @@ from tests.support import drain, post_json, queue_depth, wait_for
 pytestmark = pytest.mark.e2e
 
 #: How soon the `dramatiq` master exits once nothing of its worker runs any more: the issue's figure.
-#: Dramatiq 2.2's CLI polls once a second three times on the way out; our broker cuts two of those
-#: from inside the worker process (queue_manager/sqs/quickstop.py: the worker threads' work-queue
-#: wait, the worker process's sleep loop). The third, the master's log watcher, waits its 1 s
-#: after the last worker's log pipe closes: measured 1.25-1.5 s for an idle worker of two processes
-#: of 10 threads (was 2.3-3.8 s), about 1 s of it that watcher's wait.
+#: Dramatiq 2.2's CLI polls once a second at three places on the way out; the broker cuts two of
+#: them from inside the worker process (queue_manager/sqs/quickstop.py: the worker threads'
+#: work-queue wait, the worker process's sleep loop). The third, the master's log watcher, waits its
+#: 1 s after the last worker's log pipe closes. Measured on a loaded 2-core machine (load 7-12):
+#: idle 1.28-1.63 s over 14 runs (was 2.3-3.8 s), busy 1.2-1.3 s after the last message over 5.
 QUICK_STOP_SECONDS = 3.0
 
 #: Our part of it: from the worker's "Shutting down..." to "Worker has been shut down.", whatever

@@ -23,7 +23,7 @@ their conditions do not hold:
 
 The third wait, the master's log watcher (`multiprocessing.connection.wait(pipes, timeout=1)`,
 joined after the last worker process exited), is in the master, where none of our code runs: an
-exit costs up to 1 s more there (see the README's "Stopping a worker").
+exit costs about 1 s more there (see the README's "Stopping a worker").
 """
 
 from __future__ import annotations
