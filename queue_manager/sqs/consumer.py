@@ -157,11 +157,18 @@ class QMConsumer(dramatiq.Consumer):
         if not self._receivers:
             self._start_receivers()
         with self._cond:
-            if not self.buffer:
-                # A stopping worker waits for this thread too: it answers at once, but for a moment's
-                # wait for what a busy receive in flight brings (not a spin while the worker drains).
-                wait = STOPPING_HANDOUT_WAIT_SECONDS if self.context.stopping.is_set() else self.handout_wait_seconds
-                self._cond.wait_for(lambda: self.buffer or self._closed, wait)
+            # A stopping worker waits for this thread too: it answers at once, but for a moment's
+            # wait for what a busy receive in flight brings (not a spin while the worker drains).
+            # The stop shortens a wait under way as well (`wake`): Dramatiq joins this thread after
+            # its worker threads, and a wait begun before the stop could hold it up to a second.
+            deadline = time.monotonic() + self.handout_wait_seconds
+            while not (self.buffer or self._closed):
+                now = time.monotonic()
+                if self.context.stopping.is_set():
+                    deadline = min(deadline, now + STOPPING_HANDOUT_WAIT_SECONDS)
+                if now >= deadline:
+                    break
+                self._cond.wait(deadline - now)
             return self.buffer.popleft() if self.buffer else None
 
     def wake(self) -> None:

@@ -23,6 +23,9 @@ FIRST_RETRY_SECONDS = 1.0
 #: The longest wait between two tries.
 MAX_RETRY_SECONDS = 30.0
 
+#: How long `next()` waits once the worker stops (Dramatiq's consumer thread then sees it must stop).
+STOPPING_WAIT_SECONDS = 0.05
+
 
 class PendingConsumer(dramatiq.Consumer):
     """Stands in for a queue's consumer until the queue can be set up, then hands over to it.
@@ -88,10 +91,11 @@ class PendingConsumer(dramatiq.Consumer):
             else:
                 self.logger.info("Queue %r is set up; consuming it.", self.sqs_name)
                 return next(self.consumer)
-        wait = self.timeout_ms / 1000
-        if not self.stopping.is_set():
-            wait = min(wait, max(0.0, self.next_try - time.monotonic()))
-        time.sleep(wait)
+        if self.stopping.is_set():
+            time.sleep(STOPPING_WAIT_SECONDS)
+        else:
+            # Until the next try, at most the consumer's timeout; a stop ends the wait at once.
+            self.stopping.wait(min(self.timeout_ms / 1000, max(0.0, self.next_try - time.monotonic())))
         return None
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
