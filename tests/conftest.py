@@ -59,6 +59,19 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
     return {"asyncio": _test_loop}
 
 
+#: Fixtures that start processes or workers: a test using one takes seconds where most take milliseconds.
+PROCESS_FIXTURES = frozenset({"spawn", "clone", "worker"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that start processes or workers first, the rest after (each group in file order).
+
+    Under pytest-xdist the quick tests then fill in at the end beside the last slow one, instead of
+    one test process idling while the other runs a slow test it drew last.
+    """
+    items.sort(key=lambda item: not PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
 @dataclasses.dataclass
 class SQSServer:
     """A local SQS-compatible server in a subprocess, which tests may pause to simulate an outage."""

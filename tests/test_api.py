@@ -660,6 +660,7 @@ async def test_a_method_a_route_does_not_allow_is_a_405_problem_with_allow(
 # SQS outage
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_while_sqs_is_unreachable_sends_readiness_and_depths_are_503_with_retry_after(
     api_client: Any, sqs_server: SQSServer, settings: Settings
 ) -> None:

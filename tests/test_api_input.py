@@ -464,6 +464,7 @@ async def test_requests_aiohttp_cannot_parse_are_400_problems_saying_why(
     assert response.closed
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_qm_api_on_sigterm_lets_a_send_in_flight_finish_then_exits_0(
     api_process: Any, settings: Settings, sqs: Any, sqs_server: SQSServer
 ) -> None:
@@ -524,6 +525,7 @@ async def test_another_queue_name_is_404(api_client: Any, settings: Settings) ->
 # Readiness says nothing of the endpoint or the error
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_readyz_while_sqs_is_down_names_no_endpoint_and_no_exception_but_logs_them(
     api_client: Any, sqs_server: SQSServer, caplog: pytest.LogCaptureFixture
 ) -> None:

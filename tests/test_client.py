@@ -77,6 +77,7 @@ def test_an_invalid_entry_stops_the_whole_batch_before_sending(api_process: Any,
     assert queue_depth(sqs, settings.queue_name("log"))["visible"] == 0
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 def test_a_503_is_retried_after_its_retry_after(
     api_process: Any, settings: Settings, sqs: Any, sqs_server: SQSServer
 ) -> None:
@@ -107,6 +108,7 @@ def test_a_503_is_retried_after_its_retry_after(
     assert result["id"] in queued_ids(sqs, settings.queue_name("log"))
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 def test_retries_stop_at_the_attempt_limit(api_process: Any, sqs_server: SQSServer) -> None:
     _, url = api_process(env={"QM_SQS_TIMEOUT_SECONDS": "1", "QM_REQUEST_TIMEOUT_SECONDS": "1"})
     waits: list[float] = []

@@ -338,6 +338,7 @@ async def test_the_chart_history_survives_a_restart(aiohttp_client: Any, setting
     assert len(after["history"]) > len(before)
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_while_sqs_is_unreachable_the_overview_keeps_its_history_and_says_why(
     aiohttp_client: Any, settings: Settings, sqs_server: Any
 ) -> None:

@@ -218,6 +218,7 @@ async def test_a_queue_over_its_depth_ceiling_is_answered_429(aiohttp_client: An
     assert (await response.json())["title"] == "Too Many Requests"
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_too_many_waiting_sends_are_shed_with_503(
     aiohttp_client: Any, settings: Settings, sqs_server: SQSServer
 ) -> None:
@@ -238,6 +239,7 @@ async def test_too_many_waiting_sends_are_shed_with_503(
     assert len(shed) == 4, details
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_sqs_stopped_mid_run_gives_503s_never_a_500_and_no_lost_202(
     api_process: Any, settings: Settings, sqs: Any, sqs_server: SQSServer
 ) -> None:
