@@ -45,8 +45,8 @@ TEST_WORKERS ?= 2
 test: install browser
 	PYTHONASYNCIODEBUG=1 QM_TEST_SQS=ministack $(BIN)/pytest -n $(TEST_WORKERS) -m "not alone"
 	PYTHONASYNCIODEBUG=1 QM_TEST_SQS=ministack $(BIN)/pytest -m alone
-	PYTHONASYNCIODEBUG=1 QM_TEST_SQS=moto $(BIN)/pytest -n $(TEST_WORKERS) -m "(api or e2e) and not alone"
-	PYTHONASYNCIODEBUG=1 QM_TEST_SQS=moto $(BIN)/pytest -m "(api or e2e) and alone"
+	PYTHONASYNCIODEBUG=1 QM_TEST_SQS=moto $(BIN)/pytest -n $(TEST_WORKERS) -m "(api or e2e) and not one_server and not alone"
+	PYTHONASYNCIODEBUG=1 QM_TEST_SQS=moto $(BIN)/pytest -m "(api or e2e) and not one_server and alone"
 
 lint: install
 	$(BIN)/ruff check .

@@ -114,6 +114,7 @@ async def test_batch_endpoint_answers_202_when_every_entry_is_sent(api_client: A
     assert len({r["id"] for r in results}) == 25
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_batch_of_more_than_100_is_refused(api_client: Any) -> None:
     response = await api_client.post("/messages/batch", json={"messages": [LOG] * 101})
     assert response.status == 422
@@ -190,6 +191,7 @@ async def test_api_keys_are_required_and_any_configured_key_works(
     assert (await client.get("/schemas")).status == 401
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 def test_listening_beyond_loopback_without_keys_refuses_to_start(settings: Settings) -> None:
     with pytest.raises(SettingsError, match=re.escape("QM_HOST=0.0.0.0 is reachable from other machines and no API")):
         create_app(dataclasses.replace(settings, host="0.0.0.0"))
