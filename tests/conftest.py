@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,6 +58,19 @@ def _test_loop() -> asyncio.AbstractEventLoop:
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
     """Every async test and fixture runs on a loop with the slow-callback limit above."""
     return {"asyncio": _test_loop}
+
+
+#: Fixtures that start processes or workers: a test using one takes seconds where most take milliseconds.
+PROCESS_FIXTURES = frozenset({"spawn", "clone", "worker"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that start processes or workers first, the rest after (each group in file order).
+
+    Under pytest-xdist the quick tests then fill in at the end beside the last slow one, instead of
+    one test process idling while the other runs a slow test it drew last.
+    """
+    items.sort(key=lambda item: not PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())))
 
 
 @dataclasses.dataclass
@@ -294,17 +308,39 @@ def worker_process(spawn: Callable[..., Proc], settings: Settings) -> Callable[.
     return start
 
 
+def _healthy(url: str) -> bool:
+    """True when qm-api itself answers `/healthz` at `url` (not another server that took the port)."""
+    try:
+        with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+            return bool(response.status == 200 and json.loads(response.read()) == {"status": "ok"})
+    except (OSError, ValueError):
+        return False
+
+
 @pytest.fixture
 def api_process(spawn: Callable[..., Proc], settings: Settings) -> Callable[..., tuple[Proc, str]]:
     """Start `qm-api` on a free port; returns the process and its base URL once it answers."""
 
     def start(*, env: dict[str, str] | None = None) -> tuple[Proc, str]:
-        port = free_port()
-        proc = spawn(
-            [str(VENV_BIN / "qm-api")], env={**settings_env(settings), "QM_PORT": str(port), **(env or {})}, name="api"
-        )
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _answers(url + "/healthz") or proc.process.poll() is not None, timeout=30, what="the API")
+        # A free port may be taken by another program before qm-api binds it (other test processes
+        # and servers on the machine pick ports too): qm-api then exits saying so, and starts again
+        # on another port. Until then whatever took the port may answer, so only qm-api's own
+        # /healthz answer counts as started.
+        for _ in range(3):
+            port = free_port()
+            proc = spawn(
+                [str(VENV_BIN / "qm-api")],
+                env={**settings_env(settings), "QM_PORT": str(port), **(env or {})},
+                name="api",
+            )
+            url = f"http://127.0.0.1:{port}"
+            wait_for(
+                lambda url=url, proc=proc: _healthy(url) or proc.process.poll() is not None,  # type: ignore[misc]
+                timeout=30,
+                what="the API",
+            )
+            if proc.process.poll() is None or f"port {port} on 127.0.0.1 is in use" not in proc.output():
+                break
         assert proc.process.poll() is None, proc.output()
         return proc, url
 

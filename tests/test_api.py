@@ -164,6 +164,7 @@ async def test_the_largest_message_sqs_takes_is_accepted(api_client: Any, settin
 # POST /messages: refused
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_a_message_over_sqs_limit_once_base64_encoded_is_413_naming_both_sizes(api_client: Any) -> None:
     # Given a webhook body of ~786,000 characters: under the HTTP limit, one byte of JSON past what SQS carries
     length = constants.MAX_MESSAGE_SIZE_BYTES // 4 * 3 - encoded_overhead_bytes() + 1
@@ -178,6 +179,7 @@ async def test_a_message_over_sqs_limit_once_base64_encoded_is_413_naming_both_s
     )
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize("sent_as", ["content-length", "chunked"])
 async def test_a_body_over_the_limit_is_413_naming_the_limit(api_client: Any, sent_as: str) -> None:
     # Given a body one byte over the most POST /messages reads
@@ -192,6 +194,7 @@ async def test_a_body_over_the_limit_is_413_naming_the_limit(api_client: Any, se
     )
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_a_chunked_body_over_the_server_wide_limit_is_the_same_413(api_client: Any) -> None:
     # Given a chunked body past the application's client_max_size (the batch endpoint's limit)
     body = b" " * (10 * 1024 * 1024 + 1)
@@ -204,6 +207,7 @@ async def test_a_chunked_body_over_the_server_wide_limit_is_the_same_413(api_cli
     )
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
@@ -250,6 +254,7 @@ async def test_a_body_that_is_not_json_is_400_saying_why(api_client: Any, body: 
     assert await problem(response, 400) == malformed(detail)
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize(
     ("headers", "named"),
     [
@@ -272,6 +277,7 @@ async def test_another_content_type_is_415_naming_it(api_client: Any, headers: d
     }
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_an_unknown_type_is_422_naming_the_known_types(api_client: Any) -> None:
     # Given a message of a type no schema describes
     # When it is posted
@@ -283,6 +289,7 @@ async def test_an_unknown_type_is_422_naming_the_known_types(api_client: Any) ->
     )
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_an_envelope_error_is_422_naming_every_violation_best_first(api_client: Any) -> None:
     # Given an envelope with no type, a delay past 900 s and a field of its own
     # When it is posted
@@ -302,6 +309,7 @@ async def test_an_envelope_error_is_422_naming_every_violation_best_first(api_cl
     )
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_a_payload_breaking_its_schema_is_422_naming_every_violation_best_first(api_client: Any) -> None:
     # Given a log payload with no message, a bad level, fields that are not an object and an unknown field
     payload = {"level": "loud", "fields": [], "colour": "red"}
@@ -327,6 +335,7 @@ async def test_a_payload_breaking_its_schema_is_422_naming_every_violation_best_
     )
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_envelope_and_payload_violations_come_in_one_answer(api_client: Any) -> None:
     # Given a log message with a negative delay and a payload with no message and a bad level
     document = {"type": "log", "delay_seconds": -1, "payload": {"level": "loud"}}
@@ -347,6 +356,7 @@ async def test_envelope_and_payload_violations_come_in_one_answer(api_client: An
     )
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_violation_paths_escape_tilde_as_json_pointers(api_client: Any) -> None:
     # Given a webhook whose header named "X~Y" is not a string
     document = {"type": "webhook", "payload": {"url": "http://127.0.0.1/x", "body": {}, "headers": {"X~Y": 5}}}
@@ -359,6 +369,7 @@ async def test_violation_paths_escape_tilde_as_json_pointers(api_client: Any) ->
     )
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize(
     ("url", "message"),
     [
@@ -438,6 +449,7 @@ async def test_a_webhook_url_or_header_that_could_smuggle_another_request_is_422
     assert queue_depth(sqs, settings.queue_name("webhook"))["visible"] == 0
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_a_webhook_breaking_its_schema_and_the_allow_list_gets_one_422_listing_both(api_client: Any) -> None:
     # Given a webhook with no body, to a host outside the allow list
     document = {"type": "webhook", "payload": {"url": "https://example.com/hook"}}
@@ -457,6 +469,7 @@ async def test_a_webhook_breaking_its_schema_and_the_allow_list_gets_one_422_lis
     )
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize(
     ("document", "detail", "errors"),
     [
@@ -540,6 +553,7 @@ async def test_odd_documents_are_422_never_500(
 # Other routes
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_get_schemas_lists_every_type_with_its_link_and_title(api_client: Any) -> None:
     # When the schemas are listed
     response = await api_client.get("/schemas")
@@ -555,6 +569,7 @@ async def test_get_schemas_lists_every_type_with_its_link_and_title(api_client: 
     }
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize("message_type", ["log", "ordered", "webhook"])
 async def test_get_schema_serves_the_schema_file_as_schema_json(api_client: Any, message_type: str) -> None:
     # When one type's schema is asked for
@@ -565,6 +580,7 @@ async def test_get_schema_serves_the_schema_file_as_schema_json(api_client: Any,
     assert await response.json() == json.loads((DEFAULT_SCHEMAS_DIR / f"{message_type}.json").read_text())
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_an_unknown_schema_is_a_404_problem_naming_the_known_types(api_client: Any) -> None:
     # When the schema of a type that does not exist is asked for
     response = await api_client.get("/schemas/sms")
@@ -577,6 +593,7 @@ async def test_an_unknown_schema_is_a_404_problem_naming_the_known_types(api_cli
     }
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_healthz_is_200_ok(api_client: Any) -> None:
     response = await api_client.get("/healthz")
     assert response.status == 200
@@ -630,6 +647,7 @@ async def test_queues_reports_depths_that_count_a_posted_message(api_client: Any
     }
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_an_unknown_route_is_a_404_problem(api_client: Any) -> None:
     response = await api_client.get("/nope")
     assert await problem(response, 404) == {
@@ -640,6 +658,7 @@ async def test_an_unknown_route_is_a_404_problem(api_client: Any) -> None:
     }
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [("GET", "/messages", "POST"), ("DELETE", "/messages", "POST"), ("POST", "/healthz", "GET,HEAD")],
@@ -660,6 +679,7 @@ async def test_a_method_a_route_does_not_allow_is_a_405_problem_with_allow(
 # SQS outage
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_while_sqs_is_unreachable_sends_readiness_and_depths_are_503_with_retry_after(
     api_client: Any, sqs_server: SQSServer, settings: Settings
 ) -> None:

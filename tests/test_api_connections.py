@@ -91,6 +91,7 @@ def trickle(sock: socket.socket, data: bytes, *, pieces: int, over_seconds: floa
         sock.sendall(data[start : start + size])
 
 
+@pytest.mark.one_server  # makes no SQS request but its API's start-up (counted on moto server)
 def test_request_headers_sent_a_byte_a_second_are_408_and_closed_within_the_header_timeout(
     api_process: Any,
 ) -> None:
@@ -145,6 +146,7 @@ def test_requests_whose_headers_arrive_in_time_are_served_however_long_the_conne
     assert lived > HEADER_TIMEOUT_SECONDS
 
 
+@pytest.mark.one_server  # makes no SQS request but its API's start-up (counted on moto server)
 def test_an_idle_connection_is_closed_after_the_keepalive_setting_without_an_answer(api_process: Any) -> None:
     # Given `qm-api` that keeps idle connections 1 s
     _, url = api_process(env=TIMEOUTS)

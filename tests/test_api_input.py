@@ -180,6 +180,7 @@ async def test_without_api_keys_a_redrive_with_an_authorization_that_is_not_utf8
     assert [r for r in caplog.records if r.name == "queue_manager.audit"] == []
 
 
+@pytest.mark.one_server  # makes no SQS request but its API's start-up (counted on moto server)
 async def test_without_api_keys_a_redrive_is_audited_as_anonymous_whatever_the_authorization(
     api_client: Any, settings: Settings, sqs: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -226,6 +227,7 @@ async def test_json_nested_past_the_depth_limit_is_400_naming_the_limit_and_wher
     assert queue_depth(sqs, settings.queue_name("log"))["visible"] == 0
 
 
+@pytest.mark.one_server  # makes no SQS request but its API's start-up (counted on moto server)
 async def test_json_nested_near_the_parsers_own_limit_is_a_400_from_qm_api_never_a_500(api_process: Any) -> None:
     # Given `qm-api` running as users run it (the stack as shallow as in production)
     _, url = await asyncio.to_thread(api_process)
@@ -247,6 +249,7 @@ async def test_json_nested_as_deep_as_the_limit_is_accepted(api_client: Any) -> 
     assert response.status == 202, await response.text()
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_json_nested_past_the_limit_in_a_batch_entry_is_400(api_client: Any) -> None:
     document = '{"messages": [' + json.dumps(LOG) + ", " + log_with_fields(nested(DEPTH_LIMIT)) + "]}"
     response = await api_client.post("/messages/batch", data=document, headers=JSON)
@@ -256,6 +259,7 @@ async def test_json_nested_past_the_limit_in_a_batch_entry_is_400(api_client: An
 # Media types and encodings
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize(
     ("content_type", "detail"),
     [
@@ -281,6 +285,7 @@ async def test_a_charset_of_utf8_in_any_case_is_accepted(api_client: Any) -> Non
     assert response.status == 202, await response.text()
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize(
     ("raw", "path"),
     [
@@ -315,6 +320,7 @@ async def test_a_surrogate_pair_escape_is_one_character_and_accepted(
     assert json.loads(base64.b64decode(message["Body"]))["args"] == [{"message": "\U0001f600"}]
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize(
     ("encoded", "detail"),
     [
@@ -354,6 +360,7 @@ async def chunks(data: bytes, size: int = 1024 * 1024) -> Any:
         yield data[start : start + size]
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize("sent_as", ["content-length", "chunked"])
 async def test_a_batch_body_over_what_ten_full_send_batches_carry_is_413_naming_the_limit(
     api_client: Any, sent_as: str
@@ -421,6 +428,7 @@ async def test_a_body_trickled_a_byte_at_a_time_is_408_within_the_body_timeout(
 TOO_LONG = "the request line or a header is longer than 8190 bytes"
 
 
+@pytest.mark.one_server  # makes no SQS request but its API's start-up (counted on moto server)
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
@@ -464,6 +472,7 @@ async def test_requests_aiohttp_cannot_parse_are_400_problems_saying_why(
     assert response.closed
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_qm_api_on_sigterm_lets_a_send_in_flight_finish_then_exits_0(
     api_process: Any, settings: Settings, sqs: Any, sqs_server: SQSServer
 ) -> None:
@@ -512,6 +521,7 @@ async def test_dead_letter_routes_take_the_queue_names_get_queues_lists(
     assert (await response.json())["ids"] == [message_id]
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_another_queue_name_is_404(api_client: Any, settings: Settings) -> None:
     response = await api_client.get(f"/queues/{settings.queue_prefix}_sms/dead-letters")
     assert (await problem(response, 404))["detail"] == (
@@ -524,6 +534,7 @@ async def test_another_queue_name_is_404(api_client: Any, settings: Settings) ->
 # Readiness says nothing of the endpoint or the error
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_readyz_while_sqs_is_down_names_no_endpoint_and_no_exception_but_logs_them(
     api_client: Any, sqs_server: SQSServer, caplog: pytest.LogCaptureFixture
 ) -> None:

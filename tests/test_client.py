@@ -35,6 +35,7 @@ def qm(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedPr
     )
 
 
+@pytest.mark.one_server  # makes no SQS request but its API's start-up (counted on moto server)
 def test_local_validation_matches_the_server_and_needs_no_request(api_process: Any) -> None:
     # Given a client that has fetched the log schema, and the server's own verdict on a bad payload
     proc, url = api_process()
@@ -77,6 +78,7 @@ def test_an_invalid_entry_stops_the_whole_batch_before_sending(api_process: Any,
     assert queue_depth(sqs, settings.queue_name("log"))["visible"] == 0
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 def test_a_503_is_retried_after_its_retry_after(
     api_process: Any, settings: Settings, sqs: Any, sqs_server: SQSServer
 ) -> None:
@@ -107,6 +109,7 @@ def test_a_503_is_retried_after_its_retry_after(
     assert result["id"] in queued_ids(sqs, settings.queue_name("log"))
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 def test_retries_stop_at_the_attempt_limit(api_process: Any, sqs_server: SQSServer) -> None:
     _, url = api_process(env={"QM_SQS_TIMEOUT_SECONDS": "1", "QM_REQUEST_TIMEOUT_SECONDS": "1"})
     waits: list[float] = []
@@ -155,6 +158,7 @@ def test_the_cli_sends_lists_and_tends_dead_letters(
     assert "exit codes" in qm(url, "--help").stdout
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 def test_the_cli_says_when_the_api_cannot_be_reached(tmp_path: Path) -> None:
     from tests.support import free_port
 
@@ -164,6 +168,7 @@ def test_the_cli_says_when_the_api_cannot_be_reached(tmp_path: Path) -> None:
     assert "cannot reach" in result.stderr
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 def test_the_client_imports_no_server_module() -> None:
     # When the client and its CLI are imported in a fresh interpreter
     probe = (
@@ -177,6 +182,7 @@ def test_the_client_imports_no_server_module() -> None:
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.one_server  # makes no SQS request but its API's start-up (counted on moto server)
 def test_envelope_rules_come_from_the_server_and_are_checked_locally(api_process: Any) -> None:
     # Given a client that has talked to the API once, and the server's verdict on a bad envelope
     proc, url = api_process()
@@ -202,6 +208,7 @@ BROKEN_TWICE = [
 ]
 
 
+@pytest.mark.one_server  # makes no SQS request but its API's start-up (counted on moto server)
 @pytest.mark.parametrize("document", BROKEN_TWICE)
 def test_the_client_reports_envelope_and_payload_violations_together_as_the_api_does(
     api_process: Any, document: dict[str, Any]

@@ -33,6 +33,7 @@ async def keyed(aiohttp_client: Any, settings: Settings) -> Any:
     return await aiohttp_client(create_app(dataclasses.replace(settings, api_keys=KEYS)))
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 def test_keys_are_name_key_role_or_a_bare_key_that_is_an_operator() -> None:
     parsed = access.parse_keys(["ops:s1:operator", "watch:s2:viewer", "plain", "a:b:admin", "x:y", ":k:viewer"])
     assert parsed == [
@@ -81,6 +82,7 @@ async def test_a_viewer_reads_but_its_changes_are_403_problems(keyed: Any) -> No
     assert (await keyed.post("/queues/log/redrive", json={})).status == 401
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_the_session_tells_the_console_the_keys_name_and_role(keyed: Any, api_client: Any) -> None:
     assert await (await keyed.get("/console/session", headers=VIEWER)).json() == {
         "auth_required": True,
@@ -108,6 +110,7 @@ async def test_cross_site_requests_are_refused_but_a_link_to_the_console_opens(k
     assert (await keyed.get("/queues", headers=same)).status == 200
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_the_console_page_is_open_with_a_strict_policy_and_its_data_is_not(keyed: Any) -> None:
     page = await keyed.get("/ui")
     assert page.status == 200
@@ -127,6 +130,7 @@ async def test_the_console_page_is_open_with_a_strict_policy_and_its_data_is_not
     assert (await keyed.get("/console/overview")).status == 401
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_the_index_links_to_the_console(api_client: Any) -> None:
     links = await (await api_client.get("/")).json()
     assert links["links"]["console"] == "/ui"
@@ -193,6 +197,7 @@ async def test_a_viewer_with_the_newest_sample_waits_for_the_next(aiohttp_client
     await problem(await client.get("/console/overview?after=soon"), 422)
 
 
+@pytest.mark.one_server  # makes no SQS request but its API's start-up (counted on moto server)
 async def test_nobody_watching_means_no_sqs_requests(aiohttp_client: Any, settings: Settings) -> None:
     client = await aiohttp_client(create_app(dataclasses.replace(settings, console_sample_seconds=0.5)))
     broker = client.server.app[keys.BROKER]
@@ -227,6 +232,7 @@ async def test_dead_letters_are_filtered_by_error_id_and_age_with_payloads(
     assert queue_depth(sqs, settings.queue_name("log") + "_dlq") == {"visible": 3, "in_flight": 0, "delayed": 0}
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize(
     "query", ["older_than_seconds=-1", "newer_than_seconds=x", "scan=0", "scan=1001", "limit=1001&scan=5", "limit=101"]
 )
@@ -258,6 +264,7 @@ async def test_delete_removes_exactly_the_ids_asked_and_is_audited_by_key_name(
     ]
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize("body", [{}, {"ids": []}, {"ids": "x"}, {"ids": ["a"], "all": True}])
 async def test_a_bad_delete_body_is_422(api_client: Any, body: Any) -> None:
     await problem(await api_client.post("/queues/log/dead-letters/delete", json=body), 422)
@@ -275,6 +282,7 @@ async def test_validate_answers_the_violations_and_sends_nothing(api_client: Any
     assert queue_depth(sqs, settings.queue_name("webhook")) == {"visible": 0, "in_flight": 0, "delayed": 0}
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_the_openapi_document_describes_the_console_endpoints(api_client: Any) -> None:
     document = await (await api_client.get("/openapi.json")).json()
     for path, method in (
@@ -338,6 +346,7 @@ async def test_the_chart_history_survives_a_restart(aiohttp_client: Any, setting
     assert len(after["history"]) > len(before)
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_while_sqs_is_unreachable_the_overview_keeps_its_history_and_says_why(
     aiohttp_client: Any, settings: Settings, sqs_server: Any
 ) -> None:

@@ -80,6 +80,7 @@ async def test_peek_of_an_empty_dead_letter_queue_is_empty(api_client: Any) -> N
     assert (await response.json())["messages"] == []
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize("limit", ["0", "101", "ten", "-1"])
 async def test_a_limit_out_of_range_is_422(api_client: Any, limit: str) -> None:
     response = await api_client.get(f"/queues/log/dead-letters?limit={limit}")
@@ -88,6 +89,7 @@ async def test_a_limit_out_of_range_is_422(api_client: Any, limit: str) -> None:
     assert (await response.json())["errors"][0]["path"] == "/limit"
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_unknown_types_are_404(api_client: Any) -> None:
     assert (await api_client.get("/queues/nope/dead-letters")).status == 404
     response = await api_client.post("/queues/nope/redrive", json={})
@@ -95,6 +97,7 @@ async def test_unknown_types_are_404(api_client: Any) -> None:
     assert response.content_type == "application/problem+json"
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize("body", [{"ids": "x"}, {"ids": []}, {"ids": [1]}, {"all": True}, [], {"ids": ["a", "a"]}])
 async def test_a_bad_redrive_body_is_422(api_client: Any, body: Any) -> None:
     response = await api_client.post("/queues/log/redrive", json=body)
@@ -102,6 +105,7 @@ async def test_a_bad_redrive_body_is_422(api_client: Any, body: Any) -> None:
     assert (await response.json())["errors"]
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_a_redrive_body_that_is_not_json_is_400(api_client: Any) -> None:
     response = await api_client.post("/queues/log/redrive", data=b"{", headers={"Content-Type": "application/json"})
     assert response.status == 400
@@ -212,6 +216,7 @@ class FakeClient:
         return {"TaskHandle": "handle-1"}
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 def test_redrive_of_all_uses_a_move_task_where_the_server_has_one() -> None:
     client = FakeClient()
     result = deadletters.DeadLetters(client).redrive("dlq", "src")

@@ -188,6 +188,7 @@ async def test_group_fields_that_break_the_queue_rules_are_422_naming_the_field(
     assert results[1]["errors"][0]["path"] == path
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_a_fifo_message_without_group_and_with_a_bad_payload_is_told_both_at_once(api_client: Any) -> None:
     # Given an ordered message with no group_id and a payload with no body
     document = {"type": "ordered", "payload": {"url": RECEIVER}}
@@ -203,6 +204,7 @@ async def test_a_fifo_message_without_group_and_with_a_bad_payload_is_told_both_
     assert alone["detail"] == "The envelope is not valid for an 'ordered' message."
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_the_openapi_document_shows_the_group_fields_and_what_a_fifo_type_requires(api_client: Any) -> None:
     schemas = api_client.server.app[keys.OPENAPI]["components"]["schemas"]
     fifo, standard = schemas["message.ordered"], schemas["message.webhook"]

@@ -66,6 +66,7 @@ def outage_settings(settings: Settings, tmp_path: Path) -> Settings:
     return dataclasses.replace(settings, state_dir=tmp_path / "state")
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_a_send_still_in_flight_when_its_request_gives_up_is_replayed_once_sqs_answers(
     aiohttp_client: Any, outage_settings: Settings, sqs: Any, sqs_server: SQSServer
 ) -> None:
@@ -103,6 +104,7 @@ async def test_a_send_still_in_flight_when_its_request_gives_up_is_replayed_once
     assert await asyncio.to_thread(copies, sqs, settings, 1) == {answer["id"]: 1}
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_a_send_sqs_took_and_never_answered_is_sent_again_with_the_same_id(
     aiohttp_client: Any, outage_settings: Settings, sqs: Any, sqs_server: SQSServer
 ) -> None:
@@ -166,6 +168,7 @@ async def test_a_send_that_surely_did_not_reach_sqs_is_not_accepted_and_frees_it
     assert (await response.json())["type"] == "urn:queue-manager:problem:sqs-unavailable"
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_an_unkeyed_send_whose_outcome_is_unknown_says_how_to_make_retries_safe(
     aiohttp_client: Any, outage_settings: Settings, sqs_server: SQSServer
 ) -> None:

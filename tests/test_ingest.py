@@ -114,6 +114,7 @@ async def test_batch_endpoint_answers_202_when_every_entry_is_sent(api_client: A
     assert len({r["id"] for r in results}) == 25
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_batch_of_more_than_100_is_refused(api_client: Any) -> None:
     response = await api_client.post("/messages/batch", json={"messages": [LOG] * 101})
     assert response.status == 422
@@ -190,6 +191,7 @@ async def test_api_keys_are_required_and_any_configured_key_works(
     assert (await client.get("/schemas")).status == 401
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 def test_listening_beyond_loopback_without_keys_refuses_to_start(settings: Settings) -> None:
     with pytest.raises(SettingsError, match=re.escape("QM_HOST=0.0.0.0 is reachable from other machines and no API")):
         create_app(dataclasses.replace(settings, host="0.0.0.0"))
@@ -218,6 +220,7 @@ async def test_a_queue_over_its_depth_ceiling_is_answered_429(aiohttp_client: An
     assert (await response.json())["title"] == "Too Many Requests"
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_too_many_waiting_sends_are_shed_with_503(
     aiohttp_client: Any, settings: Settings, sqs_server: SQSServer
 ) -> None:
@@ -238,6 +241,7 @@ async def test_too_many_waiting_sends_are_shed_with_503(
     assert len(shed) == 4, details
 
 
+@pytest.mark.one_server  # an outage made by pausing the server: the same on any implementation
 async def test_sqs_stopped_mid_run_gives_503s_never_a_500_and_no_lost_202(
     api_process: Any, settings: Settings, sqs: Any, sqs_server: SQSServer
 ) -> None:

@@ -53,6 +53,7 @@ def _ecma_validator(document: dict[str, Any], name: str) -> Any:
     return Validator({"$ref": f"#/components/schemas/{name}", "components": {"schemas": components}})
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_the_document_is_valid_openapi_3_1(api_client: Any) -> None:
     response = await api_client.get("/openapi.json")
     assert response.status == 200
@@ -61,6 +62,7 @@ async def test_the_document_is_valid_openapi_3_1(api_client: Any) -> None:
     validate(document)
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_every_route_and_every_message_schema_is_in_the_document(api_client: Any) -> None:
     app = api_client.server.app
     document = app[keys.OPENAPI]
@@ -76,6 +78,7 @@ async def test_every_route_and_every_message_schema_is_in_the_document(api_clien
         assert document["components"]["schemas"][f"payload.{message_type}"] == registry.schema(message_type)
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_every_error_a_send_can_give_is_documented(api_client: Any) -> None:
     document = api_client.server.app[keys.OPENAPI]
     operation = document["paths"]["/messages"]["post"]
@@ -99,6 +102,7 @@ async def test_every_error_a_send_can_give_is_documented(api_client: Any) -> Non
     }
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_the_status_endpoint_and_where_sends_point_to_it_are_documented(api_client: Any) -> None:
     document = api_client.server.app[keys.OPENAPI]
     send = document["paths"]["/messages"]["post"]["responses"]["202"]
@@ -121,6 +125,7 @@ async def test_the_status_endpoint_and_where_sends_point_to_it_are_documented(ap
     ]
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_readme_examples_validate_against_the_document(api_client: Any) -> None:
     document = api_client.server.app[keys.OPENAPI]
     bodies, problems = _readme_examples()
@@ -132,6 +137,7 @@ async def test_readme_examples_validate_against_the_document(api_client: Any) ->
         _validator(document, "Problem").validate(problem)
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize(
     ("body", "valid"),
     [
@@ -206,6 +212,7 @@ async def test_batch_entries_are_sent_exactly_when_the_document_says_they_are_en
     assert sum(r["status"] == 202 for r in results) == 8
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 @pytest.mark.parametrize(
     ("path", "operation"),
     [("/messages", "post"), ("/messages/batch", "post"), ("/queues/log/redrive", "post")],
@@ -230,6 +237,7 @@ async def test_each_body_limit_in_the_document_is_the_one_enforced_and_the_readm
     assert f"{limit:,}" in (ROOT / "README.md").read_text()
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_dead_letter_routes_document_the_queue_names_they_take(api_client: Any, settings: Any) -> None:
     document = api_client.server.app[keys.OPENAPI]
     names = [p for p in document["paths"]["/queues/{name}/redrive"]["post"]["parameters"] if p["name"] == "name"]
@@ -243,6 +251,7 @@ async def test_dead_letter_routes_document_the_queue_names_they_take(api_client:
     ]
 
 
+@pytest.mark.one_server  # makes no SQS request while it runs (counted on moto server)
 async def test_docs_are_served_from_local_assets(api_client: Any) -> None:
     page = await api_client.get("/docs")
     assert page.status == 200
@@ -258,6 +267,7 @@ async def test_docs_are_served_from_local_assets(api_client: Any) -> None:
     )
 
 
+@pytest.mark.one_server  # makes no SQS request but its API's start-up (counted on moto server)
 async def test_with_api_keys_the_docs_stay_open_and_the_rest_needs_bearer_auth(
     aiohttp_client: Any, settings: Any
 ) -> None:
@@ -274,6 +284,7 @@ async def test_with_api_keys_the_docs_stay_open_and_the_rest_needs_bearer_auth(
     assert (await client.get("/schemas", headers={"Authorization": "Bearer k1"})).status == 200
 
 
+@pytest.mark.one_server  # makes no SQS request but its API's start-up (counted on moto server)
 def test_docs_render_the_operations_in_headless_chromium(api_process: Any, tmp_path: Path) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:

@@ -3,6 +3,7 @@ pointers, every type has its actor, and webhook destinations are checked against
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from pathlib import Path
@@ -467,16 +468,26 @@ def _payloads(draw: st.DrawFn) -> Any:
     return draw(st.dictionaries(keys, leaf | st.dictionaries(_edges, leaf, max_size=3), max_size=5))
 
 
+@functools.cache
+def _shipped_validators() -> tuple[SchemaRegistry, list[tuple[str, Validator, Any]]]:
+    """The shipped registry, and per type jsonschema's validator and the compiled one: built once, not per example."""
+    registry = SchemaRegistry.load(DEFAULT_SCHEMAS_DIR)
+    return registry, [
+        (
+            message_type,
+            # jsonschema with `pattern` read as ECMA-262 (schemas.Validator), as the API validates
+            Validator(same_dialect(registry.schema(message_type)), format_checker=Draft202012Validator.FORMAT_CHECKER),
+            jsonschema_rs.validator_for(registry.schema(message_type), validate_formats=True),
+        )
+        for message_type in registry.types
+    ]
+
+
 @hypothesis.settings(max_examples=400, deadline=None)
 @hypothesis.given(payload=_payloads())
 def test_the_compiled_validator_never_accepts_what_jsonschema_refuses(payload: Any) -> None:
-    registry = SchemaRegistry.load(DEFAULT_SCHEMAS_DIR)
-    for message_type in registry.types:
-        # jsonschema with `pattern` read as ECMA-262 (schemas.Validator), as the API validates
-        validator = Validator(
-            same_dialect(registry.schema(message_type)), format_checker=Draft202012Validator.FORMAT_CHECKER
-        )
-        compiled = jsonschema_rs.validator_for(registry.schema(message_type), validate_formats=True)
+    registry, validators = _shipped_validators()
+    for message_type, validator, compiled in validators:
         if compiled.is_valid(payload):
             assert validator.is_valid(payload), (message_type, payload)
         # And whatever the path, the verdict is jsonschema's

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,15 +60,19 @@ def test_an_invalid_setting_stops_the_worker_with_one_line_and_status_2(
 def test_a_worker_without_credentials_warns_once_per_queue_then_waits_quietly(
     worker_process: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    # Given a worker process with no AWS credentials at all
-    proc = worker_process(processes=1, threads=2, env=no_credentials(tmp_path))
-    # When it has tried to set up its queues for a while (Dramatiq alone retries every 3 s)
+    # Given a worker process with no AWS credentials at all (logging at DEBUG, where its retries go)
+    proc = worker_process(processes=1, threads=2, env={**no_credentials(tmp_path), "QM_LOG_LEVEL": "DEBUG"})
+    # When it has tried to set up each queue twice more after its warning (Dramatiq alone would
+    # log CRITICAL with a traceback at each try, every 3 s)
     wait_for(
-        lambda: sum(r["level"] == "WARNING" for r in records(proc)) >= len(QUEUES),
-        timeout=20,
-        what="a warning per queue",
-    )
-    time.sleep(7)  # the quiet is what is tested: it needs a span of time, long enough for two retries
+        lambda: all(
+            sum(r["level"] == "DEBUG" and "still cannot be set up" in r["message"] and r["message"].count(repr(q))
+                for r in records(proc)) >= 2
+            for q in QUEUES
+        ),
+        timeout=30,
+        what="two quiet retries per queue",
+    )  # fmt: skip
     # Then it said once per queue why it cannot consume it, in one line, and nothing louder or more
     warnings = [r for r in records(proc) if r["level"] == "WARNING"]
     assert sorted(r["queue"] for r in warnings) == sorted(QUEUES), warnings
