@@ -43,23 +43,25 @@ async def open_loop(offsets: list[float], send: Callable[[int], Awaitable[None]]
 
 
 def read_marks(path: Path) -> dict[str, tuple[float, str]]:
-    """The marks file's first (time, pid) for each bench id: "<time.time()> <id> <pid>[ <received>]" per line."""
+    """The marks file's first (time, pid) for each bench id: "<time.time()> <id> <pid>[ <received> <accepted>]"."""
     return {ident: (started, pid) for ident, (started, pid, _) in _read_lines(path).items()}
 
 
-def read_receipts(path: Path) -> dict[str, float]:
-    """When the receive that brought each bench id's first start returned, where the worker noted it."""
-    return {ident: received for ident, (_, _, received) in _read_lines(path).items() if received is not None}
+def read_receipts(path: Path) -> dict[str, tuple[float, float]]:
+    """Where the worker noted them, for each bench id's first start: (when the receive that brought it
+    returned, when SQS accepted it)."""
+    return {ident: noted for ident, (_, _, noted) in _read_lines(path).items() if noted is not None}
 
 
-def _read_lines(path: Path) -> dict[str, tuple[float, str, float | None]]:
-    found: dict[str, tuple[float, str, float | None]] = {}
+def _read_lines(path: Path) -> dict[str, tuple[float, str, tuple[float, float] | None]]:
+    found: dict[str, tuple[float, str, tuple[float, float] | None]] = {}
     if not path.exists():
         return found
     for line in path.read_text().splitlines():
         parts = line.split()
-        if len(parts) in (3, 4) and parts[1] not in found:
-            found[parts[1]] = (float(parts[0]), parts[2], float(parts[3]) if len(parts) == 4 else None)
+        if len(parts) in (3, 5) and parts[1] not in found:
+            noted = (float(parts[3]), float(parts[4])) if len(parts) == 5 else None
+            found[parts[1]] = (float(parts[0]), parts[2], noted)
     return found
 
 
@@ -83,9 +85,11 @@ class FixedRate:
     lateness_ms: list[float]
     unseen: int
     error: str | None = None
-    #: The legs of POST -> actor start, per message whose receive the worker noted (ours): 202 answered
-    #: -> the receive that brought it returned (negative when the receive beat the 202 to the client),
-    #: and that receive -> the actor started.
+    #: The legs of POST -> actor start, per message whose receive the worker noted (ours): POST -> SQS
+    #: accepted it (its SentTimestamp, to the millisecond), SQS accepted -> the 202 reached the client,
+    #: SQS accepted -> the receive that brought it returned, and that receive -> the actor started.
+    to_accepted_ms: list[float] = dataclasses.field(default_factory=list)
+    accepted_to_answer_ms: list[float] = dataclasses.field(default_factory=list)
     to_receive_ms: list[float] = dataclasses.field(default_factory=list)
     to_start_ms: list[float] = dataclasses.field(default_factory=list)
     #: SQS requests by action while the fixed-rate run went on (first POST -> every message started).
@@ -134,6 +138,9 @@ class FixedRate:
             "answer_p50_ms": percentile(self.answers_ms, 50),
             "answer_p99_ms": percentile(self.answers_ms, 99),
             "lateness_p99_ms": percentile(self.lateness_ms, 99),
+            "to_accepted_p50_ms": percentile(self.to_accepted_ms, 50),
+            "to_accepted_p99_ms": percentile(self.to_accepted_ms, 99),
+            "accepted_to_answer_p50_ms": percentile(self.accepted_to_answer_ms, 50),
             "to_receive_p50_ms": percentile(self.to_receive_ms, 50),
             "to_receive_p99_ms": percentile(self.to_receive_ms, 99),
             "to_start_p50_ms": percentile(self.to_start_ms, 50),
@@ -271,8 +278,10 @@ def run(
             posted.lateness_ms,
             unseen=len(sent_at) - len(latencies),
             error=error,
-            to_receive_ms=[(receipts[i] - posted.answered_at[i]) * 1000 for i in noted],
-            to_start_ms=[(marks[i][0] - receipts[i]) * 1000 for i in noted],
+            to_accepted_ms=[(receipts[i][1] - sent_at[i]) * 1000 for i in noted],
+            accepted_to_answer_ms=[(posted.answered_at[i] - receipts[i][1]) * 1000 for i in noted],
+            to_receive_ms=[(receipts[i][0] - receipts[i][1]) * 1000 for i in noted],
+            to_start_ms=[(marks[i][0] - receipts[i][0]) * 1000 for i in noted],
             api_requests=api_requests,
             worker_requests=worker_requests,
         )

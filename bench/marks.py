@@ -1,10 +1,11 @@
 """`dramatiq actors bench.marks`: the shipped actors, with `log` marking when it starts each message.
 
 The shipped `log` actor keeps its name, queue and options; only its body is wrapped, to append
-"<time.time()> <bench id> <pid> <received>" to BENCH_MARKS first and then run the shipped body.
-`<received>` is the `time.time()` at which the receive that brought the message returned: the
-consumer's `_receive` and `_accept` are wrapped to note it per bench id (a few microseconds a
-message, on the receiver thread). Everything else is `dramatiq actors` as shipped.
+"<time.time()> <bench id> <pid> <received> <accepted>" to BENCH_MARKS first and then run the shipped
+body. `<received>` is the `time.time()` at which the receive that brought the message returned (the
+consumer's `_receive` and `_accept` are wrapped to note it per bench id: a few microseconds a message,
+on the receiver thread), `<accepted>` the message's `SentTimestamp`, when SQS took it (milliseconds;
+the bench's SQS server runs on the same host and clock). Everything else is `dramatiq actors` as shipped.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ _shipped_accept = QMConsumer._accept
 
 #: When each receiver thread's last receive returned.
 _returned = threading.local()
-#: Bench id -> when the receive that brought it returned (popped when its actor starts).
-_received: dict[str, float] = {}
+#: Bench id -> when the receive that brought it returned and when SQS accepted it (popped when its actor starts).
+_received: dict[str, tuple[float, float | None]] = {}
 
 
 def _timed_receive(self: QMConsumer, most: int, *, wait_seconds: int) -> list[dict[str, Any]]:
@@ -41,13 +42,16 @@ def _noted_accept(self: QMConsumer, sqs_message: dict[str, Any]) -> SQSMessage |
         payload = message.args[0]
         ident = payload.get("fields", {}).get(MARK_FIELD) if isinstance(payload, dict) else None
         if ident is not None:
-            _received[str(ident)] = getattr(_returned, "at", time.time())
+            sent = message.sqs_system_attributes.get("SentTimestamp")
+            accepted = int(sent) / 1000 if sent is not None else None
+            _received[str(ident)] = (getattr(_returned, "at", time.time()), accepted)
     return message
 
 
 def _marked_log(payload: dict[str, Any]) -> None:
     ident = payload.get("fields", {}).get(MARK_FIELD)
-    mark_start(payload, received=_received.pop(str(ident), None) if ident is not None else None)
+    received, accepted = _received.pop(str(ident), (None, None)) if ident is not None else (None, None)
+    mark_start(payload, received=received, accepted=accepted)
     _shipped_body(payload)
 
 

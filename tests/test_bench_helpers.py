@@ -63,10 +63,11 @@ def test_read_marks_keeps_each_id_s_first_start(tmp_path: Path) -> None:
 
 
 def test_read_receipts_gives_the_receive_of_each_id_s_first_start(tmp_path: Path) -> None:
-    # Given marks where the worker noted when the receive returned (a fourth field), on some lines only
+    # Given marks where the worker noted when the receive returned and when SQS accepted the message
+    # (two more fields), on some lines only
     path = tmp_path / "marks.txt"
-    path.write_text("10.5 l1 100 10.25\n11.0 l2 101\n12.0 l1 101 11.5\n13.0 l3 100 12.75\n")
+    path.write_text("10.5 l1 100 10.25 10.0\n11.0 l2 101\n12.0 l1 101 11.5 11.0\n13.0 l3 100 12.75 12.5\n")
 
-    # Then each id's first start keeps its receive time, and an id marked without one has none
-    assert read_receipts(path) == {"l1": 10.25, "l3": 12.75}
+    # Then each id's first start keeps its times, and an id marked without them has none
+    assert read_receipts(path) == {"l1": (10.25, 10.0), "l3": (12.75, 12.5)}
     assert read_marks(path) == {"l1": (10.5, "100"), "l2": (11.0, "101"), "l3": (13.0, "100")}
