@@ -47,11 +47,10 @@ class Sender:
     been answered, or after `linger_seconds` at most. Under load the wait for an answer is what
     fills a batch; the linger only bounds it when SQS is slow to answer.
 
-    A partial batch waits only while the queue's recent arrival rate says another message will join
-    it within a round trip (`pacing.Linger`, bounded by the linger): a wait
-    that brings no one saves no request and costs every message in it up to a round trip, so the
-    batch goes at once. Under load batches still leave full; at a trickle each message pays one
-    round trip, no more.
+    A partial batch waits only when another message is expected within a round trip (`pacing.Linger`:
+    the last gap or the recent rate, bounded by the linger): a wait that brings no one saves no request and costs
+    every message in it up to a round trip, so then the batch goes at once. Under load batches
+    still leave full; at a trickle each message pays one round trip, no more.
 
     A 202 is answered only from a future that SQS's own answer resolved: nothing is
     acknowledged from this buffer.
@@ -83,7 +82,7 @@ class Sender:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._in_flight: dict[str, int] = {}
         self._busy_groups: dict[str, set[str]] = {}
-        #: Each queue's arrival rate and round trip: whether a partial batch waits for the one in flight.
+        #: Each queue's arrivals and round trip: whether a partial batch waits for the one in flight.
         self._lingers: dict[str, Linger] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: Called with the size of every batch sent, e.g. to export it as a metric.

@@ -18,7 +18,7 @@ import pytest
 
 from api.sender import Sender
 from queue_manager.sqs.broker import QMBroker
-from queue_manager.sqs.pacing import ArrivalRate, Gathering, Linger, RoundTrip, hold_seconds, joins_before
+from queue_manager.sqs.pacing import ArrivalRate, Gathering, Linger, RoundTrip, hold_seconds
 from queue_manager.sqs.sending import SendResult
 from tests.support import eventually
 
@@ -67,28 +67,25 @@ def test_a_partial_batch_holds_only_as_long_as_the_rate_takes_to_fill_it_within_
     assert hold_seconds(0, 1000, 0.05) == 0.0
     assert hold_seconds(3, 0, 0.05) == 0.0
     assert hold_seconds(3, 1000, 0) == 0.0
-    assert joins_before(200, 0.015)  # 3 expected in 15 ms
-    assert not joins_before(50, 0.015)  # 0.75 expected
 
 
 # -- the send linger -----------------------------------------------------------------------------
 
 
 def _linger_at(rate_per_second: float, *, round_trip: float | None, most: float = 0.02) -> tuple[Linger, float]:
-    """A queue's linger after two seconds of arrivals at `rate_per_second`, and the time it is now."""
+    """A queue's linger after a second of arrivals at `rate_per_second`, and the time of the last."""
     linger = Linger(most)
     now = 0.0
-    if rate_per_second:
-        for i in range(int(2 * rate_per_second)):
-            now = i / rate_per_second
-            linger.arrived(now)
+    for i in range(int(rate_per_second)):
+        now = i / rate_per_second
+        linger.arrived(now)
     if round_trip is not None:
         linger.answered(round_trip)
     return linger, now
 
 
 def test_at_200_a_second_a_partial_send_waits_for_the_batch_in_flight() -> None:
-    # Given 200 messages a second and SQS answering in 15 ms: three join a batch in a round trip
+    # Given 200 messages a second (5 ms apart) and SQS answering in 15 ms: three join a batch meanwhile
     linger, now = _linger_at(200, round_trip=0.015)
     # Then a partial batch waits; a full one never does
     assert linger.worth_waiting(now, ready=1, max_entries=10)
@@ -97,23 +94,37 @@ def test_at_200_a_second_a_partial_send_waits_for_the_batch_in_flight() -> None:
 
 
 def test_at_a_trickle_a_send_goes_at_once_beside_the_batch_in_flight() -> None:
-    # Given 30 messages a second: under one expected to join within a 15 ms round trip
+    # Given 30 messages a second (33 ms apart) and a 15 ms round trip: waiting brings no company
     linger, now = _linger_at(30, round_trip=0.015)
-    # Then waiting would save no request: it goes at once
+    # Then it goes at once
     assert not linger.worth_waiting(now, ready=1, max_entries=10)
-    # And after a pause, a burst's first message goes at once too (the rate has decayed)
-    busy, then = _linger_at(2000, round_trip=0.015)
-    assert busy.worth_waiting(then, ready=1, max_entries=10)
-    assert not busy.worth_waiting(then + 1.0, ready=1, max_entries=10)
+    # And after a pause a burst is seen at its second message: it waits
+    linger.arrived(2.0)
+    assert not linger.worth_waiting(2.0, ready=1, max_entries=10)
+    linger.arrived(2.0)
+    assert linger.worth_waiting(2.0, ready=2, max_entries=10)
 
 
-def test_a_send_never_waits_beyond_the_linger_or_before_a_round_trip_is_known() -> None:
-    # Given a rate that would bring one within 15 ms but not within a 1 ms linger
+def test_one_slow_gap_in_a_stream_does_not_send_its_message_alone() -> None:
+    # Given 1,000 messages a second, then one that comes 30 ms after the one before (the host was busy)
+    linger, now = _linger_at(1000, round_trip=0.015)
+    linger.arrived(now + 0.03)
+    # Then the rate still says company comes within a round trip: it waits
+    assert linger.worth_waiting(now + 0.03, ready=1, max_entries=10)
+
+
+def test_a_send_waits_no_longer_apart_than_the_linger_nor_a_round_trip() -> None:
+    # Given messages 5 ms apart but a 1 ms linger: they would not join in time
     linger, now = _linger_at(200, round_trip=0.015, most=0.001)
     assert not linger.worth_waiting(now, ready=1, max_entries=10)
-    # And no batch answered yet: nothing is known of the round trip, so nothing waits
-    unknown, now = _linger_at(5000, round_trip=None)
-    assert not unknown.worth_waiting(now, ready=1, max_entries=10)
+    # And a fast SQS (2 ms): 5 ms apart is further than a round trip
+    linger, now = _linger_at(200, round_trip=0.002)
+    assert not linger.worth_waiting(now, ready=1, max_entries=10)
+    # And before any answer the linger alone bounds it (20 ms): 5 ms apart waits, 33 ms apart does not
+    linger, now = _linger_at(200, round_trip=None)
+    assert linger.worth_waiting(now, ready=1, max_entries=10)
+    linger, now = _linger_at(30, round_trip=None)
+    assert not linger.worth_waiting(now, ready=1, max_entries=10)
 
 
 # -- the receive gather --------------------------------------------------------------------------
@@ -214,7 +225,8 @@ async def test_a_lone_message_goes_at_once_beside_a_batch_in_flight(
     await _answered_once(sender, lane, held, 0.015)
     first = sender.submit("lane", _entry(lane, 1))
     await eventually(lambda: held.sizes == [1, 1], timeout=5, what="the first batch in flight")
-    # When a second message arrives before that batch is answered
+    # When a second message arrives before that batch is answered, but further apart than a round trip
+    await asyncio.sleep(0.05)
     second = sender.submit("lane", _entry(lane, 2))
     # Then it is sent at once, beside it, rather than waiting up to a round trip for company
     await eventually(lambda: held.sizes == [1, 1, 1], timeout=5, what="the second message sent at once")
@@ -226,16 +238,19 @@ async def test_a_stream_waits_for_the_batch_in_flight_and_leaves_in_full_batches
     lane: QMBroker, executor: ThreadPoolExecutor
 ) -> None:
     # Given a sender whose SQS answers are held back, and 45 messages arriving at once
+    # (a slow SQS: 200 ms, and a linger longer than that, so a busy test host's pauses between two
+    # arrivals are well within a round trip)
     held = HeldAnswers(lane)
-    sender = Sender(lane, executor, linger_seconds=0.02)
-    await _answered_once(sender, lane, held, 0.015)
-    futures = [sender.submit("lane", _entry(lane, n)) for n in range(1, 46)]
-    # Then once the rate says others will join within a round trip, messages wait for the batch in
-    # flight and leave ten at a time: far fewer sends than messages
-    await eventually(lambda: held.sizes.count(10) >= 3, timeout=5, what="full batches")
-    assert len(held.sizes) <= 1 + 8 + 3  # the warm-up, the first few alone, three full
-    # And when SQS answers, the rest goes and every message is accepted
+    sender = Sender(lane, executor, linger_seconds=0.5)
+    await _answered_once(sender, lane, held, 0.2)
+    entries = [_entry(lane, n) for n in range(1, 46)]
+    futures = [sender.submit("lane", e) for e in entries]
+    # Then the first goes at once and the rest, closer together than a round trip, wait for the batch
+    # in flight and leave ten at a time
+    await eventually(lambda: held.sizes.count(10) == 4, timeout=5, what="full batches")
+    assert held.sizes[:6] == [1, 1, 10, 10, 10, 10]  # the warm-up, the first, four full
+    # And the last four go once SQS answers, and every message is accepted
     held.answer.set()
     results = await asyncio.gather(*futures)
     assert all(r.ok for r in results)
-    assert sum(held.sizes) == 46
+    assert held.sizes == [1, 1, 10, 10, 10, 10, 4]

@@ -4,8 +4,9 @@ Both hold something part-full (a `SendMessageBatch`, the next `ReceiveMessage`) 
 requests carry the same messages, at the cost of latency. So each waits only when the recent arrival
 rate says the wait pays:
 
-- a partial send waits for its queue's batch in flight only when another message is expected to join
-  it within a round trip (`joins_before`): otherwise the wait saves no request at all;
+- a partial send waits for its queue's batch in flight only when another message is expected
+  within a round trip (`Linger`): a queue whose messages come further apart than that gets no
+  company by waiting, so the wait would save no request at all;
 - a part-full receive lets messages gather before the next one only when the rate would fill a
   receive within the gather window (`hold_seconds`), and then no longer than that takes; at a slower
   rate the next receive goes at once and waits at SQS, which answers a long poll as soon as a
@@ -77,36 +78,37 @@ def hold_seconds(missing: int, rate_per_second: float, most_seconds: float) -> f
     return seconds if seconds <= most_seconds else 0.0
 
 
-def joins_before(rate_per_second: float, seconds: float) -> bool:
-    """Whether at least one more arrival is expected within `seconds` at `rate_per_second`: what makes a
-    partial batch's wait for the batch in flight save a request."""
-    return hold_seconds(1, rate_per_second, seconds) > 0
-
-
 #: Over about how long a queue's arrivals at the API are measured, for `Linger`.
 SEND_RATE_WINDOW_SECONDS = 0.1
 
-#: Over about how long a queue's receives are measured, for `Gathering` (receives come far less often
-#: than sends: a longer window, so a handful of receives make the estimate).
+#: Over about how long a queue's receives are measured, for `Gathering` (a handful of receives make the
+#: estimate).
 RECEIVE_RATE_WINDOW_SECONDS = 0.5
 
 
 class Linger:
     """One queue's send rule: whether a partial batch waits for the batch in flight.
 
-    It waits only while another message is expected to join it within a round trip (bounded by
-    `most_seconds`, the linger): a round trip, not what is left of the one in flight, so an answer
-    that comes late (a slow SQS, a busy host) is no reason to send partial batches beside it. Until a
-    batch has been answered nothing is known of the round trip, and nothing waits.
+    It waits only when company is expected within a round trip (bounded by `most_seconds`, the
+    linger; the linger alone until a batch has been answered): when the message before the newest
+    came within it (so a burst is seen at its second message), or the queue's recent rate brings at
+    least one in that time (so one slow gap, a host busy elsewhere for a moment, does not send a
+    stream's messages alone). Messages further apart would wait a round trip for no company. A round
+    trip, not what is left of the one in flight, so an answer that comes late (a slow SQS, a busy
+    host) is no reason to send partial batches beside it.
     """
 
     def __init__(self, most_seconds: float, *, rate_window_seconds: float = SEND_RATE_WINDOW_SECONDS) -> None:
         self.most_seconds = most_seconds
-        self.arrivals = ArrivalRate(rate_window_seconds)
         self.round_trip = RoundTrip()
+        self.arrivals = ArrivalRate(rate_window_seconds)
+        self._last = -math.inf
+        self._gap = math.inf
 
     def arrived(self, now: float) -> None:
         """A message for this queue arrived at `now`."""
+        self._gap = max(0.0, now - self._last)
+        self._last = max(self._last, now)
         self.arrivals.note(now)
 
     def answered(self, seconds: float) -> None:
@@ -117,7 +119,8 @@ class Linger:
         """Whether `ready` entries (that could go now) should wait for the batch in flight; a full batch never does."""
         if ready >= max_entries:
             return False
-        return joins_before(self.arrivals.per_second(now), min(self.most_seconds, self.round_trip.seconds))
+        horizon = min(self.most_seconds, self.round_trip.seconds) if self.round_trip.seconds else self.most_seconds
+        return self._gap <= horizon or hold_seconds(1, self.arrivals.per_second(now), horizon) > 0
 
 
 class Gathering:
