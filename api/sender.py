@@ -47,9 +47,9 @@ class Sender:
     been answered, or after `linger_seconds` at most. Under load the wait for an answer is what
     fills a batch; the linger only bounds it when SQS is slow to answer.
 
-    A partial batch waits only when another message is expected within a round trip (`pacing.Linger`:
-    the last gap or the recent rate, bounded by the linger): a wait that brings no one saves no request and costs
-    every message in it up to a round trip, so then the batch goes at once. Under load batches
+    A partial batch waits only when another message is expected within the linger (`pacing.Linger`:
+    the last gap or the recent rate): a wait that brings no one saves no request and costs every
+    message in it up to a round trip, so then the batch goes at once. Under load batches
     still leave full; at a trickle each message pays one round trip, no more.
 
     A 202 is answered only from a future that SQS's own answer resolved: nothing is
@@ -82,7 +82,7 @@ class Sender:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._in_flight: dict[str, int] = {}
         self._busy_groups: dict[str, set[str]] = {}
-        #: Each queue's arrivals and round trip: whether a partial batch waits for the one in flight.
+        #: Each queue's arrivals: whether a partial batch waits for the one in flight.
         self._lingers: dict[str, Linger] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: Called with the size of every batch sent, e.g. to export it as a metric.
@@ -185,7 +185,6 @@ class Sender:
         groups = {p.group for p in batch if p.group is not None}
         try:
             for attempt in range(ENTRY_ATTEMPTS):
-                asked = loop.time()
                 try:
                     results = await loop.run_in_executor(
                         self.executor, self.broker.send_entries, queue_name, [p.entry for p in batch]
@@ -202,9 +201,6 @@ class Sender:
                     # ahead of them (a client's retry of these would then land behind it).
                     self._fail_waiting(queue_name, {p.group for p in batch if p.group is not None})
                     return
-                linger = self._lingers.get(queue_name)
-                if linger is not None:
-                    linger.answered(loop.time() - asked)
                 plan = plan_resend([p.group for p in batch], results, may_resend=attempt < ENTRY_ATTEMPTS - 1)
                 resend = set(plan.resend)
                 for index, (p, result) in enumerate(zip(batch, results, strict=True)):

@@ -18,7 +18,7 @@ import pytest
 
 from api.sender import Sender
 from queue_manager.sqs.broker import QMBroker
-from queue_manager.sqs.pacing import ArrivalRate, Gathering, Linger, RoundTrip, hold_seconds
+from queue_manager.sqs.pacing import ArrivalRate, Gathering, Linger, hold_seconds
 from queue_manager.sqs.sending import SendResult
 from tests.support import eventually
 
@@ -49,15 +49,6 @@ def test_a_rate_decays_to_nothing_in_silence_and_counts_a_burst_by_its_size() ->
         ArrivalRate(0)
 
 
-def test_a_round_trip_starts_at_its_first_answer_and_then_moves_by_a_fifth() -> None:
-    trip = RoundTrip()
-    assert trip.seconds == 0.0
-    trip.note(0.015)
-    assert trip.seconds == pytest.approx(0.015)
-    trip.note(0.025)
-    assert trip.seconds == pytest.approx(0.017)
-
-
 def test_a_partial_batch_holds_only_as_long_as_the_rate_takes_to_fill_it_within_its_bound() -> None:
     # 4 missing at 200/s: 20 ms, within 50 ms
     assert hold_seconds(4, 200, 0.05) == pytest.approx(0.02)
@@ -72,21 +63,19 @@ def test_a_partial_batch_holds_only_as_long_as_the_rate_takes_to_fill_it_within_
 # -- the send linger -----------------------------------------------------------------------------
 
 
-def _linger_at(rate_per_second: float, *, round_trip: float | None, most: float = 0.02) -> tuple[Linger, float]:
+def _linger_at(rate_per_second: float, *, most: float = 0.02) -> tuple[Linger, float]:
     """A queue's linger after a second of arrivals at `rate_per_second`, and the time of the last."""
     linger = Linger(most)
     now = 0.0
     for i in range(int(rate_per_second)):
         now = i / rate_per_second
         linger.arrived(now)
-    if round_trip is not None:
-        linger.answered(round_trip)
     return linger, now
 
 
 def test_at_200_a_second_a_partial_send_waits_for_the_batch_in_flight() -> None:
-    # Given 200 messages a second (5 ms apart) and SQS answering in 15 ms: three join a batch meanwhile
-    linger, now = _linger_at(200, round_trip=0.015)
+    # Given 200 messages a second (5 ms apart) and a 20 ms linger: four join a batch meanwhile
+    linger, now = _linger_at(200)
     # Then a partial batch waits; a full one never does
     assert linger.worth_waiting(now, ready=1, max_entries=10)
     assert linger.worth_waiting(now, ready=9, max_entries=10)
@@ -94,8 +83,8 @@ def test_at_200_a_second_a_partial_send_waits_for_the_batch_in_flight() -> None:
 
 
 def test_at_a_trickle_a_send_goes_at_once_beside_the_batch_in_flight() -> None:
-    # Given 30 messages a second (33 ms apart) and a 15 ms round trip: waiting brings no company
-    linger, now = _linger_at(30, round_trip=0.015)
+    # Given 30 messages a second (33 ms apart) and a 20 ms linger: waiting brings no company
+    linger, now = _linger_at(30)
     # Then it goes at once
     assert not linger.worth_waiting(now, ready=1, max_entries=10)
     # And after a pause a burst is seen at its second message: it waits
@@ -107,23 +96,18 @@ def test_at_a_trickle_a_send_goes_at_once_beside_the_batch_in_flight() -> None:
 
 def test_one_slow_gap_in_a_stream_does_not_send_its_message_alone() -> None:
     # Given 1,000 messages a second, then one that comes 30 ms after the one before (the host was busy)
-    linger, now = _linger_at(1000, round_trip=0.015)
+    linger, now = _linger_at(1000)
     linger.arrived(now + 0.03)
-    # Then the rate still says company comes within a round trip: it waits
+    # Then the rate still says company comes within the linger: it waits
     assert linger.worth_waiting(now + 0.03, ready=1, max_entries=10)
 
 
-def test_a_send_waits_no_longer_apart_than_the_linger_nor_a_round_trip() -> None:
+def test_a_send_waits_only_for_company_within_the_linger() -> None:
     # Given messages 5 ms apart but a 1 ms linger: they would not join in time
-    linger, now = _linger_at(200, round_trip=0.015, most=0.001)
+    linger, now = _linger_at(200, most=0.001)
     assert not linger.worth_waiting(now, ready=1, max_entries=10)
-    # And a fast SQS (2 ms): 5 ms apart is further than a round trip
-    linger, now = _linger_at(200, round_trip=0.002)
-    assert not linger.worth_waiting(now, ready=1, max_entries=10)
-    # And before any answer the linger alone bounds it (20 ms): 5 ms apart waits, 33 ms apart does not
-    linger, now = _linger_at(200, round_trip=None)
-    assert linger.worth_waiting(now, ready=1, max_entries=10)
-    linger, now = _linger_at(30, round_trip=None)
+    # And a linger of 0 never waits
+    linger, now = _linger_at(2000, most=0.0)
     assert not linger.worth_waiting(now, ready=1, max_entries=10)
 
 
@@ -208,12 +192,11 @@ def _entry(broker: QMBroker, n: int) -> dict[str, Any]:
     return broker.build_entry(message, None)
 
 
-async def _answered_once(sender: Sender, broker: QMBroker, held: HeldAnswers, round_trip: float) -> None:
-    """One send answered, so the sender knows a round trip; then answers are held back again."""
+async def _answered_once(sender: Sender, broker: QMBroker, held: HeldAnswers) -> None:
+    """One send answered; then answers are held back again."""
     held.answer.set()
     await sender.send("lane", _entry(broker, 0))
     held.answer.clear()
-    sender._lingers["lane"].round_trip.seconds = round_trip  # what SQS 15 ms away answers in
 
 
 async def test_a_lone_message_goes_at_once_beside_a_batch_in_flight(
@@ -222,13 +205,13 @@ async def test_a_lone_message_goes_at_once_beside_a_batch_in_flight(
     # Given a sender whose batch is in flight (SQS holding its answer), at a trickle
     held = HeldAnswers(lane)
     sender = Sender(lane, executor, linger_seconds=0.02)
-    await _answered_once(sender, lane, held, 0.015)
+    await _answered_once(sender, lane, held)
     first = sender.submit("lane", _entry(lane, 1))
     await eventually(lambda: held.sizes == [1, 1], timeout=5, what="the first batch in flight")
-    # When a second message arrives before that batch is answered, but further apart than a round trip
+    # When a second message arrives before that batch is answered, but further apart than the linger
     await asyncio.sleep(0.05)
     second = sender.submit("lane", _entry(lane, 2))
-    # Then it is sent at once, beside it, rather than waiting up to a round trip for company
+    # Then it is sent at once, beside it, rather than waiting for company that is not coming
     await eventually(lambda: held.sizes == [1, 1, 1], timeout=5, what="the second message sent at once")
     held.answer.set()
     assert all(r.ok for r in await asyncio.gather(first, second))
@@ -238,14 +221,13 @@ async def test_a_stream_waits_for_the_batch_in_flight_and_leaves_in_full_batches
     lane: QMBroker, executor: ThreadPoolExecutor
 ) -> None:
     # Given a sender whose SQS answers are held back, and 45 messages arriving at once
-    # (a slow SQS: 200 ms, and a linger longer than that, so a busy test host's pauses between two
-    # arrivals are well within a round trip)
+    # (a long linger, so a busy test host's pauses between two arrivals are well within it)
     held = HeldAnswers(lane)
     sender = Sender(lane, executor, linger_seconds=0.5)
-    await _answered_once(sender, lane, held, 0.2)
+    await _answered_once(sender, lane, held)
     entries = [_entry(lane, n) for n in range(1, 46)]
     futures = [sender.submit("lane", e) for e in entries]
-    # Then the first goes at once and the rest, closer together than a round trip, wait for the batch
+    # Then the first goes at once and the rest, closer together than the linger, wait for the batch
     # in flight and leave ten at a time
     await eventually(lambda: held.sizes.count(10) == 4, timeout=5, what="full batches")
     assert held.sizes[:6] == [1, 1, 10, 10, 10, 10]  # the warm-up, the first, four full

@@ -5,10 +5,10 @@ requests carry the same messages, at the cost of latency. So each waits only whe
 rate says the wait pays:
 
 - a partial send waits for its queue's batch in flight only when another message is expected
-  within a round trip (`Linger`): a queue whose messages come further apart than that gets no
+  within the linger (`Linger`): a queue whose messages come further apart than that gets no
   company by waiting, so the wait would save no request at all;
 - a part-full receive lets messages gather before the next one only when the rate would fill a
-  receive within the gather window (`hold_seconds`), and then no longer than that takes; at a slower
+  receive within the gather window (`Gathering`), and then no longer than that takes; at a slower
   rate the next receive goes at once and waits at SQS, which answers a long poll as soon as a
   message is there.
 
@@ -51,20 +51,6 @@ class ArrivalRate:
         return self._weight * math.exp(-max(0.0, now - self._at) / self.window_seconds)
 
 
-class RoundTrip:
-    """A moving average of how long a request takes to be answered; 0 until the first answer."""
-
-    #: The weight of the newest sample.
-    SMOOTHING = 0.2
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def note(self, seconds: float) -> None:
-        seconds = max(0.0, seconds)
-        self.seconds = seconds if self.seconds == 0.0 else self.seconds + self.SMOOTHING * (seconds - self.seconds)
-
-
 def hold_seconds(missing: int, rate_per_second: float, most_seconds: float) -> float:
     """How long a partial batch that lacks `missing` entries should wait for them: the time arrivals at
     `rate_per_second` take to bring them, when that is within `most_seconds`; else 0 (go now).
@@ -89,18 +75,15 @@ RECEIVE_RATE_WINDOW_SECONDS = 0.5
 class Linger:
     """One queue's send rule: whether a partial batch waits for the batch in flight.
 
-    It waits only when company is expected within a round trip (bounded by `most_seconds`, the
-    linger; the linger alone until a batch has been answered): when the message before the newest
+    It waits (at most `most_seconds`, the linger, and no longer than the batch in flight takes to be
+    answered) only when company is expected within the linger: when the message before the newest
     came within it (so a burst is seen at its second message), or the queue's recent rate brings at
     least one in that time (so one slow gap, a host busy elsewhere for a moment, does not send a
-    stream's messages alone). Messages further apart would wait a round trip for no company. A round
-    trip, not what is left of the one in flight, so an answer that comes late (a slow SQS, a busy
-    host) is no reason to send partial batches beside it.
+    stream's messages alone). Messages further apart would wait for no company.
     """
 
     def __init__(self, most_seconds: float, *, rate_window_seconds: float = SEND_RATE_WINDOW_SECONDS) -> None:
         self.most_seconds = most_seconds
-        self.round_trip = RoundTrip()
         self.arrivals = ArrivalRate(rate_window_seconds)
         self._last = -math.inf
         self._gap = math.inf
@@ -111,15 +94,11 @@ class Linger:
         self._last = max(self._last, now)
         self.arrivals.note(now)
 
-    def answered(self, seconds: float) -> None:
-        """A batch of this queue was answered `seconds` after it was sent."""
-        self.round_trip.note(seconds)
-
     def worth_waiting(self, now: float, ready: int, max_entries: int) -> bool:
         """Whether `ready` entries (that could go now) should wait for the batch in flight; a full batch never does."""
         if ready >= max_entries:
             return False
-        horizon = min(self.most_seconds, self.round_trip.seconds) if self.round_trip.seconds else self.most_seconds
+        horizon = self.most_seconds
         return self._gap <= horizon or hold_seconds(1, self.arrivals.per_second(now), horizon) > 0
 
 
