@@ -280,8 +280,8 @@ class Settings:
     send_linger_ms: int = setting(
         20,
         "The longest a send waits for others to join its SendMessageBatch while one of its queue's is in flight; "
-        "it waits only while the queue's rate says another will join within a round trip (it goes at once when "
-        "none is in flight, when ten are waiting, or when every batch in flight is answered).",
+        "it waits only when another message is expected within it, by the last gap or the queue's recent rate "
+        "(it goes at once when none is in flight, when ten are waiting, or when every batch in flight is answered).",
         parse=_int,
         low=0,
         high=1000,
