@@ -40,7 +40,7 @@ from queue_manager.sqs.middleware.retries import RetriesInPlace
 from queue_manager.sqs.middleware.status import MessageStatus
 from queue_manager.sqs.middleware.tracing import MessageTracing
 from queue_manager.sqs.middleware.workload import WorkloadReports
-from queue_manager.state.stores import status_writer
+from queue_manager.state.stores import status_events, status_writer
 from schemas import SchemaRegistry
 
 
@@ -50,6 +50,8 @@ def build_broker(settings: Settings, *, fifo_types: frozenset[str] = frozenset()
     `fifo_types` are the message types on SQS FIFO queues: the schema registry's `fifo_types`.
     Nothing here reads the environment or installs a global broker.
     """
+    # One status store per process: the workers write each attempt to it, and the retry budget reads runs from it.
+    status = status_events(settings)
     middleware: list[dramatiq.Middleware] = [
         AgeLimit(max_age=settings.max_age_ms or None),
         TimeLimit(time_limit=settings.time_limit_ms),
@@ -59,13 +61,14 @@ def build_broker(settings: Settings, *, fifo_types: frozenset[str] = frozenset()
             max_retries=settings.max_retries,
             min_backoff=settings.min_backoff_ms,
             max_backoff=settings.max_backoff_ms,
+            status=status,
         ),
         StructuredLogs(log_format=settings.log_format, log_level=settings.log_level),
         FifoQueues(),
         WorkerMetrics(port=settings.worker_metrics_port, host=settings.worker_metrics_host),
         WorkloadReports(store=worker_reports(settings), gauges=bool(settings.worker_metrics_port)),
         # Each attempt's start and outcome for GET /messages/{id}; its writer starts at the first event.
-        MessageStatus(writer=status_writer(settings)),
+        MessageStatus(writer=status_writer(settings, status) if status is not None else None),
     ]
     if tracing.wanted(settings):  # first, so its span covers every other hook; absent, it costs nothing
         middleware.insert(0, MessageTracing(settings=settings))

@@ -75,8 +75,9 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.OPENAPI] = build_openapi(registry, settings, fifo_types=app[keys.FIFO_TYPES])
     # The interactive docs: Swagger UI's assets as installed by swagger-ui-py, served locally.
     swagger_ui.api_doc(app, config=app[keys.OPENAPI], url_prefix="/docs", title="queue-manager API", host_inject=False)
-    if traced:  # first in, last out: the spans of the last sends are exported too
-        app.cleanup_ctx.append(_tracing_context)
+    if traced:
+        metrics.watch_tracing()  # dropped spans, in qm_trace_spans_dropped_total
+        app.cleanup_ctx.append(_tracing_context)  # first in, last out: the spans of the last sends are exported too
     # The state store first: it closes last, after the sends in flight have recorded their outcome.
     app.cleanup_ctx.append(_state_context)
     app.cleanup_ctx.append(_sqs_context)

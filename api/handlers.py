@@ -17,7 +17,7 @@ from queue_manager import scaling as scaling_figures
 from queue_manager.reports import ProcessReport
 from queue_manager.sqs.errors import logged, public
 from queue_manager.sqs.queues import queue_arn
-from schemas.envelopes import fifo_group
+from schemas.envelopes import fifo_group, waiting_detail
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +95,7 @@ async def _post_batch(request: web.Request, document: Any) -> web.Response:
 
 
 def _waiting(group: tuple[str, str], first: int) -> problems.FailedDependency:
-    message_type, group_id = group
-    return problems.FailedDependency(
-        f"Not sent: entry {first} of group {group_id!r} of type {message_type!r} was refused, and a FIFO group is sent "
-        f"in order; send the group's entries again from entry {first} on.",
-        waits_on=first,
-    )
+    return problems.FailedDependency(waiting_detail(group, first), waits_on=first)
 
 
 def _entry_failure(index: int, problem: problems.Problem) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
+from queue_manager import tracing
 from queue_manager.sqs.broker import QMBroker
 
 #: Batch sizes are 1 to 10 entries.
@@ -47,6 +48,23 @@ class ApiMetrics:
             "Write requests to the status store (one SQLite commit, or one BatchWriteItem).",
             registry=self.registry,
         )
+        self.trace_spans_dropped = Counter(
+            "qm_trace_spans_dropped",
+            "Spans dropped on their way to the trace collector, by reason: queue_full (the export queue), "
+            "export_failed (the collector refused them or was away).",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def watch_tracing(self) -> None:
+        """Count the spans tracing drops in this process (while it is on; zeros from the start)."""
+        for reason in tracing.DROP_REASONS:
+            self.trace_spans_dropped.labels(reason)
+        tracing.drop_listeners.append(self.count_dropped_spans)
+
+    def count_dropped_spans(self, reason: str, n: int) -> None:
+        """Count spans tracing dropped (a `tracing.drop_listeners` listener)."""
+        self.trace_spans_dropped.labels(reason).inc(n)
 
     def watch_broker(self, broker: QMBroker) -> None:
         """Count the broker's SQS requests by action."""

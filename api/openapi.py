@@ -322,7 +322,9 @@ def build_openapi(
                     "description": (
                         "SQS's visible, in-flight and delayed counts, with what the worker processes report "
                         "(those sharing this API's QM_STATE_DIR, reports under 5 s old): held (received, not "
-                        "started), running, backing_off (hidden for a retry's backoff, never counted as work). "
+                        "started), running, backing_off (hidden for a retry's backoff, never counted as work), "
+                        "blocked (FIFO messages held behind the running one of their group: not work for another "
+                        "thread). "
                         "backlog = visible + held; threads_needed = running + backlog * min(1, p50 ÷ "
                         "target_latency_seconds); workers_needed = ⌈threads_needed ÷ threads_per_process⌉. "
                         "A figure the reports cannot give is null, and `reasons` says why. For KEDA's "
@@ -718,6 +720,10 @@ def _scaling_schemas() -> dict[str, Any]:
                 "held": {**count, "description": "Received by a worker and not started."},
                 "running": {**count, "description": "Held by a worker thread."},
                 "backing_off": {**count, "description": "Hidden for a retry's backoff: not work until it ends."},
+                "blocked": {
+                    **count,
+                    "description": "FIFO messages a worker holds behind the running one of their group: not backlog.",
+                },
                 "unreported_in_flight": {**count, "description": "In flight and in no fresh worker report."},
                 "backlog": {**count, "description": "visible + held: messages waiting for a thread."},
                 "oldest_wait_seconds": {**number, "description": "The longest a first attempt waited for a thread."},

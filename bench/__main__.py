@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any, NoReturn
 
-from bench import api_load, e2e, fleet, latency, overhead, payloads, profile, workers
+from bench import api_load, e2e, fleet, latency, mix, overhead, payloads, profile, workers
 from bench import status as status_cost
 from bench import tracing as trace_cost
 from bench.common import (
@@ -34,7 +34,7 @@ from bench.common import (
 )
 from bench.report import Report
 
-SCENARIOS = ("proxy", "api", "e2e", "latency", "fleet", "idle", "workers", "status", "payloads", "tracing")
+SCENARIOS = ("proxy", "api", "e2e", "latency", "fleet", "idle", "workers", "status", "payloads", "tracing", "mix")
 
 FULL: dict[str, Any] = {
     "rtts": [0.0, 15.0],
@@ -233,6 +233,9 @@ class Run:
                         workdir=self.workdir,
                         drain_timeout=c["drain_timeout"],
                         profile_dir=self.profile_dir / f"tracing-{name}" if self.profile_dir is not None else None,
+                        # every variant's CPU read a schedule delay after the queue empties: `on`
+                        # counts its last export (of every process) too
+                        settle_seconds=trace_cost.SETTLE_SECONDS,
                     )
                 except Exception as exc:
                     self.failed(f"tracing {proxy.rtt_ms:g} ms {name}", exc)
@@ -464,6 +467,13 @@ class Run:
                             self.payloads(proxy, endpoint)
                         if "tracing" in only:
                             self.tracing(rtt_index, proxy)
+                        if "mix" in only and proxy.rtt_ms > 0:  # every shipped message type end to end (bench/mix.py)
+                            figures = mix.scenario(
+                                self.procs, self.reaper, self.client, proxy, self.prefix, c, rtt_index=rtt_index,
+                                server_pid=self.server_pid, workdir=self.workdir, log=self.log, failed=self.failed,
+                            )  # fmt: skip
+                            self.report.mix[proxy.rtt_ms] = figures
+                            self.report.notes.extend(figures.notes())
                     if "idle" in only and c["idle_seconds"] > 0:
                         self.idle(proxies)
                     self.log("waiting for SIGTERMed workers to exit")

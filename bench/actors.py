@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
 from typing import Any
+
+import urllib3
 
 #: How long the sleep actor takes.
 SLEEP_SECONDS = 0.05
@@ -50,8 +53,31 @@ def stock_log(payload: dict[str, Any]) -> None:
     logger.info("%s", payload["message"])
 
 
-def idle(payload: dict[str, Any]) -> None:
-    """Stock's `webhook` and `ordered` actors: their queues are consumed but stay empty in the bench."""
+#: Stock's webhook connections: the shipped actor's pool (actors/webhook.py), no retries, no redirects.
+_http = urllib3.PoolManager(num_pools=16, maxsize=16, retries=False)
+
+#: The shipped default of QM_WEBHOOK_TIMEOUT_SECONDS and QM_WEBHOOK_ALLOWED_HOSTS.
+WEBHOOK_TIMEOUT_SECONDS = 10.0
+WEBHOOK_ALLOWED_HOSTS = ("127.0.0.1", "localhost")
+
+
+def stock_webhook(payload: dict[str, Any]) -> None:
+    """Stock's `webhook` and `ordered` actors: the shipped actor's HTTP work (actors/webhook.py `post`:
+    the destination check, the same headers and pool, POST `body` to `url`) without its retry policy
+    or tracing; stock has no current message, so its Idempotency-Key is empty. A non-2xx raises
+    (Dramatiq's Retries middleware retries it)."""
+    from schemas.checks import destination_error
+
+    url = payload["url"]
+    refused = destination_error(url, WEBHOOK_ALLOWED_HOSTS)
+    if refused:
+        raise ValueError(f"webhook destination refused: {refused}")
+    headers = {**payload.get("headers", {}), "Content-Type": "application/json", "Idempotency-Key": ""}
+    timeout = urllib3.Timeout(connect=WEBHOOK_TIMEOUT_SECONDS, read=WEBHOOK_TIMEOUT_SECONDS)
+    body = json.dumps(payload["body"]).encode()
+    response = _http.request("POST", url, body=body, headers=headers, redirect=False, timeout=timeout)
+    if not 200 <= response.status < 300:
+        raise RuntimeError(f"webhook to {url} answered {response.status}")
 
 
 def sleep() -> None:

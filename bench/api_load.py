@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from subprocess import Popen
 
@@ -116,7 +117,14 @@ class LoadResult:
         }
 
 
-async def _load(url: str, clients: int, total: int, time_limit: float) -> Load:
+#: A request body by request number (0, 1, ...), and what to call with (number, time.time() at send) on a 202.
+BodyOf = Callable[[int], bytes]
+OnAccepted = Callable[[int, float], None]
+
+
+async def _load(
+    url: str, clients: int, total: int, time_limit: float, body_of: BodyOf | None, on_accepted: OnAccepted | None
+) -> Load:
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     errors: Counter[str] = Counter()
@@ -131,10 +139,13 @@ async def _load(url: str, clients: int, total: int, time_limit: float) -> Load:
         async def client() -> None:
             nonlocal issued, accepted
             while issued < total and time.perf_counter() < deadline:
+                number = issued
                 issued += 1
+                body = BODY if body_of is None else body_of(number)
+                sent = time.time()
                 t0 = time.perf_counter()
                 try:
-                    async with session.post(url, data=BODY, headers=HEADERS) as response:
+                    async with session.post(url, data=body, headers=HEADERS) as response:
                         await response.read()
                         status = response.status
                 except (TimeoutError, aiohttp.ClientError) as exc:
@@ -144,15 +155,29 @@ async def _load(url: str, clients: int, total: int, time_limit: float) -> Load:
                 if status == 202:
                     accepted += 1
                     latencies.append((time.perf_counter() - t0) * 1000)
+                    if on_accepted is not None:
+                        on_accepted(number, sent)
 
         await asyncio.gather(*(client() for _ in range(clients)))
         seconds = time.perf_counter() - start
     return Load(issued, accepted, seconds, latencies, statuses, errors)
 
 
-def load(url: str, clients: int, total: int, time_limit: float) -> Load:
-    """`clients` concurrent clients POST until `total` requests are issued or `time_limit` passes."""
-    return asyncio.run(_load(url, clients, total, time_limit))
+def load(
+    url: str,
+    clients: int,
+    total: int,
+    time_limit: float,
+    *,
+    body_of: BodyOf | None = None,
+    on_accepted: OnAccepted | None = None,
+) -> Load:
+    """`clients` concurrent clients POST until `total` requests are issued or `time_limit` passes.
+
+    Each sends BODY (a `log` message), or `body_of(n)` for the n-th request if given; `on_accepted(n,
+    sent)` is called for each 202 with the time.time() the request was sent.
+    """
+    return asyncio.run(_load(url, clients, total, time_limit, body_of, on_accepted))
 
 
 def start_api(

@@ -2,8 +2,8 @@
 
 - ours: `api.app.create_app(Settings(...))`, the app `qm-api` serves.
 - stock: a minimal aiohttp app whose POST /messages validates the envelope and payload against the
-  same JSON Schemas as ours and calls a stock
-  Dramatiq actor's `.send(payload)` on a stock `dramatiq_sqs.SQSBroker` through `asyncio.to_thread`.
+  same JSON Schemas as ours and calls its type's stock Dramatiq actor's `.send(payload)` (log,
+  webhook, ordered) on a stock `dramatiq_sqs.SQSBroker` through `asyncio.to_thread`.
 
 The stock API's `asyncio.to_thread` uses the loop's default executor (min(32, cores + 4) threads:
 6 on 2 cores), as a stock app would. SQS requests are counted by the bench's proxy, not here.
@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
 
 from aiohttp import web
 
@@ -55,9 +54,12 @@ def stock_app(prefix: str) -> web.Application:
 
     registry = SchemaRegistry.load(DEFAULT_SCHEMAS_DIR)
 
-    @dramatiq.actor(actor_name="log", queue_name="log", broker=broker)
-    def log(payload: dict[str, Any]) -> None:
-        pass
+    # One stock actor per shipped type (the bodies are the workers'; the API only sends). `ordered`
+    # is a standard queue here: dramatiq-sqs has no FIFO, so its group_id is not sent.
+    senders = {
+        name: dramatiq.actor(actor_name=name, queue_name=name, broker=broker)(lambda payload: None)
+        for name in ("log", "webhook", "ordered")
+    }
 
     async def post_message(request: web.Request) -> web.Response:
         try:
@@ -69,10 +71,10 @@ def stock_app(prefix: str) -> web.Application:
         errors = envelope_violations(document) or (
             document["type"] in registry and registry.validate(document["type"], document["payload"])
         )
-        if errors or document.get("type") != "log":
+        if errors or document.get("type") not in senders:
             return web.json_response({"title": "bad envelope"}, status=422)
-        message = await asyncio.to_thread(log.send, document["payload"])
-        return web.json_response({"id": message.message_id, "type": "log"}, status=202)
+        message = await asyncio.to_thread(senders[document["type"]].send, document["payload"])
+        return web.json_response({"id": message.message_id, "type": document["type"]}, status=202)
 
     app = web.Application()
     app.router.add_post("/messages", post_message)

@@ -159,11 +159,14 @@ def run(
     warmup: int = 20,
     env: dict[str, str] | None = None,
     drained: Callable[[str], None] | None = None,
+    settle_seconds: float = 0.0,
 ) -> EndToEnd:
     """Start a worker and an API of `impl`, warm them up, then time `total` POSTs until the queue is empty.
 
     `env` adds settings to both; `drained` is called with the API's base URL once the queue is empty,
-    before anything stops (to read the processes' metrics).
+    before anything stops (to read the processes' metrics). `settle_seconds` is waited after the
+    queue is empty before the CPU is read: work the processes do after the last message (a span
+    export on a timer) is counted too. The rate is measured to the empty queue all the same.
     """
     worker = workers.start_worker(
         procs,
@@ -205,6 +208,8 @@ def run(
             empty_at = time.monotonic()
             if left:
                 error = f"{left} messages left {drain_timeout:.0f} s after the last answer;"
+        if settle_seconds > 0:
+            time.sleep(settle_seconds)
         for sampler in samplers:
             profile.stop(sampler)
         api_cpu, worker_cpu, server_cpu, proxy_cpu = (

@@ -86,6 +86,8 @@ class Report:
         self.tracing: dict[float, dict[str, Any]] = {}
         #: Message status on against off, by round-trip time (bench/status.py).
         self.status: dict[float, Any] = {}
+        #: Every shipped message type end to end, by round-trip time (bench/mix.py: render, detail, as_dict).
+        self.mix: dict[float, Any] = {}
 
     # -- figures --------------------------------------------------------------------------------
 
@@ -380,6 +382,7 @@ class Report:
         out = [table(headers, body, title)]
         for figures in self.payloads.values():
             out.append("\n".join(figures.lines()))
+        out += [figures.render() for figures in self.mix.values()]
         notes = self._overhead_notes() + [line for cost in self.status.values() for line in cost.lines()] + self.notes
         if self.config.get("ours_env"):
             given = ", ".join(f"{k}={v}" for k, v in sorted(self.config["ours_env"].items()))
@@ -403,6 +406,7 @@ class Report:
             for run in runs:
                 total.update(run.requests)
             entries.append((f"{rtt:g} ms drain {scenario} {impl}", total, sum(r.messages for r in runs)))
+        entries += [entry for figures in self.mix.values() for entry in figures.detail_entries()]
         for _, counts, _ in entries:
             actions.update(counts)
         columns = sorted(actions)
@@ -475,6 +479,7 @@ class Report:
                 "proxies": {f"{rtt:g}": stats for rtt, stats in self.proxies.items()},
                 "status": {f"{rtt:g}": cost.as_dict() for rtt, cost in self.status.items()},
                 "payloads": [f.as_dict() for f in self.payloads.values()],
+                "mix": [f.as_dict() for f in self.mix.values()],
             },
             "notes": self.notes,
             "tracing": {f"{rtt:g}": figures for rtt, figures in self.tracing.items()},

@@ -43,6 +43,7 @@ class QueueReport:
     backing_off: int
     oldest_wait_seconds: float | None
     recent_seconds: tuple[float, ...]
+    blocked: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +78,7 @@ class ProcessReport:
                 backing_off=int(q["backing_off"]),
                 oldest_wait_seconds=None if q["oldest_wait_seconds"] is None else float(q["oldest_wait_seconds"]),
                 recent_seconds=tuple(float(x) for x in q["recent_seconds"]),
+                blocked=int(q.get("blocked", 0)),  # absent from the reports of older workers
             )
             for name, q in raw["queues"].items()
         }

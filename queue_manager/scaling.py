@@ -5,6 +5,8 @@ Definitions (the README's "Scaling and deploying" says the same):
 - **backlog**: messages waiting for a worker thread: visible on SQS, plus those a worker received
   and has not started (`held`). Delayed messages are not due yet, and messages backing off (a
   retry in place hidden for its backoff) are not work for anyone until it ends: neither counts.
+  Nor do FIFO messages a worker holds behind the running message of their group (`blocked`):
+  only their group's turn frees them, and another worker would not.
 - **threads needed**: `running + backlog * min(1, p50 ÷ target)`. A thread finishes target ÷ p50
   messages within the target latency, so clearing the backlog in time takes backlog ÷ (target ÷
   p50) threads (AWS's backlog-per-instance rule, per thread), never more than one per message;
@@ -121,7 +123,7 @@ def _row(
     row: dict[str, Any] = {"type": message_type, "queue": queue, "visible": visible, "delayed": delayed}
     row["in_flight"] = in_flight
     if not reports:
-        for name in ("held", "running", "backing_off", "unreported_in_flight", "backlog", "threads_needed"):
+        for name in ("held", "running", "backing_off", "blocked", "unreported_in_flight", "backlog", "threads_needed"):
             row[name] = None
             reasons[name] = NO_REPORTS
         row["oldest_wait_seconds"] = row["p50_seconds"] = None
@@ -131,6 +133,7 @@ def _row(
     held = sum(q.held for q in mine)
     running = sum(q.running for q in mine)
     backing_off = sum(q.backing_off for q in mine)
+    blocked = sum(q.blocked for q in mine)
     waits = [q.oldest_wait_seconds for q in mine if q.oldest_wait_seconds is not None]
     samples = [s for q in mine for s in q.recent_seconds]
     p50 = round(statistics.median(samples), _PLACES) if samples else None
@@ -139,8 +142,9 @@ def _row(
         held=held,
         running=running,
         backing_off=backing_off,
+        blocked=blocked,
         # SQS's approximate count may lag the workers' by a moment: never below zero.
-        unreported_in_flight=max(in_flight - held - running - backing_off, 0),
+        unreported_in_flight=max(in_flight - held - running - backing_off - blocked, 0),
         backlog=backlog,
         oldest_wait_seconds=max(waits) if waits else None,
         p50_seconds=p50,

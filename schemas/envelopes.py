@@ -118,3 +118,12 @@ def fifo_group(envelope: Any, is_fifo: Callable[[str], bool]) -> tuple[str, str]
     if not isinstance(message_type, str) or not isinstance(group, str) or not is_fifo(message_type):
         return None
     return message_type, group
+
+
+def waiting_detail(group: tuple[str, str], first: int) -> str:
+    """What a batch entry held back behind entry `first` of its FIFO group is told, by the API and the client."""
+    message_type, group_id = group
+    return (
+        f"Not sent: entry {first} of group {group_id!r} of type {message_type!r} was refused, and a FIFO group is sent "
+        f"in order; send the group's entries again from entry {first} on."
+    )

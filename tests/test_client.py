@@ -264,3 +264,30 @@ def test_a_redrive_of_an_unknown_id_exits_non_zero(api_process: Any) -> None:
     assert redriven.returncode == 1, redriven.stderr
     assert "nope" in redriven.stderr
     assert "redrive" in qm(url, "--help").stdout.split("exit codes")[1]
+
+
+def test_a_batch_of_chunks_never_sends_an_entry_of_a_fifo_group_after_one_that_was_refused(
+    api_process: Any, settings: Settings, sqs: Any
+) -> None:
+    # Given 150 ordered entries in two groups, sent in two chunks of at most 100, unchecked by the
+    # client: entry 10 (group a) is refused by the API in the first chunk, entry 121 (group b) in the second
+    _, url = api_process()
+    client = QMClient(url)
+    hook = "http://127.0.0.1:9/never-called"
+    items: list[dict[str, Any]] = [
+        {"type": "ordered", "group_id": "ab"[i % 2], "payload": {"url": hook, "body": {"n": i}}} for i in range(150)
+    ]
+    items[10]["payload"] = {"url": hook}
+    items[121]["payload"] = {"url": hook}
+    # When the batch is sent
+    results = client.send_batch(items, validate=False)["results"]
+    # Then each group is sent up to its refused entry, and nothing of it after, in either chunk
+    assert [r["index"] for r in results] == list(range(150))
+    statuses = {r["index"]: r["status"] for r in results}
+    assert statuses[10] == statuses[121] == 422
+    held = {r["index"]: r["waits_on"] for r in results if r["status"] == 424}
+    assert held == {**{i: 10 for i in range(12, 150, 2)}, **{i: 121 for i in range(123, 150, 2)}}
+    assert "entry 121 of group 'b'" in results[149]["detail"] and "entry 10 of group 'a'" in results[148]["detail"]
+    sent = [i for i, s in statuses.items() if s == 202]
+    assert sent == sorted([*range(0, 10, 2), *range(1, 121, 2)])
+    assert queue_depth(sqs, settings.queue_name("ordered") + ".fifo")["visible"] == len(sent)

@@ -267,3 +267,13 @@ async def test_the_iam_policy_allows_every_dynamodb_action_the_state_store_makes
     assert not any(a.endswith(("CreateTable", "UpdateTimeToLive")) for a in runtime["Action"])
     for statement in statements:
         assert fnmatch.fnmatch(f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}", statement["Resource"])
+
+
+def test_compose_passes_opentelemetrys_variables_through_to_the_api_and_the_worker() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    wanted = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_SERVICE_NAME", "OTEL_TRACES_SAMPLER"}
+    for name in ("api", "worker"):
+        environment = compose["services"][name]["environment"]
+        # without a value: taken from the shell when set there, else unset (tracing off), never ""
+        assert {k: environment.get(k, "missing") for k in wanted} == dict.fromkeys(wanted)
+        assert environment["OTEL_SDK_DISABLED"] is None

@@ -17,7 +17,7 @@ from dramatiq.middleware import CurrentMessage
 
 from queue_manager.sqs.broker import QMBroker
 from queue_manager.sqs.errors import PermanentFailure
-from tests.conftest import InProcessWorker
+from tests.conftest import SQS_KIND, InProcessWorker
 from tests.support import drain, queue_depth, send_messages, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -305,3 +305,33 @@ class _Raw:
     def read(self, *_: Any) -> bytes:
         data, self.data = self.data, b""
         return data
+
+
+@pytest.mark.skipif(SQS_KIND == "moto", reason="moto server hands out one message of a group per receive: none waits")
+def test_what_waits_behind_its_group_counts_as_blocked_not_held_for_a_thread(
+    broker: Callable[..., QMBroker], worker: Callable[..., InProcessWorker], sqs: Any
+) -> None:
+    # Given one group of 8 messages of 200 ms each, and a process of 4 threads
+    qm = broker()
+    journal = Journal()
+    actor = fifo_actor(qm, journal, seconds=0.2)
+    send_groups(qm, actor, {"a": 8})
+    queue = qm.sqs_queue_name("seq")
+    seen: list[tuple[int, int, int]] = []
+    # When it works them
+    w = worker(qm, threads=4)
+
+    def sample() -> bool:
+        load = qm.workload.snapshot().get("seq")
+        if load is not None:
+            seen.append((load.held, load.running, load.blocked))
+        return len(journal.done("a")) == 8
+
+    wait_for(sample, timeout=30, interval=0.02, what="all processed")
+    w.stop()
+    # Then what a receive brought beyond the running one waited as blocked, never as held for a thread
+    assert max(blocked for _, _, blocked in seen) >= 1, seen
+    assert all(running <= 1 for _, running, _ in seen), seen
+    assert all(held <= 1 for held, _, _ in seen), seen  # at most the one just let out, before a thread takes it
+    assert qm.workload.snapshot()["seq"].blocked == 0
+    assert queue_depth(sqs, queue) == {"visible": 0, "in_flight": 0, "delayed": 0}

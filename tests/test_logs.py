@@ -45,9 +45,10 @@ def test_a_message_is_followed_from_the_post_to_its_result_in_json_logs(
     assert accepted[0]["level"] == "DEBUG"
     # And the worker logged each attempt and the result, each record tagged with attempt and queue
     records = [r for r in json_lines(worker.output()) if r.get("message_id") == message_id]
+    # (the queue named as the API names it: the SQS queue's name)
     assert {(r["attempt"], r["type"], r["queue"]) for r in records} == {
-        (1, "webhook", "webhook"),
-        (2, "webhook", "webhook"),
+        (1, "webhook", accepted[0]["queue"]),
+        (2, "webhook", accepted[0]["queue"]),
     }
     assert any(r["attempt"] == 1 and r["message"].startswith("Retrying message") for r in records)
     assert any(r["attempt"] == 2 and r["message"].startswith("Processed message") for r in records)

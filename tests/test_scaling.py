@@ -77,6 +77,26 @@ def test_figures_combine_processes_and_never_count_backing_off_as_work() -> None
     assert again["types"][0]["threads_needed"] == 8.0
 
 
+def test_fifo_messages_blocked_behind_their_group_are_not_backlog() -> None:
+    # Given one process running 1 message of a FIFO group and holding 9 more behind it, 2 held ready
+    report = _report({"ordered": QueueReport(held=2, running=1, backing_off=0, oldest_wait_seconds=1.0,
+                                             recent_seconds=(1.0,), blocked=9)})  # fmt: skip
+    depth = {"visible": 0, "in_flight": 12, "delayed": 0}
+    # When the figures are made with a 1 s target
+    row = scaling.figures([("ordered", "qm_ordered.fifo", depth)], [report], target_latency_seconds=1)["types"][0]
+    # Then the 9 wait for their group's turn, not for a thread: another worker would not run them sooner
+    assert (row["held"], row["running"], row["blocked"], row["unreported_in_flight"]) == (2, 1, 9, 0)
+    assert row["backlog"] == 2
+    assert row["threads_needed"] == 3.0
+
+
+def test_a_report_from_a_worker_that_predates_blocked_reads_none_blocked() -> None:
+    text = _report({"log": QueueReport(held=1, running=0, backing_off=0, oldest_wait_seconds=None,
+                                       recent_seconds=())}).as_json().replace(', "blocked": 0', "")  # fmt: skip
+    assert '"blocked"' not in text
+    assert ProcessReport.from_json(text).queues["log"].blocked == 0
+
+
 def test_figures_without_reports_say_null_and_why() -> None:
     answer = scaling.figures(
         [("log", "qm_log", {"visible": 3, "in_flight": 0, "delayed": 0})], [], target_latency_seconds=30
@@ -107,6 +127,12 @@ def test_the_workload_follows_a_message_from_receipt_to_backoff_and_forgets_a_du
     assert len(load.recent_seconds) == 1
     time.sleep(0.1)
     assert work.snapshot()["q"].backing_off == 0  # due: SQS shows it as visible again
+    # A FIFO message held behind its group is blocked, not held, until its turn
+    work.received("q", "r3", sent_at=None)
+    work.blocked("r3")
+    assert (work.snapshot()["q"].held, work.snapshot()["q"].blocked) == (0, 1)
+    work.blocked("r3", False)
+    assert (work.snapshot()["q"].held, work.snapshot()["q"].blocked) == (1, 0)
     work.let_go(["r2"])
     assert work.running() == 0
 

@@ -79,9 +79,9 @@ def stack(
         env["QM_STATE_TABLE"] = f"{settings.queue_prefix}-state"
         own = {"QM_STATE_DIR": str(tmp_path / "worker-state")}
 
-    def start(*, worker_env: dict[str, str] | None = None) -> tuple[str, Proc]:
+    def start(*, worker_env: dict[str, str] | None = None, with_worker: bool = True) -> tuple[str, Proc | None]:
         _, api = api_process(env=env)
-        worker = worker_process(threads=2, env={**env, **own, **(worker_env or {})})
+        worker = worker_process(threads=2, env={**env, **own, **(worker_env or {})}) if with_worker else None
         return api, worker
 
     start.worker_env = {**env, **own}  # type: ignore[attr-defined]  # what another worker of the stack gets
@@ -171,6 +171,36 @@ def test_a_worker_killed_mid_message_reads_running_then_the_next_attempt_after_r
     document = state_of(api, message_id, "succeeded")
     assert events(document) == [("accepted", 0), ("started", 1), ("started", 2), ("succeeded", 2)]
     assert document["attempts"] == 2
+
+
+@pytest.mark.e2e
+def test_a_receive_handed_back_unrun_costs_no_retry(
+    stack: Callable[..., tuple[str, Proc | None]],
+    worker_process: Callable[..., Proc],
+    receiver: Receiver,
+    settings: Settings,
+    sqs: Any,
+) -> None:
+    # Given a webhook whose receiver always answers 500
+    receiver.statuses["/down"] = [500]
+    api, _ = stack(with_worker=False)
+    message_id, _ = post_webhook(api, receiver.url("/down"))
+    # And its first receive handed back unrun, as a stopping worker hands back what it holds (SQS counts it)
+    url = sqs.get_queue_url(QueueName=settings.queue_name("webhook"))["QueueUrl"]
+    held = wait_for(
+        lambda: sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, WaitTimeSeconds=1).get("Messages"),
+        timeout=15,
+        what="the message",
+    )
+    sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=held[0]["ReceiptHandle"], VisibilityTimeout=0)
+    # When a worker allowed one retry runs it
+    worker_process(threads=2, env={**stack.worker_env, "QM_MAX_RETRIES": "1"})  # type: ignore[attr-defined]
+    # Then it runs twice, its first run and its one retry, before it is dead-lettered (counting
+    # receives, it was dead-lettered after one run)
+    document = state_of(api, message_id, "dead_lettered")
+    assert len(receiver.to("/down")) == 2
+    assert document["attempts"] == 2
+    assert "retries exhausted after 2 attempt(s)" in document["dead_letter_reason"]
 
 
 # -- the API alone (in process) ----------------------------------------------------------------

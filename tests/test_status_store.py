@@ -5,12 +5,17 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import pytest
 
+from queue_manager.sqs.constants import DEAD_LETTER_REASON_OPTION, RETRY_DELAY_OPTION
+from queue_manager.sqs.message import SQSMessage
+from queue_manager.sqs.middleware.retries import RetriesInPlace
 from queue_manager.state import sqlite as sqlite_store
 from queue_manager.state import status
 from queue_manager.state.base import (
@@ -207,6 +212,27 @@ def test_a_repeated_sqs_message_id_names_the_message_that_stands() -> None:
     assert sent.standing("other.fifo", "sqs-1", "second") is None
 
 
+def test_runs_before_an_attempt_count_the_attempts_that_ran_not_the_receives() -> None:
+    # Receives 1 and 3 were handed back unrun (no event); 2 ran and failed; 4 is the one asking
+    events = [ev(ACCEPTED, 0), ev(STARTED, 1, 2), ev(RETRY_SCHEDULED, 2, 2, error="x", delay_ms=100)]
+    assert status.runs_before(events, 4) == 1
+    assert status.runs_before(events, 2) == 0
+    # An outcome says its attempt ran even when its `started` was lost; a repeated event counts once
+    assert status.runs_before([*events, ev(RETRY_SCHEDULED, 3, 3, error="y", delay_ms=1), ev(STARTED, 1, 2)], 4) == 2
+
+
+def test_runs_before_count_only_the_copy_since_the_last_redrive() -> None:
+    events = [
+        ev(ACCEPTED, 0),
+        ev(STARTED, 1, 1),
+        ev(DEAD_LETTERED, 2, 1, reason="r", error="e"),
+        ev(REDRIVEN, 3),
+        ev(STARTED, 4, 1),
+        ev(RETRY_SCHEDULED, 5, 1, error="e", delay_ms=1),
+    ]
+    assert status.runs_before(events, 3) == 1
+
+
 @pytest.mark.parametrize(
     ("value", "valid"),
     [
@@ -395,3 +421,35 @@ def test_a_closed_writer_drops_what_it_is_given() -> None:
     writer.add(many(1)[0])
     assert counted == [("dropped", 1)]
     assert store.writes == []
+
+
+# -- the retry budget, which counts runs in the store ------------------------------------------
+
+
+def _fail_at_receive(retries: Any, receive_count: int) -> dict[str, Any]:
+    """The options RetriesInPlace leaves on a message that failed at `receive_count`."""
+    message = dramatiq.Message(
+        queue_name="webhook", actor_name="webhook", args=(), kwargs={}, options={}, message_id=ID
+    )
+    proxy = SQSMessage(message, queue_url="u", receipt_handle="r", receive_count=receive_count, body="", attributes={})
+    retries.after_process_message(types.SimpleNamespace(actors={}), proxy, exception=RuntimeError("boom"))
+    return dict(proxy.options)
+
+
+def test_the_retry_budget_counts_runs_so_a_receive_handed_back_unrun_costs_no_retry(tmp_path: Path) -> None:
+    store = SQLiteStatusEvents(tmp_path / "status.sqlite3", retention_seconds=3600)
+    retries = RetriesInPlace(max_retries=1, status=store)
+    # Receive 1 was handed back (nothing recorded): receive 2 is the first run, and its failure is retried
+    assert RETRY_DELAY_OPTION in _fail_at_receive(retries, 2)
+    # Once receive 2 is known to have run, receive 3's failure spends the one retry
+    store.write([ev(STARTED, 1, 2), ev(RETRY_SCHEDULED, 2, 2, error="boom", delay_ms=100)])
+    options = _fail_at_receive(retries, 3)
+    assert options[DEAD_LETTER_REASON_OPTION] == "retries exhausted after 2 attempt(s): RuntimeError: boom"
+
+
+def test_without_a_readable_store_the_retry_budget_counts_receives(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    unreadable = SQLiteStatusEvents(tmp_path / "file" / "status.sqlite3", retention_seconds=3600)
+    for retries in (RetriesInPlace(max_retries=1), RetriesInPlace(max_retries=1, status=unreadable)):
+        options = _fail_at_receive(retries, 2)
+        assert options[DEAD_LETTER_REASON_OPTION] == "retries exhausted after 2 attempt(s): RuntimeError: boom"

@@ -33,7 +33,7 @@ from queue_manager import tracing
 from queue_manager.settings import Settings, SettingsError
 from queue_manager.sqs import constants
 from tests.conftest import ROOT, Proc, Receiver
-from tests.support import free_port, wait_for
+from tests.support import free_port, samples, wait_for
 
 KIND = {
     ProtoSpan.SPAN_KIND_SERVER: "server",
@@ -337,6 +337,40 @@ def test_a_collector_that_is_down_costs_dropped_spans_not_answers(
     assert re.search(r"Tracing stopped: 0 span\(s\) exported, (1[1-9]|[2-9]\d) dropped", proc.output()), proc.output()
 
 
+@pytest.mark.e2e
+def test_spans_a_collector_refuses_are_counted_in_both_processes_metrics(
+    api_process: Callable[..., tuple[Proc, str]],
+    worker_process: Callable[..., Proc],
+    collector: Collector,
+    receiver: Receiver,
+) -> None:
+    # Given an API and a worker whose collector refuses every export (404: not retried)
+    refusing = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.url + "/nowhere", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    port = free_port()
+    worker_process(env={**refusing, "QM_WORKER_METRICS_PORT": str(port)})
+    _, api = api_process(env=refusing)
+    # When five messages are posted and processed
+    for _ in range(5):
+        assert post(api + "/messages", webhook(receiver.url("/ok")))[0] == 202
+    wait_for(lambda: len(receiver.to("/ok")) == 5, timeout=30, what="five webhooks")
+
+    def dropped(url: str, reason: str) -> float:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                found = samples(response.read().decode())
+        except OSError:
+            return -1
+        return found.get(("qm_trace_spans_dropped_total", (("reason", reason),)), -1)
+
+    # Then each process counts the spans it could not export: the API its server, create and send
+    # spans, the worker its process and settle spans (and the webhook's client spans); none over the queue
+    wait_for(lambda: dropped(api + "/metrics", "export_failed") >= 11, timeout=20, what="the API's dropped spans")
+    worker_metrics = f"http://127.0.0.1:{port}/metrics"
+    wait_for(lambda: dropped(worker_metrics, "export_failed") >= 11, timeout=20, what="the worker's dropped spans")
+    assert dropped(api + "/metrics", "queue_full") == 0
+    assert dropped(worker_metrics, "queue_full") == 0
+
+
 def test_the_settings_name_opentelemetrys_variables() -> None:
     assert not tracing.wanted(Settings.from_env({}))
     assert tracing.wanted(Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}))
@@ -403,6 +437,8 @@ def test_a_process_span_is_a_child_of_the_creation_or_only_linked_to_it(mode: st
     settings = Settings.from_env({"OTEL_TRACES_EXPORTER": "console", "QM_TRACE_CONSUMER": mode})
     spans = Spans(TracerProvider(), tracing.TraceConfig.from_settings(settings), _Counts())
     spans.add_processor(SimpleSpanProcessor(memory))
+    kept = _Keep()
+    spans.light_processors.append(kept)
     # When a message is created, and then processed from the attributes SQS hands back
     entry: dict[str, Any] = {"MessageBody": "x", "MessageAttributes": {}}
     spans.created(entry, "qm_webhook", "m-1")
@@ -423,8 +459,52 @@ def test_a_process_span_is_a_child_of_the_creation_or_only_linked_to_it(mode: st
 
     from queue_manager.tracing import otlp
 
+    ours = kept.spans
     finished = memory.get_finished_spans()
     assert ExportTraceServiceRequest.FromString(otlp.encode(finished)) == encode_spans(finished)
+    # and so do our own spans, as the OTLP processor gets them (not the SDK's records of them)
+    assert ExportTraceServiceRequest.FromString(otlp.encode(ours)) == encode_spans(finished)
+
+
+class _Keep:
+    """A processor of our own spans, as they end (what the OTLP batch processor is handed)."""
+
+    def __init__(self) -> None:
+        self.spans: list[Any] = []
+
+    def on_end(self, span: Any) -> None:
+        self.spans.append(span)
+
+
+def test_a_sampler_other_than_the_default_decides_and_an_unsampled_parent_is_followed() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+
+    from queue_manager.tracing.spans import Spans, _Counts
+
+    config = tracing.TraceConfig.from_settings(Settings.from_env({"OTEL_TRACES_EXPORTER": "console"}))
+    # Given a sampler that samples nothing
+    spans = Spans(TracerProvider(sampler=ALWAYS_OFF), config, _Counts())
+    kept = _Keep()
+    spans.light_processors.append(kept)
+    entry: dict[str, Any] = {"MessageAttributes": {}}
+    spans.created(entry, "q", "m-1")
+    # Then nothing is recorded, and the message carries an unsampled context
+    assert kept.spans == []
+    flags = int(entry["MessageAttributes"][constants.ATTR_TRACEPARENT]["StringValue"].rpartition("-")[2], 16)
+    assert flags & 1 == 0
+    # Given the default sampler (parent-based, always on)
+    spans = Spans(TracerProvider(), config, _Counts())
+    spans.light_processors.append(kept)
+    received = {k: {**v, "StringListValues": []} for k, v in entry["MessageAttributes"].items()}
+    # When the unsampled message is processed, then its process span follows its parent: not recorded
+    spans.process(destination="q", message_id="m-1", sqs_message_id=None, attempt=1, attributes=received).end()
+    assert kept.spans == []
+    # Given a ratio sampler of 1 under a parent-based one (not the default, so the sampler is asked)
+    spans = Spans(TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0))), config, _Counts())
+    spans.light_processors.append(kept)
+    spans.created({"MessageAttributes": {}}, "q", "m-2")
+    assert [s.name for s in kept.spans] == ["create q"]
 
 
 def test_the_direct_otlp_encoder_writes_what_the_sdks_encoder_writes() -> None:

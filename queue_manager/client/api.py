@@ -23,7 +23,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from schemas import Validator, Violation, violations
-from schemas.envelopes import FIFO_REQUIRED, message_violations
+from schemas.envelopes import FIFO_REQUIRED, fifo_group, message_violations, waiting_detail
 
 #: The OpenAPI component holding the fields every envelope may have (the API's `ENVELOPE_FIELDS`).
 ENVELOPE_FIELDS = "EnvelopeFields"
@@ -220,8 +220,10 @@ class QMClient:
     def send_batch(self, envelopes: Iterable[Any], *, validate: bool = True) -> dict[str, Any]:
         """Validate every envelope locally, then POST /messages/batch in chunks of 100.
 
-        Returns `{"results": [...]}` with one result per envelope in order (indexes across chunks).
-        If any envelope is invalid nothing is sent: ValidationFailed lists them under /messages/<i>.
+        Returns `{"results": [...]}` with one result per envelope in order (indexes and `waits_on`
+        across chunks). If any envelope is invalid nothing is sent: ValidationFailed lists them under
+        /messages/<i>. As the API does within one batch, an entry of a FIFO group whose earlier entry
+        was not sent is not sent either (424, `waits_on` that entry), in a later chunk too.
         """
         items = list(envelopes)
         if not items:
@@ -235,13 +237,37 @@ class QMClient:
                 raise ValidationFailed(
                     f"{invalid} of the {len(items)} messages {'is' if invalid == 1 else 'are'} not valid.", errors
                 )
-        results: list[dict[str, Any]] = []
+        results: dict[int, dict[str, Any]] = {}
+        # A FIFO group's first entry that was not sent, across chunks as the API does within one: what
+        # follows it in its group is held back (424), else a fixed and resent entry would come after it.
+        refused: dict[tuple[str, str], int] = {}
         most = self.max_batch_messages()
         for start in range(0, len(items), most):
-            chunk = items[start : start + most]
-            answer = self.request("POST", "/messages/batch", {"messages": chunk})
-            results.extend({**r, "index": r["index"] + start} for r in answer["results"])
-        return {"results": results}
+            positions: list[int] = []  # the batch index of each entry of this chunk
+            for index in range(start, min(start + most, len(items))):
+                group = fifo_group(items[index], self.is_fifo)
+                if group is not None and group in refused:
+                    first = refused[group]
+                    results[index] = {
+                        "index": index, "status": 424, "detail": waiting_detail(group, first), "waits_on": first
+                    }  # fmt: skip
+                else:
+                    positions.append(index)
+            if not positions:
+                continue
+            answer = self.request("POST", "/messages/batch", {"messages": [items[i] for i in positions]})
+            for result in answer["results"]:
+                index = positions[result["index"]]
+                result = {**result, "index": index}
+                group = fifo_group(items[index], self.is_fifo)
+                if "waits_on" in result:
+                    result["waits_on"] = positions[result["waits_on"]]
+                    if group is not None:
+                        result["detail"] = waiting_detail(group, result["waits_on"])
+                if result["status"] != 202 and group is not None:
+                    refused.setdefault(group, index)
+                results[index] = result
+        return {"results": [results[i] for i in range(len(items))]}
 
     # Queues and dead letters.
 

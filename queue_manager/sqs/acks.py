@@ -82,6 +82,8 @@ class Acks:
         self._stopped = False
         #: Batches handed to the senders and not yet answered.
         self._in_flight = 0
+        #: Delete batches in flight per queue: a queue's `soon` deletes wait for them, then go together.
+        self._deleting: dict[str, int] = defaultdict(int)
         #: Called with the size of every DeleteMessageBatch, e.g. to export it as a metric.
         self.delete_batch_listeners: list[Callable[[int], None]] = []
         #: Called with a queue URL and the receipt handles SQS confirmed deleted (large messages delete
@@ -105,6 +107,8 @@ class Acks:
 
         `soon` sends the queue's pending deletes at once instead of after the flush interval: a
         FIFO group whose last message here is done stays blocked on SQS until its delete arrives.
+        While a delete batch of the queue is in flight, they wait for its answer and go together
+        (at most a round trip later): under load, groups finishing together share a batch.
         """
         with self._cond:
             self._leases.pop(receipt_handle, None)
@@ -245,7 +249,7 @@ class Acks:
 
     def _full_batch_waiting(self) -> bool:
         """Whether a batch may go now without waiting for the flush interval (call holding the condition)."""
-        return bool(self._due) or any(
+        return any(not self._deleting[queue_url] for queue_url in self._due) or any(
             len(entries) >= constants.MAX_BATCH_ENTRIES
             for pending in (self._deletes, self._visibility)
             for entries in pending.values()
@@ -255,6 +259,8 @@ class Acks:
         """Send one batch on a sender thread (in this thread once stopped)."""
         with self._cond:
             self._in_flight += 1
+            if item[0] == "delete":
+                self._deleting[item[1]] += 1
             if not self._stopped and self._senders is None:
                 self._senders = ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="qm-acks-send")
             senders = None if self._stopped else self._senders
@@ -275,6 +281,8 @@ class Acks:
         finally:
             with self._cond:
                 self._in_flight -= 1
+                if item[0] == "delete":
+                    self._deleting[item[1]] -= 1
                 self._cond.notify_all()
 
     def _take(self, *, force: bool, most: int | None = None) -> list[_Work]:
@@ -284,7 +292,8 @@ class Acks:
         with self._cond:
             for kind, pending_by_queue in (("delete", self._deletes), ("visibility", self._visibility)):
                 for queue_url, entries in pending_by_queue.items():
-                    due = kind == "delete" and queue_url in self._due
+                    # A queue's `soon` deletes go at once, unless one of its delete batches is in flight.
+                    due = kind == "delete" and queue_url in self._due and not self._deleting[queue_url]
                     while (
                         entries
                         and (most is None or len(work) < most)
@@ -298,7 +307,7 @@ class Acks:
                         batch = entries[: constants.MAX_BATCH_ENTRIES]
                         del entries[: constants.MAX_BATCH_ENTRIES]
                         work.append((kind, queue_url, batch))
-                    if due and not entries:
+                    if kind == "delete" and not entries:
                         self._due.discard(queue_url)
         return work
 

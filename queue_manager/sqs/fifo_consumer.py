@@ -65,6 +65,7 @@ class FifoConsumer(QMConsumer):
         # the consumer's prefetch), kept hidden meanwhile (the heartbeat stops at SQS's 12 h limit).
         self.capacity.release(1)
         self.acks.hold(message.sqs_receipt_handle, math.inf)
+        self.workload.blocked(message.sqs_receipt_handle)
         return None
 
     def ack(self, message: dramatiq.MessageProxy) -> None:
@@ -138,6 +139,7 @@ class FifoConsumer(QMConsumer):
             self._release([message, *self.gate.release(message.group_id)])
             return
         self.capacity.take(1)
+        self.workload.blocked(message.sqs_receipt_handle, False)
         self.acks.hold(message.sqs_receipt_handle, time.monotonic() + self._hold_seconds(message))
         # Dramatiq's consumer thread waits on this condition for what to hand out: it goes at once.
         with self._cond:

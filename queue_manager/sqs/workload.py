@@ -1,4 +1,4 @@
-"""What one worker process holds, per queue: messages waiting for a thread, running, backing off.
+"""What one worker process holds, per queue: messages waiting for a thread, running, backing off, blocked.
 
 SQS sees a received message only as "not visible"; the process that holds it knows why. The
 consumer records what it receives, hands back and defers (a retry in place hides the message for
@@ -30,6 +30,8 @@ class _Held:
     sent_at: float | None
     #: When a worker thread started it (monotonic), while one runs it.
     started_at: float | None = None
+    #: Whether it waits behind the running message of its FIFO group (no thread can take it yet).
+    blocked: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,10 +39,12 @@ class QueueLoad:
     """One queue's figures in one process.
 
     Parameters:
-      held: Received and not started: held ready for a thread, or behind its FIFO group.
+      held: Received and not started, ready for a thread.
       running: Held by a worker thread now.
       backing_off: Failed attempts this process hid for their backoff (retries in place) that
         are not due yet: not work for any thread until then.
+      blocked: Received FIFO messages waiting behind the running message of their group: only
+        that group's turn frees them, not another thread.
       oldest_wait_seconds: The longest a first attempt held here has waited since it was sent, or
         waited before it started in the last WAIT_WINDOW_SECONDS; None when there is none.
       recent_seconds: The latest processing times (at most RECENT_TIMES), oldest first.
@@ -51,6 +55,7 @@ class QueueLoad:
     backing_off: int = 0
     oldest_wait_seconds: float | None = None
     recent_seconds: tuple[float, ...] = ()
+    blocked: int = 0
 
     @property
     def p50_seconds(self) -> float | None:
@@ -81,6 +86,13 @@ class Workload:
             self._queues.add(queue)
             self._backing_off.pop(receipt, None)
             self._held[receipt] = _Held(queue, sent_at)
+
+    def blocked(self, receipt: str, blocked: bool = True) -> None:
+        """A held message waits behind its FIFO group (True), or may go to a thread now (False)."""
+        with self._lock:
+            held = self._held.get(receipt)
+            if held is not None:
+                held.blocked = blocked
 
     def started(self, receipt: str) -> None:
         """A worker thread starts it."""
@@ -135,16 +147,17 @@ class Workload:
         with self._lock:
             for receipt in [r for r, (_, until) in self._backing_off.items() if until <= now]:
                 del self._backing_off[receipt]
-            counts: dict[str, list[int]] = {q: [0, 0, 0] for q in self._queues}
+            # Per queue: held, running, backing off, blocked.
+            counts: dict[str, list[int]] = {q: [0, 0, 0, 0] for q in self._queues}
             oldest: dict[str, float] = {}
             for held in self._held.values():
                 running = held.started_at is not None
-                row = counts.setdefault(held.queue, [0, 0, 0])
-                row[1 if running else 0] += 1
+                row = counts.setdefault(held.queue, [0, 0, 0, 0])
+                row[1 if running else 3 if held.blocked else 0] += 1
                 if not running and held.sent_at is not None:
                     oldest[held.queue] = max(oldest.get(held.queue, 0.0), wall - held.sent_at)
             for queue, _ in self._backing_off.values():
-                counts.setdefault(queue, [0, 0, 0])[2] += 1
+                counts.setdefault(queue, [0, 0, 0, 0])[2] += 1
             for queue, at, waited in self._waits:
                 if now - at <= WAIT_WINDOW_SECONDS:
                     oldest[queue] = max(oldest.get(queue, 0.0), waited)
@@ -153,6 +166,7 @@ class Workload:
                     held=row[0],
                     running=row[1],
                     backing_off=row[2],
+                    blocked=row[3],
                     oldest_wait_seconds=round(oldest[queue], 3) if queue in oldest else None,
                     recent_seconds=tuple(self._times.get(queue, ())),
                 )

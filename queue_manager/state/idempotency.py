@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from queue_manager.state.base import StoreUnavailable
+from queue_manager.state.sqlite import open_database
 
 logger = logging.getLogger(__name__)
 
@@ -287,14 +288,8 @@ class SqliteIdempotencyKeys:
             db.close()
 
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=True)
-        db.execute("PRAGMA journal_mode=WAL")
-        # WAL with NORMAL survives a process crash (what matters here), not a power cut: a key is
-        # worth one retry's duplicate at worst, not an fsync per request.
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        return db
+        # A key lost to a power cut is worth one retry's duplicate at worst, not an fsync per request.
+        return open_database(self.path, _SCHEMA, timeout_seconds=LOCK_TIMEOUT_SECONDS, check_same_thread=True)
 
     def _commit(self, db: sqlite3.Connection, batch: list[_Op]) -> list[tuple[Any, BaseException | None]]:
         """Run a batch in one transaction; a failure fails the whole batch (and nothing of it is written)."""

@@ -59,6 +59,21 @@ _INSERT = (
 )
 
 
+def open_database(path: Path, schema: str, *, timeout_seconds: float, check_same_thread: bool) -> sqlite3.Connection:
+    """A connection to one of the host's shared SQLite files (status, idempotency keys), its schema made.
+
+    WAL lets readers go on beside the one writer, and every process of the host opens the same
+    file. With synchronous=NORMAL a process crash loses nothing committed and a power cut may lose
+    the last commits: a status or a key is worth less than an fsync per write.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=timeout_seconds, isolation_level=None, check_same_thread=check_same_thread)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return db
+
+
 class SQLiteStatusEvents:
     """StatusEvents in one SQLite file; safe to call from any thread (one connection per thread).
 
@@ -88,13 +103,7 @@ class SQLiteStatusEvents:
         if self._closed:
             raise StoreUnavailable("The status store is closed.")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            # A process crash loses nothing committed; a power cut may lose the last commits: a
-            # status is worth less than an fsync per flush.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
+            db = open_database(self.path, _SCHEMA, timeout_seconds=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open the status store {str(self.path)!r}: {exc}") from exc
         self._local.db = db

@@ -101,6 +101,24 @@ def ordered(events: Iterable[StatusEvent]) -> list[StatusEvent]:
     return sorted(unique.values(), key=lambda e: (e.at, _RANK.get(e.kind, 9), e.attempt, e.key))
 
 
+def runs_before(events: Iterable[StatusEvent], attempt: int) -> int:
+    """How many of the current copy's attempts before `attempt` ran (started, or have an outcome).
+
+    An attempt number is SQS's receive count, and a receive that was handed back unrun (a worker
+    stopping) counts too; the runs are what the retry budget spends. Attempts of earlier copies
+    (before the last redrive) do not count: a redriven message starts its attempts again.
+    """
+    history = ordered(events)
+    last_redrive = max((i for i, e in enumerate(history) if e.kind == REDRIVEN), default=-1)
+    return len(
+        {
+            e.attempt
+            for e in history[last_redrive + 1 :]
+            if 0 < e.attempt < attempt and (e.kind == STARTED or e.kind in _OUTCOMES)
+        }
+    )
+
+
 def expired(events: Iterable[StatusEvent], *, now: float, retention_seconds: float) -> bool:
     """Whether a known message is past the retention (answered 410): its first event is older than it."""
     first = min((e.at for e in events), default=None)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from queue_manager.sqs import constants
@@ -46,6 +46,14 @@ WORKER_SERVICE = "queue-manager-worker"
 
 #: The live spans once `setup` turned tracing on; None means every hook is a no-op.
 _spans: Spans | None = None
+
+#: Why spans are dropped: the export queue was full, or the collector refused them or was away.
+DROP_REASONS = ("queue_full", "export_failed")
+
+#: Called with (reason, count) whenever spans are dropped in this process (the Prometheus metrics
+#: add theirs: `qm_trace_spans_dropped_total{reason}`); emptied by `shutdown`. Called from the
+#: thread that dropped them (a request's, an actor's or the export thread): quick and thread-safe.
+drop_listeners: list[Callable[[str, int], None]] = []
 
 
 def wanted(settings: Settings) -> bool:
@@ -74,7 +82,7 @@ def setup(settings: Settings, *, service: str) -> bool:
             exc,
         )
         return False
-    _spans = Spans.start(config, service=service)
+    _spans = Spans.start(config, service=service, drop_listeners=drop_listeners)
     from queue_manager import logs
 
     logs.trace_fields = _spans.log_fields
@@ -91,6 +99,7 @@ def shutdown(timeout_seconds: float = 5.0) -> None:
 
     logs.trace_fields = None
     spans.shutdown(timeout_seconds)
+    drop_listeners.clear()
 
 
 def active() -> bool:

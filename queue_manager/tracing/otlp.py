@@ -93,11 +93,45 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
         kind = type(value)
         hashable = kind is str or kind is int or kind is bool
         # The type is part of the key: True == 1, but they encode apart.
+        hashable = hashable and key not in UNIQUE_KEYS
         encoded = _CACHE.get((tag, key, kind, value)) if hashable else None
         if encoded is None:
             encoded = _field(tag, _key_value(key, value))
             if hashable and len(_CACHE) < _CACHE_SIZE:
                 _CACHE[(tag, key, kind, value)] = encoded
+        parts.append(encoded)
+    return b"".join(parts)
+
+
+#: Attributes whose values never repeat (ids): not cached, so that the cache keeps what does repeat.
+UNIQUE_KEYS = frozenset({"messaging.message.id", "aws.sqs.message.id"})
+
+#: A span attribute's key, encoded with its KeyValue tag, by key.
+_KEYS: dict[str, bytes] = {}
+
+
+def _span_attributes(attributes: Mapping[str, Any]) -> bytes:
+    """A span's attributes (Span field 9): `_attributes(b"\\x4a", ...)` in fewer steps for strings."""
+    parts = []
+    cache = _CACHE
+    for key, value in attributes.items():
+        if type(value) is not str:
+            parts.append(_attributes(b"\x4a", {key: value}))
+            continue
+        unique = key in UNIQUE_KEYS
+        encoded = None if unique else cache.get((b"\x4a", key, str, value))
+        if encoded is None:
+            key_bytes = _KEYS.get(key)
+            if key_bytes is None:
+                key_bytes = _field(b"\x0a", key.encode())
+                if len(_KEYS) < _CACHE_SIZE:
+                    _KEYS[key] = key_bytes
+            raw = value.encode()
+            any_value = b"\x0a" + _varint(len(raw)) + raw
+            key_value = key_bytes + b"\x12" + _varint(len(any_value)) + any_value
+            encoded = b"\x4a" + _varint(len(key_value)) + key_value
+            if not unique and len(cache) < _CACHE_SIZE:
+                cache[(b"\x4a", key, str, value)] = encoded
         parts.append(encoded)
     return b"".join(parts)
 
@@ -154,13 +188,74 @@ def _span(span: ReadableSpan) -> bytes:
     return b"".join(parts)
 
 
-def encode(spans: Sequence[ReadableSpan]) -> bytes:
-    """The serialised ExportTraceServiceRequest of `spans`, grouped by resource and scope as the SDK groups them."""
+#: Encoded name and kind by (name, kind): a few per queue.
+_NAMES: dict[tuple[str, Any], bytes] = {}
+_TIMES = struct.Struct("<BQBQ")
+_LOCAL_FLAGS = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE)
+_REMOTE_FLAGS = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
+_LINK_LOCAL_FLAGS = b"\x35" + _FIXED32.pack(_HAS_IS_REMOTE)
+_LINK_REMOTE_FLAGS = b"\x35" + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
+_UNSET_STATUS = b"\x7a\x00"
+
+
+def _light(span: Any) -> bytes:
+    """A span of ours (tracing.spans._LightSpan: links without attributes, nothing dropped), encoded
+    with what repeats cached: its wire format is `_span`'s, written in fewer steps."""
+    context = span.context
+    parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08", context.span_id.to_bytes(8, "big")]
+    if context.trace_state:
+        parts.append(_field(b"\x1a", ",".join(f"{k}={v}" for k, v in context.trace_state.items()).encode()))
+    parent = span.parent
+    if parent is not None:
+        parts.append(b"\x22\x08")
+        parts.append(parent.span_id.to_bytes(8, "big"))
+    key = (span.name, span.kind)
+    name = _NAMES.get(key)
+    if name is None:
+        name = _field(b"\x2a", span.name.encode()) + b"\x30" + _varint(_KINDS[span.kind])
+        if len(_NAMES) < _CACHE_SIZE:
+            _NAMES[key] = name
+    parts.append(name)
+    parts.append(_TIMES.pack(0x39, span.start_time or 0, 0x41, span.end_time or 0))
+    parts.append(_span_attributes(span.attributes))
+    for event in span.events:
+        body = b"\x09" + _FIXED64.pack(event.timestamp) + _field(b"\x12", event.name.encode())
+        body += _attributes(b"\x1a", event.attributes)
+        if event.dropped_attributes:
+            body += b"\x20" + _varint(event.dropped_attributes)
+        parts.append(_field(b"\x5a", body))
+    for link in span.linked:
+        parts.append(b"\x6a\x21\x0a\x10")
+        parts.append(link.trace_id.to_bytes(16, "big"))
+        parts.append(b"\x12\x08")
+        parts.append(link.span_id.to_bytes(8, "big"))
+        parts.append(_LINK_REMOTE_FLAGS if link.is_remote else _LINK_LOCAL_FLAGS)
+    status = span.status
+    if status.status_code.value or status.description:
+        body = b""
+        if status.description:
+            body += _field(b"\x12", status.description.encode())
+        if status.status_code.value:
+            body += b"\x18" + _varint(status.status_code.value)
+        parts.append(_field(b"\x7a", body))
+    else:
+        parts.append(_UNSET_STATUS)
+    parts.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
+    return b"".join(parts)
+
+
+def _encoded(span: Any) -> bytes:
+    return _span(span) if isinstance(span, ReadableSpan) else _light(span)
+
+
+def encode(spans: Sequence[Any]) -> bytes:
+    """The serialised ExportTraceServiceRequest of `spans` (the SDK's ReadableSpans or ours), grouped by
+    resource and scope as the SDK groups them."""
     grouped: dict[int, tuple[Any, dict[Any, list[bytes]]]] = {}
     for span in spans:
         resource = span.resource
         _, scopes = grouped.setdefault(id(resource), (resource, {}))
-        scopes.setdefault(span.instrumentation_scope or None, []).append(_span(span))
+        scopes.setdefault(span.instrumentation_scope or None, []).append(_encoded(span))
     out = []
     for resource, scopes in grouped.values():
         body = _field(b"\x0a", _attributes(b"\x0a", resource.attributes))
@@ -186,14 +281,19 @@ class SpanExporter(OTLPSpanExporter):
     """OpenTelemetry's OTLP/HTTP span exporter (its endpoint, headers, timeout, compression, retries)
     with the direct encoder; falls back to the SDK's own encoding should its internals change."""
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
         client = getattr(self, "_client", None)
         if client is None or getattr(self, "_shutdown", False):
-            return super().export(spans)
+            return super().export(_readable(spans))
         try:
             data = encode(spans)
         except Exception:  # a value of a type nobody expected: the SDK's encoder says what it is
             logger.exception("Could not encode %d span(s) directly; using the SDK's encoder.", len(spans))
-            return super().export(spans)
+            return super().export(_readable(spans))
         result = client.export(data)
         return SpanExportResult.SUCCESS if getattr(result, "success", False) else SpanExportResult.FAILURE
+
+
+def _readable(spans: Sequence[Any]) -> list[ReadableSpan]:
+    """The SDK's spans of ours (their `readable`), for the SDK's encoder."""
+    return [s if isinstance(s, ReadableSpan) else s.readable() for s in spans]

@@ -19,8 +19,10 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from random import getrandbits
+from time import time_ns
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -33,6 +35,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     Link,
@@ -45,6 +49,7 @@ from opentelemetry.trace import (
     TraceFlags,
     TraceState,
 )
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from queue_manager.sqs import constants
 from queue_manager.tracing.config import TraceConfig
@@ -64,14 +69,20 @@ SCOPE = "queue_manager.tracing"
 #: say on a crash of the delete, must not grow the table without end).
 MAX_SETTLING = 50_000
 
+#: Create spans remembered for their send span's links at most (the rest are read back from the
+#: entry's attributes).
+MAX_CREATED = 10_000
+
 #: How often the log says spans were dropped, at most.
 DROP_LOG_INTERVAL_SECONDS = 60.0
 
 
 class _Counts:
-    """Spans lost on the way to the collector, counted, and said in the log at most once a minute."""
+    """Spans lost on the way to the collector, counted, told to `listeners` (the metrics), and said in
+    the log at most once a minute."""
 
-    def __init__(self) -> None:
+    def __init__(self, listeners: Sequence[Callable[[str, int], None]] = ()) -> None:
+        self.listeners = listeners
         self.lock = threading.Lock()
         self.queue_full = 0
         self.export_failed = 0
@@ -91,6 +102,13 @@ class _Counts:
             if due:
                 self._logged_at = now
             total = self.queue_full + self.export_failed
+        for reason, count in (("queue_full", queue_full), ("export_failed", export_failed)):
+            if count:
+                for listener in self.listeners:
+                    try:
+                        listener(reason, count)
+                    except Exception:  # a metric's failure must not end the export thread
+                        logger.debug("A dropped-span listener failed.", exc_info=True)
         if due:
             logger.warning(
                 "Dropped %d span(s) so far: %d not accepted by the trace collector, %d over the export queue.",
@@ -140,14 +158,20 @@ class _CountingBatchProcessor(BatchSpanProcessor):
         batch = getattr(self, "_batch_processor", None)
         self._queue = getattr(batch, "_queue", None)
         self._max = getattr(batch, "_max_queue_size", None)
+        self._emit = getattr(batch, "emit", None)
 
     def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is None or not context.trace_flags.sampled:
+            return
         if self._queue is not None and self._max is not None and len(self._queue) >= self._max:
             # Dropped here, counted, and said once a minute (the SDK would log a warning per span).
-            if span.context is not None and span.context.trace_flags.sampled:
-                self.counts.lost(queue_full=1)
+            self.counts.lost(queue_full=1)
             return
-        super().on_end(span)
+        if self._emit is not None:
+            self._emit(span)  # what BatchSpanProcessor.on_end does after the same test
+        else:
+            super().on_end(span)
 
 
 def _resource(service: str) -> Resource:
@@ -177,22 +201,37 @@ def _creation(attributes: dict[str, Any]) -> SpanContext | None:
     if not trace_id or not span_id:
         return None
     state = attributes.get(constants.ATTR_TRACESTATE)
+    if state is None:
+        return SpanContext(trace_id, span_id, True, _FLAGS.get(flags) or TraceFlags(flags))
     if isinstance(state, dict):
         state = state.get("StringValue")
     return SpanContext(
         trace_id,
         span_id,
         is_remote=True,
-        trace_flags=TraceFlags(flags),
+        trace_flags=_FLAGS.get(flags) or TraceFlags(flags),
         trace_state=TraceState.from_header([state]) if isinstance(state, str) and state else None,
     )
 
 
-def _batch_parent(contexts: list[SpanContext]) -> Context:
+#: The trace flags made here, made once.
+_FLAGS = {flags: TraceFlags(flags) for flags in range(4)}
+
+
+def _batch_parent(contexts: list[SpanContext]) -> SpanContext | None:
     """A batch's parent: the first message's context when all belong to one trace, else none (a root)."""
-    if contexts and all(c.trace_id == contexts[0].trace_id for c in contexts):
-        return trace.set_span_in_context(NonRecordingSpan(contexts[0]), Context())
-    return Context()
+    if contexts:
+        first = contexts[0].trace_id
+        if all(c.trace_id == first for c in contexts):
+            return contexts[0]
+    return None
+
+
+def _current_span() -> Span:
+    """The span current in this thread or task: `trace.get_current_span()` without its checks (the
+    context holds what `set_span_in_context` put there: a Span)."""
+    span = otel_context.get_current().get(_SPAN_KEY)
+    return cast(Span, span) if span is not None else trace.INVALID_SPAN
 
 
 def _error(span: Span, exc: BaseException) -> None:
@@ -244,15 +283,17 @@ class _HttpClientSpan:
 
 
 class _LightSpan(Span):
-    """A recording span that is a dict until it ends, then one ReadableSpan handed to the processors.
+    """A recording span that is a few slots until it ends, then handed to the processors as it is.
 
     The SDK's own span guards every call with a lock and checks every attribute against the
     limits as it is set, which made it cost more than the work a message is traced for. These
-    spans are made and ended by one thread each, and carry only the attributes set here.
+    spans are made and ended by one thread each and carry only the attributes set here. The OTLP
+    processor takes them as they are (its exporter encodes them directly); any other processor (the
+    console's, a test's) gets the SDK's ReadableSpan of one (`readable`).
     """
 
-    __slots__ = ("_attributes", "_context", "_end", "_events", "_kind", "_links", "_name", "_owner", "_parent",
-                 "_start", "_status")  # fmt: skip
+    __slots__ = ("_attributes", "_context", "_end", "_events", "_ids", "_kind", "_links", "_name", "_owner",
+                 "_parent", "_start", "_status")  # fmt: skip
 
     def __init__(
         self,
@@ -262,7 +303,7 @@ class _LightSpan(Span):
         parent: SpanContext | None,
         kind: SpanKind,
         attributes: dict[str, Any],
-        links: Sequence[Link],
+        links: Sequence[SpanContext],
     ) -> None:
         self._owner = owner
         self._name = name
@@ -270,11 +311,98 @@ class _LightSpan(Span):
         self._parent = parent
         self._kind = kind
         self._attributes = attributes
+        #: The linked contexts (links without attributes: the only ones made here).
         self._links = links
-        self._events: list[Event] = []
-        self._status = Status(StatusCode.UNSET)
-        self._start = time.time_ns()
+        self._events: list[Event] | None = None
+        self._status: Status | None = None  # None: UNSET
+        self._ids: tuple[str, str] | None = None  # the hex ids, once asked for
+        self._start = time_ns()
         self._end: int | None = None
+
+    # -- what processors and the direct encoder read --------------------------------------------
+
+    @property
+    def context(self) -> SpanContext:
+        return self._context
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def kind(self) -> SpanKind:
+        return self._kind
+
+    @property
+    def parent(self) -> SpanContext | None:
+        return self._parent
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return self._attributes
+
+    @property
+    def start_time(self) -> int:
+        return self._start
+
+    @property
+    def end_time(self) -> int | None:
+        return self._end
+
+    @property
+    def status(self) -> Status:
+        return self._status or _UNSET
+
+    @property
+    def events(self) -> Sequence[Event]:
+        return self._events or ()
+
+    @property
+    def links(self) -> Sequence[Link]:
+        return [Link(c) for c in self._links]
+
+    @property
+    def linked(self) -> Sequence[SpanContext]:
+        """The linked contexts (what `links` wraps)."""
+        return self._links
+
+    @property
+    def resource(self) -> Resource:
+        return self._owner.provider.resource
+
+    @property
+    def instrumentation_scope(self) -> InstrumentationScope:
+        return self._owner.scope
+
+    def hex_ids(self) -> tuple[str, str]:
+        """The trace and span ids in hex (the log fields, the traceparent), formatted once."""
+        ids = self._ids
+        if ids is None:
+            ids = self._ids = (f"{self._context.trace_id:032x}", f"{self._context.span_id:016x}")
+        return ids
+
+    def traceparent(self) -> str:
+        trace_id, span_id = self.hex_ids()
+        return f"00-{trace_id}-{span_id}-{self._context.trace_flags:02x}"
+
+    def readable(self) -> ReadableSpan:
+        """The SDK's record of this span, for processors other than ours."""
+        return ReadableSpan(
+            self._name,
+            context=self._context,
+            parent=self._parent,
+            resource=self.resource,
+            attributes=self._attributes,
+            events=self.events,
+            links=self.links,
+            kind=self._kind,
+            status=self.status,
+            start_time=self._start,
+            end_time=self._end,
+            instrumentation_scope=self._owner.scope,
+        )
+
+    # -- the Span API -----------------------------------------------------------------------------
 
     def get_span_context(self) -> SpanContext:
         return self._context
@@ -286,7 +414,9 @@ class _LightSpan(Span):
         self._attributes[key] = value
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
-        self._events.append(Event(name, attributes, timestamp or time.time_ns()))
+        if self._events is None:
+            self._events = []
+        self._events.append(Event(name, attributes, timestamp or time_ns()))
 
     def update_name(self, name: str) -> None:
         self._name = name
@@ -318,27 +448,23 @@ class _LightSpan(Span):
     def end(self, end_time: int | None = None) -> None:
         if self._end is not None:
             return
-        self._end = end_time or time.time_ns()
-        span = ReadableSpan(
-            self._name,
-            context=self._context,
-            parent=self._parent,
-            resource=self._owner.provider.resource,
-            attributes=self._attributes,
-            events=self._events,
-            links=self._links,
-            kind=self._kind,
-            status=self._status,
-            start_time=self._start,
-            end_time=self._end,
-            instrumentation_scope=self._owner.scope,
-        )
-        for processor in self._owner.processors:
-            processor.on_end(span)
+        self._end = end_time or time_ns()
+        owner = self._owner
+        for processor in owner.light_processors:
+            processor.on_end(self)
+        if owner.processors:
+            readable = self.readable()
+            for processor in owner.processors:
+                processor.on_end(readable)
+
+
+_UNSET = Status(StatusCode.UNSET)
 
 
 class Processing:
     """One attempt's process span, current in its thread until `end`."""
+
+    __slots__ = ("creation", "span", "token")
 
     def __init__(self, span: Span, token: object, creation: SpanContext | None) -> None:
         self.span = span
@@ -360,6 +486,21 @@ class Processing:
             logger.debug("Could not detach a process span's context.", exc_info=True)
 
 
+def _default_sampling(sampler: Any) -> bool:
+    """Whether `sampler` is the SDK's default (parentbased_always_on) or always_on: a span is then
+    sampled unless its parent is not, which `Spans._start` decides without calling the sampler."""
+    if sampler is ALWAYS_ON:
+        return True
+    return (
+        type(sampler) is ParentBased
+        and getattr(sampler, "_root", None) is ALWAYS_ON
+        and getattr(sampler, "_remote_parent_sampled", None) is ALWAYS_ON
+        and getattr(sampler, "_local_parent_sampled", None) is ALWAYS_ON
+        and getattr(sampler, "_remote_parent_not_sampled", None) is ALWAYS_OFF
+        and getattr(sampler, "_local_parent_not_sampled", None) is ALWAYS_OFF
+    )
+
+
 class Spans:
     """The process's tracer provider and every span queue-manager makes."""
 
@@ -368,64 +509,95 @@ class Spans:
         self.config = config
         self.counts = counts
         self.scope = InstrumentationScope(SCOPE)
+        #: Processors that take our spans as they are (the OTLP export's).
+        self.light_processors: list[Any] = []
+        #: Processors that take the SDK's ReadableSpan (the console's, tests').
         self.processors: list[Any] = []
         self._settling: OrderedDict[str, SpanContext] = OrderedDict()
         self._settling_lock = threading.Lock()
+        #: The contexts of create spans by their traceparent until the send's span links to them
+        #: (one dict operation each, atomic: no lock).
+        self._created: dict[str, SpanContext] = {}
+        #: The headers the configured propagators read (their `fields`, a set built per call), cached.
+        self._textmap: Any = None
+        self._propagated_fields: tuple[str, ...] | None = None
+        ids = provider.id_generator
+        #: The SDK's default ids (random bits) and sampling are made here without calling them.
+        self._random_ids = type(ids) is RandomIdGenerator
+        self._random_flag = TraceFlags.RANDOM_TRACE_ID if ids.is_trace_id_random() else 0
+        self._default_sampling = _default_sampling(provider.sampler)
 
     @classmethod
-    def start(cls, config: TraceConfig, *, service: str) -> Spans:
-        """Build the provider (sampler from OTEL_TRACES_SAMPLER, resource from OTEL_* as the SDK reads them)."""
-        counts = _Counts()
+    def start(
+        cls, config: TraceConfig, *, service: str, drop_listeners: Sequence[Callable[[str, int], None]] = ()
+    ) -> Spans:
+        """Build the provider (sampler from OTEL_TRACES_SAMPLER, resource from OTEL_* as the SDK reads
+        them); `drop_listeners` are told of every span dropped (reason, count)."""
+        counts = _Counts(drop_listeners)
         provider = TracerProvider(resource=_resource(service))
-        processors = []
+        spans = cls(provider, config, counts)
         if "otlp" in config.exporters and config.traces_url:
             from queue_manager.tracing.otlp import SpanExporter as OTLPSpanExporter
 
             exporter = OTLPSpanExporter(endpoint=config.traces_url)
-            processors.append(_CountingBatchProcessor(_CountingExporter(exporter, counts), counts))
-        if "console" in config.exporters:
-            processors.append(_CountingBatchProcessor(_CountingExporter(ConsoleSpanExporter(), counts), counts))
-        for processor in processors:
+            processor = _CountingBatchProcessor(_CountingExporter(exporter, counts), counts)
             provider.add_span_processor(processor)
+            spans.light_processors.append(processor)
+        if "console" in config.exporters:
+            spans.add_processor(_CountingBatchProcessor(_CountingExporter(ConsoleSpanExporter(), counts), counts))
         logger.info(
             "Tracing on: spans of %r go to %s.",
             provider.resource.attributes.get(SERVICE_NAME),
             ", ".join((config.traces_url or e) if e == "otlp" else e for e in config.exporters),
         )
-        spans = cls(provider, config, counts)
-        spans.processors = processors
         return spans
 
     def add_processor(self, processor: Any) -> None:
-        """Send every span to `processor` too (tests)."""
+        """Send every span to `processor` too, as the SDK's ReadableSpan (the console, tests)."""
         self.provider.add_span_processor(processor)
         self.processors.append(processor)
 
     def _start(
         self,
         name: str,
-        *,
         kind: SpanKind,
-        context: Context | None = None,
+        parent: SpanContext | None,
         attributes: dict[str, Any],
-        links: Sequence[Link] = (),
+        links: list[SpanContext] | None = None,
+        context: Context | None = None,
     ) -> Span:
-        """Start a span as the SDK's tracer does (its sampler and id generator), as a _LightSpan."""
-        current = trace.get_current_span(context).get_span_context()
-        parent = current if current.is_valid else None
-        ids = self.provider.id_generator
-        trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
-        result = self.provider.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        flags = TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT  # type: ignore[no-untyped-call]
-        if parent.trace_flags.random_trace_id if parent is not None else ids.is_trace_id_random():
-            flags |= TraceFlags.RANDOM_TRACE_ID
-        span_context = SpanContext(
-            trace_id, ids.generate_span_id(), is_remote=False, trace_flags=TraceFlags(flags),
-            trace_state=result.trace_state,
-        )  # fmt: skip
+        """Start a span as the SDK's tracer does (its sampler and id generator), as a _LightSpan.
+
+        `parent` is the parent's context (None: a root); `context` the one it was found in, if any
+        (for a sampler other than the default, which is given it).
+        """
+        if parent is not None and not parent.is_valid:
+            parent = None
+        if self._random_ids:
+            trace_id = parent.trace_id if parent is not None else (getrandbits(128) or 1)
+            span_id = getrandbits(64) or 1
+        else:
+            ids = self.provider.id_generator
+            trace_id = parent.trace_id if parent is not None else ids.generate_trace_id()
+            span_id = ids.generate_span_id()
+        random_flag = parent.trace_flags & TraceFlags.RANDOM_TRACE_ID if parent is not None else self._random_flag
+        if self._default_sampling:
+            if parent is not None and not parent.trace_flags.sampled:
+                return NonRecordingSpan(SpanContext(trace_id, span_id, False, _FLAGS[random_flag], parent.trace_state))
+            state = parent.trace_state if parent is not None else None
+            span_context = SpanContext(trace_id, span_id, False, _FLAGS[TraceFlags.SAMPLED | random_flag], state)
+            return _LightSpan(self, name, span_context, parent, kind, attributes, links or ())
+        if context is None and parent is not None:
+            context = trace.set_span_in_context(NonRecordingSpan(parent), Context())
+        elif context is None:
+            context = Context()
+        link_objects = [Link(c) for c in links or ()]
+        result = self.provider.sampler.should_sample(context, trace_id, name, kind, attributes, link_objects)
+        flags = (TraceFlags.SAMPLED if result.decision.is_sampled() else 0) | random_flag  # type: ignore[no-untyped-call]
+        span_context = SpanContext(trace_id, span_id, False, _FLAGS[flags], result.trace_state)
         if not result.decision.is_recording():  # type: ignore[no-untyped-call]
             return NonRecordingSpan(span_context)
-        return _LightSpan(self, name, span_context, parent, kind, dict(result.attributes), links)
+        return _LightSpan(self, name, span_context, parent, kind, dict(result.attributes or {}), links or ())
 
     def shutdown(self, timeout_seconds: float) -> None:
         # Bounded: a collector that is away must not hold up a stop for its retries.
@@ -448,23 +620,32 @@ class Spans:
     # -- logs and ids -------------------------------------------------------------------------
 
     def log_fields(self) -> dict[str, str] | None:
-        context = trace.get_current_span().get_span_context()
+        span = _current_span()
+        if type(span) is _LightSpan:
+            trace_id, span_id = span.hex_ids()
+            return {"trace_id": trace_id, "span_id": span_id}
+        context = span.get_span_context()
         if not context.is_valid:
             return None
         return {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
 
     def current_trace_id(self) -> str | None:
-        context = trace.get_current_span().get_span_context()
+        span = _current_span()
+        if type(span) is _LightSpan:
+            return span.hex_ids()[0]
+        context = span.get_span_context()
         return format(context.trace_id, "032x") if context.is_valid else None
 
     # -- producing ----------------------------------------------------------------------------
 
     def created(self, entry: dict[str, Any], destination: str, message_id: str) -> None:
+        current = _current_span().get_span_context()
         span = self._start(
             f"create {destination}",
-            kind=SpanKind.PRODUCER,
-            # Few attributes: the SDK checks each one, and a message makes three spans on each side.
-            attributes={
+            SpanKind.PRODUCER,
+            current if current.is_valid else None,
+            # Few attributes: a message makes three spans on each side.
+            {
                 "messaging.system": SYSTEM,
                 "messaging.operation.type": "create",
                 "messaging.destination.name": destination,
@@ -473,26 +654,40 @@ class Spans:
         )
         context = span.get_span_context()
         attributes = entry.setdefault("MessageAttributes", {})
-        attributes[constants.ATTR_TRACEPARENT] = {"DataType": "String", "StringValue": _traceparent(context)}
+        value = span.traceparent() if type(span) is _LightSpan else _traceparent(context)
+        attributes[constants.ATTR_TRACEPARENT] = {"DataType": "String", "StringValue": value}
+        created = self._created
+        if len(created) >= MAX_CREATED:  # messages built and never sent (refused): forget them all
+            created.clear()
+        created[value] = context
         if context.trace_state:
             state = context.trace_state.to_header()
             attributes[constants.ATTR_TRACESTATE] = {"DataType": "String", "StringValue": state}
         span.end()
 
     def sending(self, destination: str, entries: list[dict[str, Any]]) -> _BatchSpan:
-        creations = [c for c in (_creation(e.get("MessageAttributes", {})) for e in entries) if c is not None]
+        creations = []
+        for entry in entries:
+            attributes = entry.get("MessageAttributes", {})
+            # The create span's context as made here, else as the entry carries it.
+            value = attributes.get(constants.ATTR_TRACEPARENT)
+            creation = self._created.pop(value.get("StringValue", ""), None) if isinstance(value, dict) else None
+            if creation is None:
+                creation = _creation(attributes)
+            if creation is not None:
+                creations.append(creation)
         span = self._start(
             f"send {destination}",
-            context=_batch_parent(creations),
-            kind=SpanKind.CLIENT,
-            links=[Link(c) for c in creations],
-            attributes={
+            SpanKind.CLIENT,
+            _batch_parent(creations),
+            {
                 "messaging.system": SYSTEM,
                 "messaging.operation.type": "send",
                 "messaging.operation.name": "SendMessageBatch" if len(entries) > 1 else "SendMessage",
                 "messaging.destination.name": destination,
                 "messaging.batch.message_count": len(entries),
             },
+            creations,
         )
         return _BatchSpan(span)
 
@@ -509,10 +704,6 @@ class Spans:
     ) -> Processing:
         """Start an attempt's process span and make it current in this thread."""
         creation = _creation(attributes)
-        if creation is not None and not self.config.consumer_link_only:
-            parent = trace.set_span_in_context(NonRecordingSpan(creation), Context())
-        else:
-            parent = Context()
         span_attributes: dict[str, Any] = {
             "messaging.system": SYSTEM,
             "messaging.operation.type": "process",
@@ -524,10 +715,10 @@ class Spans:
             span_attributes["aws.sqs.message.id"] = sqs_message_id
         span = self._start(
             f"process {destination}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            links=[Link(creation)] if creation is not None else [],
-            attributes=span_attributes,
+            SpanKind.CONSUMER,
+            creation if not self.config.consumer_link_only else None,
+            span_attributes,
+            [creation] if creation is not None else None,
         )
         token = otel_context.attach(trace.set_span_in_context(span))
         return Processing(span, token, creation)
@@ -537,24 +728,25 @@ class Spans:
         link = processing.creation or processing.span.get_span_context()
         with self._settling_lock:
             self._settling[receipt_handle] = link
-            while len(self._settling) > MAX_SETTLING:
+            if len(self._settling) > MAX_SETTLING:
                 self._settling.popitem(last=False)
 
     def settling(self, queue_url: str, receipt_handles: list[str]) -> _BatchSpan:
         with self._settling_lock:
             links = [c for c in (self._settling.pop(h, None) for h in receipt_handles) if c is not None]
+        queue = _queue_name(queue_url)
         span = self._start(
-            f"settle {_queue_name(queue_url)}",
-            context=_batch_parent(links),
-            kind=SpanKind.CLIENT,
-            links=[Link(c) for c in links],
-            attributes={
+            f"settle {queue}",
+            SpanKind.CLIENT,
+            _batch_parent(links),
+            {
                 "messaging.system": SYSTEM,
                 "messaging.operation.type": "settle",
                 "messaging.operation.name": "DeleteMessageBatch",
-                "messaging.destination.name": _queue_name(queue_url),
+                "messaging.destination.name": queue,
                 "messaging.batch.message_count": len(receipt_handles),
             },
+            links,
         )
         return _BatchSpan(span)
 
@@ -571,14 +763,21 @@ class Spans:
         port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
         if port:
             attributes["server.port"] = port
-        span = self._start(method, kind=SpanKind.CLIENT, attributes=attributes)
+        current = trace.get_current_span().get_span_context()
+        span = self._start(method, SpanKind.CLIENT, current if current.is_valid else None, attributes)
         propagate.inject(headers, context=trace.set_span_in_context(span))
         return _HttpClientSpan(span)
 
     def server_span(self, name: str, headers: Any, attributes: dict[str, Any]) -> tuple[Span, object]:
         """Start a SERVER span whose parent is the caller's context (OTEL_PROPAGATORS); make it current."""
-        parent = propagate.extract(headers)
-        span = self._start(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        fields = self._propagated_fields
+        if fields is None or self._textmap is not propagate.get_global_textmap():
+            self._textmap = propagate.get_global_textmap()
+            fields = self._propagated_fields = tuple(self._textmap.fields)
+        # Nothing to extract when the request carries none of the propagators' headers (most don't).
+        parent = propagate.extract(headers) if any(f in headers for f in fields) else _EMPTY
+        caller = trace.get_current_span(parent).get_span_context()
+        span = self._start(name, SpanKind.SERVER, caller if caller.is_valid else None, attributes, context=parent)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         return span, token
 
@@ -596,8 +795,14 @@ class Spans:
     @staticmethod
     def traceparent(span: Span) -> str | None:
         """The W3C traceparent of a span (for an answer's header)."""
+        if type(span) is _LightSpan:
+            return span.traceparent()
         context = span.get_span_context()
         return _traceparent(context) if context.is_valid else None
+
+
+#: A context with nothing in it: a root's.
+_EMPTY = Context()
 
 
 def _traceparent(context: SpanContext) -> str:

@@ -41,7 +41,8 @@ class StructuredLogs(dramatiq.Middleware):
                 "message_id": message.message_id,
                 "type": message.actor_name,
                 "attempt": int(getattr(message, "sqs_receive_count", 1)),
-                "queue": message.queue_name,
+                # The SQS queue's name (`qm_webhook`), as the API and the status documents name it.
+                "queue": _sqs_queue_name(message),
             }
         )
         _started.set(time.monotonic())
@@ -65,3 +66,9 @@ class StructuredLogs(dramatiq.Middleware):
 
     def after_nack(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         logs.message_context.set(None)
+
+
+def _sqs_queue_name(message: dramatiq.MessageProxy) -> str:
+    """The name of the SQS queue a message came from (the last part of its URL), else its Dramatiq queue."""
+    url = getattr(message, "sqs_queue_url", None)
+    return url.rsplit("/", 1)[-1] if url else message.queue_name

@@ -14,6 +14,8 @@ from queue_manager.sqs import constants
 from queue_manager.sqs.constants import DEAD_LETTER_REASON_OPTION, RETRY_DELAY_OPTION
 from queue_manager.sqs.errors import PermanentFailure
 from queue_manager.sqs.message import attempt as attempt_of
+from queue_manager.state.base import StatusEvents
+from queue_manager.state.status import runs_before
 
 #: Retries after the first attempt, unless the actor says otherwise.
 DEFAULT_MAX_RETRIES = 5
@@ -28,15 +30,20 @@ DEFAULT_MAX_BACKOFF_MS = 3_600_000
 class RetriesInPlace(dramatiq.Middleware):
     """Retry failed messages by changing their visibility, so SQS keeps one message per job.
 
-    The attempt number is SQS's ApproximateReceiveCount. A message whose attempts are spent,
-    whose actor `throws` the exception, or that raised PermanentFailure is dead-lettered at
-    once. The queue's redrive policy (maxReceiveCount = max_retries + 1 + spare receives) catches the rest,
-    such as a worker that crashes on every attempt.
+    The attempt number is SQS's ApproximateReceiveCount. The retry budget counts runs: a receive
+    that a stopping worker handed back unrun is a receive SQS counts, so when a message fails on a
+    later receive, the status store (the `started` events of its earlier attempts) says how many
+    of them ran. Without a status store, or when it cannot be read, the receive count stands in
+    (a hand-back then costs a retry). A message whose retries are spent, whose actor `throws` the
+    exception, or that raised PermanentFailure is dead-lettered at once. The queue's redrive policy
+    (maxReceiveCount = max_retries + 1 + spare receives) catches the rest, such as a worker that
+    crashes on every attempt, whose runs the status store may not have heard of.
 
     Parameters:
       max_retries: Retries after the first attempt.
       min_backoff: The first retry's backoff in milliseconds.
       max_backoff: The longest backoff in milliseconds (at most 12 h).
+      status: The status store to count earlier runs in (None: count receives).
     """
 
     def __init__(
@@ -45,8 +52,10 @@ class RetriesInPlace(dramatiq.Middleware):
         max_retries: int = DEFAULT_MAX_RETRIES,
         min_backoff: int = DEFAULT_MIN_BACKOFF_MS,
         max_backoff: int = DEFAULT_MAX_BACKOFF_MS,
+        status: StatusEvents | None = None,
     ) -> None:
         self.logger = get_logger(__name__, type(self))  # type: ignore[no-untyped-call]
+        self.status = status
         self.max_retries = max_retries
         self.min_backoff = min_backoff
         self.max_backoff = min(max_backoff, constants.MAX_VISIBILITY_TIMEOUT_MS)
@@ -78,14 +87,15 @@ class RetriesInPlace(dramatiq.Middleware):
             return
         max_retries = self._option(message, actor, "max_retries")
         retry_when: Callable[[int, BaseException], bool] | None = self._option(message, actor, "retry_when")
-        retries_so_far = attempt - 1
+        retries_so_far = self._retries_so_far(message, attempt)
         if retry_when is not None:
             give_up = not retry_when(retries_so_far, exception)
         else:
             give_up = max_retries is not None and retries_so_far >= max_retries
         if give_up:
+            runs = retries_so_far + 1
             self._dead_letter(
-                message, f"retries exhausted after {attempt} attempt(s): {type(exception).__name__}: {exception}"
+                message, f"retries exhausted after {runs} attempt(s): {type(exception).__name__}: {exception}"
             )
             return
         if isinstance(exception, Retry) and exception.delay is not None:
@@ -95,9 +105,27 @@ class RetriesInPlace(dramatiq.Middleware):
             max_backoff = min(self._option(message, actor, "max_backoff"), constants.MAX_VISIBILITY_TIMEOUT_MS)
             _, delay_ms = compute_backoff(retries_so_far, factor=min_backoff, max_backoff=max_backoff)
         delay_ms = max(0, min(delay_ms, constants.MAX_VISIBILITY_TIMEOUT_MS))
-        self.logger.info("Retrying message %r (attempt %d) in %d ms.", message.message_id, attempt + 1, delay_ms)
+        self.logger.info("Retrying message %r (attempt %d) in %d ms.", message.message_id, retries_so_far + 2, delay_ms)
         message.options[RETRY_DELAY_OPTION] = delay_ms
         message.fail()
+
+    def _retries_so_far(self, message: dramatiq.MessageProxy, attempt: int) -> int:
+        """The runs before this one: receives before it, less those the status store shows never ran."""
+        if attempt <= 1 or self.status is None:
+            return attempt - 1
+        try:
+            ran = runs_before(self.status.read(message.message_id), attempt)
+        except Exception as exc:  # best effort, as every status read: the receive count stands in
+            self.logger.debug("Counting the retries of %r by receives: %s", message.message_id, exc)
+            return attempt - 1
+        if ran < attempt - 1:
+            self.logger.info(
+                "Message %r: %d of its %d earlier receive(s) ran (the others were handed back).",
+                message.message_id,
+                ran,
+                attempt - 1,
+            )
+        return ran
 
     def _dead_letter(self, message: dramatiq.MessageProxy, reason: str) -> None:
         self.logger.warning("Message %r goes to the dead-letter queue: %s.", message.message_id, reason)

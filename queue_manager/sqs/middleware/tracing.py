@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import dramatiq
@@ -14,6 +15,24 @@ from queue_manager.sqs.message import attempt
 
 #: Where a message proxy keeps its attempt's span between the hooks.
 _PROCESSING = "qm_processing"
+
+#: The process's counter of dropped spans, made once (prometheus-client registers a name once).
+_DROPPED: Any = None
+
+
+def _dropped_counter() -> Any:
+    global _DROPPED
+    if _DROPPED is None:
+        from prometheus_client import Counter
+
+        _DROPPED = Counter(
+            "qm_trace_spans_dropped",
+            "Spans dropped on their way to the trace collector, by reason: queue_full, export_failed.",
+            ["reason"],
+        )
+        for reason in tracing.DROP_REASONS:
+            _DROPPED.labels(reason)
+    return _DROPPED
 
 
 class MessageTracing(dramatiq.Middleware):
@@ -37,6 +56,13 @@ class MessageTracing(dramatiq.Middleware):
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         # An in-process Worker (tests, scripts) has no process boot.
         tracing.setup(self.settings, service=tracing.WORKER_SERVICE)
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        # Dropped spans counted in the master's metrics when they are on (WorkerMetrics set the
+        # directory at process boot, after this middleware's own boot hook).
+        if tracing.active() and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            dropped = _dropped_counter()
+            tracing.drop_listeners.append(lambda reason, n: dropped.labels(reason).inc(n))
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         tracing.shutdown()

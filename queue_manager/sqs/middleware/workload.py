@@ -21,7 +21,7 @@ from queue_manager.reports import REPORT_INTERVAL_SECONDS, ProcessReport, QueueR
 from queue_manager.sqs.workload import Workload
 
 #: The states `qm_queue_messages` counts, as this process knows them.
-GAUGE_STATES = ("held", "running", "backing_off")
+GAUGE_STATES = ("held", "running", "backing_off", "blocked")
 
 
 @runtime_checkable
@@ -132,6 +132,7 @@ class WorkloadReports(dramatiq.Middleware):
                 held=load.held,
                 running=load.running,
                 backing_off=load.backing_off,
+                blocked=load.blocked,
                 oldest_wait_seconds=load.oldest_wait_seconds,
                 recent_seconds=tuple(round(s, 6) for s in load.recent_seconds),
             )
