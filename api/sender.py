@@ -16,6 +16,7 @@ from queue_manager.sqs import constants
 from queue_manager.sqs.broker import QMBroker
 from queue_manager.sqs.errors import SQSOutcomeUnknown
 from queue_manager.sqs.groups import next_batch, plan_resend
+from queue_manager.sqs.pacing import Linger
 from queue_manager.sqs.sending import SendResult
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ class Sender:
     when it holds ten entries or would pass 1 MiB, when the queue's batches in flight have all
     been answered, or after `linger_seconds` at most. Under load the wait for an answer is what
     fills a batch; the linger only bounds it when SQS is slow to answer.
+
+    A partial batch waits only when another message is expected within the linger (`pacing.Linger`:
+    the last gap or the recent rate): a wait that brings no one saves no request and costs every
+    message in it up to a round trip, so then the batch goes at once. Under load batches
+    still leave full; at a trickle each message pays one round trip, no more.
 
     A 202 is answered only from a future that SQS's own answer resolved: nothing is
     acknowledged from this buffer.
@@ -76,6 +82,8 @@ class Sender:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._in_flight: dict[str, int] = {}
         self._busy_groups: dict[str, set[str]] = {}
+        #: Each queue's arrivals: whether a partial batch waits for the one in flight.
+        self._lingers: dict[str, Linger] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: Called with the size of every batch sent, e.g. to export it as a metric.
         self.batch_listeners: list[Callable[[int], None]] = []
@@ -104,7 +112,11 @@ class Sender:
             self._flush(queue_name)
             batch = self._batches.setdefault(queue_name, [])
         batch.append(pending)
-        if not self._in_flight.get(queue_name) or self._ready(queue_name, batch) >= constants.MAX_BATCH_ENTRIES:
+        linger = self._lingers.get(queue_name)
+        if linger is None:
+            linger = self._lingers[queue_name] = Linger(self.linger_seconds)
+        linger.arrived(loop.time())
+        if not self._in_flight.get(queue_name) or not self._worth_holding(queue_name, batch):
             self._flush(queue_name)
         elif queue_name not in self._timers:
             self._timers[queue_name] = loop.call_later(self.linger_seconds, self._flush, queue_name)
@@ -116,6 +128,14 @@ class Sender:
 
     def _resolved(self, future: asyncio.Future[SendResult]) -> None:
         self.waiting -= 1
+
+    def _worth_holding(self, queue_name: str, batch: list[_Pending]) -> bool:
+        """Whether the entries that could go now should wait for the batch in flight (`pacing.Linger`)."""
+        linger = self._lingers.get(queue_name)
+        if linger is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        return linger.worth_waiting(now, self._ready(queue_name, batch), constants.MAX_BATCH_ENTRIES)
 
     def _ready(self, queue_name: str, batch: list[_Pending]) -> int:
         """How many waiting entries could go now (up to a full batch): not those of a busy group."""
@@ -208,7 +228,7 @@ class Sender:
             self._busy_groups.get(queue_name, set()).difference_update(groups)
             waiting = self._batches.get(queue_name)
             if waiting:
-                if not self._in_flight[queue_name]:
+                if not self._in_flight[queue_name] or not self._worth_holding(queue_name, waiting):
                     self._flush(queue_name)
                 elif queue_name not in self._timers:
                     self._timers[queue_name] = loop.call_later(self.linger_seconds, self._flush, queue_name)

@@ -33,11 +33,14 @@ def _write_mark(line: str) -> None:
     os.write(_marks_fd, line.encode())
 
 
-def mark_start(payload: dict[str, Any]) -> None:
-    """Record, first thing in the actor, "<time.time()> <bench id> <pid>": when the actor started this message."""
+def mark_start(payload: dict[str, Any], received: float | None = None, accepted: float | None = None) -> None:
+    """Record, first thing in the actor, "<time.time()> <bench id> <pid>": when the actor started this message,
+    and " <received> <accepted>" when the worker says when the receive that brought it returned and when
+    SQS accepted it."""
     started = time.time()
     ident = payload.get("fields", {}).get(MARK_FIELD, "-")
-    _write_mark(f"{started:.6f} {ident} {os.getpid()}\n")
+    tail = f" {received:.6f} {accepted:.3f}" if received is not None and accepted is not None else ""
+    _write_mark(f"{started:.6f} {ident} {os.getpid()}{tail}\n")
 
 
 def noop() -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 
 from bench import workers
-from bench.api_load import HEADERS, percentile, start_api
-from bench.common import DelayProxy, Processes, log_payload, queue_count, wait_for
+from bench.api_load import HEADERS, SEND_ACTIONS, percentile, start_api
+from bench.common import DelayProxy, Processes, diff, log_payload, queue_count, wait_for
 
 
 def schedule(rate: float, seconds: float) -> list[float]:
@@ -43,14 +43,25 @@ async def open_loop(offsets: list[float], send: Callable[[int], Awaitable[None]]
 
 
 def read_marks(path: Path) -> dict[str, tuple[float, str]]:
-    """The marks file's first (time, pid) for each bench id: "<time.time()> <id> <pid>" per line."""
-    found: dict[str, tuple[float, str]] = {}
+    """The marks file's first (time, pid) for each bench id: "<time.time()> <id> <pid>[ <received> <accepted>]"."""
+    return {ident: (started, pid) for ident, (started, pid, _) in _read_lines(path).items()}
+
+
+def read_receipts(path: Path) -> dict[str, tuple[float, float]]:
+    """Where the worker noted them, for each bench id's first start: (when the receive that brought it
+    returned, when SQS accepted it)."""
+    return {ident: noted for ident, (_, _, noted) in _read_lines(path).items() if noted is not None}
+
+
+def _read_lines(path: Path) -> dict[str, tuple[float, str, tuple[float, float] | None]]:
+    found: dict[str, tuple[float, str, tuple[float, float] | None]] = {}
     if not path.exists():
         return found
     for line in path.read_text().splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[1] not in found:
-            found[parts[1]] = (float(parts[0]), parts[2])
+        if len(parts) in (3, 5) and parts[1] not in found:
+            noted = (float(parts[3]), float(parts[4])) if len(parts) == 5 else None
+            found[parts[1]] = (float(parts[0]), parts[2], noted)
     return found
 
 
@@ -74,9 +85,39 @@ class FixedRate:
     lateness_ms: list[float]
     unseen: int
     error: str | None = None
+    #: The legs of POST -> actor start, per message whose receive the worker noted (ours): POST -> SQS
+    #: accepted it (its SentTimestamp, to the millisecond), SQS accepted -> the 202 reached the client,
+    #: SQS accepted -> the receive that brought it returned, and that receive -> the actor started.
+    to_accepted_ms: list[float] = dataclasses.field(default_factory=list)
+    accepted_to_answer_ms: list[float] = dataclasses.field(default_factory=list)
+    to_receive_ms: list[float] = dataclasses.field(default_factory=list)
+    to_start_ms: list[float] = dataclasses.field(default_factory=list)
+    #: SQS requests by action while the fixed-rate run went on (first POST -> every message started).
+    api_requests: Counter[str] = dataclasses.field(default_factory=Counter)
+    worker_requests: Counter[str] = dataclasses.field(default_factory=Counter)
 
     def percentile(self, p: float) -> float:
         return percentile(self.latencies_ms, p)
+
+    def _per(self, value: float) -> float:
+        return value / self.accepted if self.accepted else float("nan")
+
+    @property
+    def requests_per_message(self) -> float:
+        return self._per(sum(self.api_requests.values()) + sum(self.worker_requests.values()))
+
+    @property
+    def sends_per_message(self) -> float:
+        return self._per(sum(self.api_requests.get(a, 0) for a in SEND_ACTIONS))
+
+    @property
+    def receives_per_message(self) -> float:
+        """ReceiveMessage calls of every queue the worker consumes (empty polls included) per message."""
+        return self._per(self.worker_requests.get("ReceiveMessage", 0))
+
+    @property
+    def deletes_per_message(self) -> float:
+        return self._per(sum(v for k, v in self.worker_requests.items() if k.startswith("DeleteMessage")))
 
     def round_trips(self, p: float) -> float:
         return self.percentile(p) / self.rtt_ms if self.rtt_ms > 0 else float("nan")
@@ -97,15 +138,38 @@ class FixedRate:
             "answer_p50_ms": percentile(self.answers_ms, 50),
             "answer_p99_ms": percentile(self.answers_ms, 99),
             "lateness_p99_ms": percentile(self.lateness_ms, 99),
+            "to_accepted_p50_ms": percentile(self.to_accepted_ms, 50),
+            "to_accepted_p99_ms": percentile(self.to_accepted_ms, 99),
+            "accepted_to_answer_p50_ms": percentile(self.accepted_to_answer_ms, 50),
+            "to_receive_p50_ms": percentile(self.to_receive_ms, 50),
+            "to_receive_p99_ms": percentile(self.to_receive_ms, 99),
+            "to_start_p50_ms": percentile(self.to_start_ms, 50),
+            "to_start_p99_ms": percentile(self.to_start_ms, 99),
+            "api_requests": dict(self.api_requests),
+            "worker_requests": dict(self.worker_requests),
+            "requests_per_msg": self.requests_per_message,
+            "sends_per_msg": self.sends_per_message,
+            "receives_per_msg": self.receives_per_message,
             "unseen": self.unseen,
             "error": self.error,
         }
 
 
-async def _post_at_rate(
-    url: str, rate: float, seconds: float, id_prefix: str
-) -> tuple[dict[str, float], Counter[int], Counter[str], list[float], list[float]]:
+@dataclasses.dataclass
+class _Posted:
+    """What the open-loop sender saw: per accepted bench id, when its POST went and when its 202 came."""
+
+    sent_at: dict[str, float]
+    answered_at: dict[str, float]
+    statuses: Counter[int]
+    errors: Counter[str]
+    answers_ms: list[float]
+    lateness_ms: list[float]
+
+
+async def _post_at_rate(url: str, rate: float, seconds: float, id_prefix: str) -> _Posted:
     sent_at: dict[str, float] = {}
+    answered_at: dict[str, float] = {}
     statuses: Counter[int] = Counter()
     errors: Counter[str] = Counter()
     answers: list[float] = []
@@ -125,11 +189,13 @@ async def _post_at_rate(
                 return
             statuses[response.status] += 1
             if response.status == 202:
+                answered = time.time()
                 sent_at[ident] = sent
-                answers.append((time.time() - sent) * 1000)
+                answered_at[ident] = answered
+                answers.append((answered - sent) * 1000)
 
         lateness = await open_loop(schedule(rate, seconds), send)
-    return sent_at, statuses, errors, answers, [s * 1000 for s in lateness]
+    return _Posted(sent_at, answered_at, statuses, errors, answers, [s * 1000 for s in lateness])
 
 
 def run(
@@ -166,15 +232,16 @@ def run(
     assert worker.marks_path is not None
     marks_path = worker.marks_path
     api = None
+    api_tag = f"api-latency-{prefix}"
     try:
         workers.wait_ready(worker)
-        api, base = start_api(procs, proxy, impl, prefix, f"api-latency-{prefix}")
+        api, base = start_api(procs, proxy, impl, prefix, api_tag)
         queue_url = client.get_queue_url(QueueName=f"{prefix}_log")["QueueUrl"]
         asyncio.run(_post_at_rate(base + "/messages", warmup / 2, 2.0, "w"))
         wait_for(lambda: queue_count(client, queue_url) == 0, timeout=30, what="the warm-up messages to be processed")
-        sent_at, statuses, errors, answers, lateness = asyncio.run(
-            _post_at_rate(base + "/messages", rate, seconds, "l")
-        )
+        api_before, worker_before = proxy.counts(api_tag), proxy.counts(worker.tag)
+        posted = asyncio.run(_post_at_rate(base + "/messages", rate, seconds, "l"))
+        sent_at = posted.sent_at
         error = None
         try:
             wait_for(
@@ -185,22 +252,38 @@ def run(
             )
         except TimeoutError as exc:
             error = str(exc)
+        if error is None:
+            # Counted once every message is deleted too, so the window holds every message's acks.
+            try:
+                wait_for(lambda: queue_count(client, queue_url) == 0, timeout=10, what="the last acks")
+            except TimeoutError as exc:
+                error = str(exc)
+        api_requests = diff(proxy.counts(api_tag), api_before)
+        worker_requests = diff(proxy.counts(worker.tag), worker_before)
         marks = read_marks(marks_path)
+        receipts = read_receipts(marks_path)
         latencies = [(marks[i][0] - t) * 1000 for i, t in sent_at.items() if i in marks]
+        noted = [i for i in sent_at if i in marks and i in receipts]
         return FixedRate(
             impl,
             proxy.rtt_ms,
             rate,
             seconds,
-            sum(statuses.values()) + sum(errors.values()),
+            sum(posted.statuses.values()) + sum(posted.errors.values()),
             len(sent_at),
-            statuses,
-            errors,
+            posted.statuses,
+            posted.errors,
             latencies,
-            answers,
-            lateness,
+            posted.answers_ms,
+            posted.lateness_ms,
             unseen=len(sent_at) - len(latencies),
             error=error,
+            to_accepted_ms=[(receipts[i][1] - sent_at[i]) * 1000 for i in noted],
+            accepted_to_answer_ms=[(posted.answered_at[i] - receipts[i][1]) * 1000 for i in noted],
+            to_receive_ms=[(receipts[i][0] - receipts[i][1]) * 1000 for i in noted],
+            to_start_ms=[(marks[i][0] - receipts[i][0]) * 1000 for i in noted],
+            api_requests=api_requests,
+            worker_requests=worker_requests,
         )
     finally:
         if api is not None:

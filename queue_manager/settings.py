@@ -209,7 +209,8 @@ class Settings:
     )
     receive_gather_ms: int = setting(
         50,
-        "How long a receive that came back part-full lets messages gather before the next (fewer, fuller receives).",
+        "The longest a receive that came back part-full lets messages gather before the next (fewer, fuller "
+        "receives); only while the queue's rate would fill a receive within it, else the next goes at once.",
         parse=_int,
         low=0,
         high=1000,
@@ -278,8 +279,9 @@ class Settings:
     )
     send_linger_ms: int = setting(
         20,
-        "The longest a send waits for others to join its SendMessageBatch while one of its queue's is in flight "
-        "(it goes at once when none is, or when ten are waiting).",
+        "The longest a send waits for others to join its SendMessageBatch while one of its queue's is in flight; "
+        "it waits only when another message is expected within it, by the last gap or the queue's recent rate "
+        "(it goes at once when none is in flight, when ten are waiting, or when every batch in flight is answered).",
         parse=_int,
         low=0,
         high=1000,

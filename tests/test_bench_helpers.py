@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from bench.api_load import percentile
-from bench.latency import open_loop, read_marks, schedule
+from bench.latency import open_loop, read_marks, read_receipts, schedule
 
 
 def test_schedule_sends_at_a_steady_rate_for_a_bounded_time() -> None:
@@ -60,3 +60,14 @@ def test_read_marks_keeps_each_id_s_first_start(tmp_path: Path) -> None:
     # Then each id keeps its first start and its process, and the torn line is skipped
     assert read_marks(path) == {"l1": (10.5, "100"), "l2": (11.0, "101")}
     assert read_marks(tmp_path / "missing.txt") == {}
+
+
+def test_read_receipts_gives_the_receive_of_each_id_s_first_start(tmp_path: Path) -> None:
+    # Given marks where the worker noted when the receive returned and when SQS accepted the message
+    # (two more fields), on some lines only
+    path = tmp_path / "marks.txt"
+    path.write_text("10.5 l1 100 10.25 10.0\n11.0 l2 101\n12.0 l1 101 11.5 11.0\n13.0 l3 100 12.75 12.5\n")
+
+    # Then each id's first start keeps its times, and an id marked without them has none
+    assert read_receipts(path) == {"l1": (10.25, 10.0), "l3": (12.75, 12.5)}
+    assert read_marks(path) == {"l1": (10.5, "100"), "l2": (11.0, "101"), "l3": (13.0, "100")}

@@ -29,6 +29,7 @@ from queue_manager.sqs.message import (
     describe_failure,
     receive_count,
 )
+from queue_manager.sqs.pacing import Gathering
 from queue_manager.sqs.queues import QueueUrls, is_fifo_name
 from queue_manager.sqs.workload import Workload
 
@@ -78,7 +79,8 @@ class ConsumerContext:
       visibility_timeout_seconds: How long a receive hides a message before the heartbeat extends it.
       idle_wait_seconds: The long-poll wait of an idle queue (1-20 s).
       receive_linger_seconds: How long a receive waits for more threads to free once one has.
-      receive_gather_seconds: How long a receive that came back part-full waits before the next one.
+      receive_gather_seconds: The longest a receive that came back part-full lets messages gather before the
+        next one, when the queue's rate would fill a receive within it (else the next goes at once).
       time_limit_ms: The time limit of an actor, by name (the heartbeat holds its messages that long).
       workload: The process's record of what it holds, per queue (for /scaling and the gauges).
     """
@@ -149,6 +151,8 @@ class QMConsumer(dramatiq.Consumer):
         #: Receivers in an idle long poll, and in a busy receive (a short poll for reserved threads).
         self._idle_polls: set[int] = set()
         self._busy_receives = 0
+        #: Whether a part-full receive lets messages gather before the next (under `_cond`).
+        self._gathering = Gathering(context.receive_gather_seconds)
 
     def __iter__(self) -> QMConsumer:
         return self
@@ -303,10 +307,13 @@ class QMConsumer(dramatiq.Consumer):
                 self.capacity.set_busy(self, self.full)
             if accepted or was_idle != self.idle or was_full != self.full:
                 self._cond.notify_all()
-            if received and not self.full and self.context.receive_gather_seconds:
-                # A partial receive means a trickle: let messages gather before the next receive
-                # (fewer, fuller receives; SQS answers a long poll as soon as one message is there).
-                self._cond.wait(self.context.receive_gather_seconds)
+            # A part-full receive lets messages gather before the next one (fewer, fuller receives) only
+            # while this queue's rate would fill a receive in the gather window; at a slower rate the wait
+            # would save little and cost every message, so the next receive goes at once and waits at
+            # SQS, which answers a long poll as soon as a message is there.
+            gather = self._gathering.after_receive(time.monotonic(), len(received), most)
+            if gather:
+                self._cond.wait(gather)
 
     def _receive_done(self, index: int, idle: bool) -> None:
         with self._cond:
