@@ -42,7 +42,7 @@ browser:
 # run afterwards, one at a time, with nothing beside them. The moto pass runs the api and e2e tests
 # but those marked `one_server`: no SQS request while they run (or none but their API's start-up),
 # or an outage made by pausing the server; moto could not change their outcome.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 # PYTHONASYNCIODEBUG=1 puts the API processes the tests start in asyncio's debug mode; the tests'
 # own loops get it from pytest's asyncio_debug option.
 test: install browser
