@@ -49,11 +49,7 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.trace_spans_dropped = Counter(
-            "qm_trace_spans_dropped",
-            "Spans dropped on their way to the trace collector, by reason: queue_full (the export queue), "
-            "export_failed (the collector refused them or was away).",
-            ["reason"],
-            registry=self.registry,
+            tracing.DROPPED_METRIC, tracing.DROPPED_HELP, ["reason"], registry=self.registry
         )
 
     def watch_tracing(self) -> None:

@@ -241,11 +241,12 @@ class QMClient:
         # A FIFO group's first entry that was not sent, across chunks as the API does within one: what
         # follows it in its group is held back (424), else a fixed and resent entry would come after it.
         refused: dict[tuple[str, str], int] = {}
+        groups = [fifo_group(item, self.is_fifo) for item in items]
         most = self.max_batch_messages()
         for start in range(0, len(items), most):
             positions: list[int] = []  # the batch index of each entry of this chunk
             for index in range(start, min(start + most, len(items))):
-                group = fifo_group(items[index], self.is_fifo)
+                group = groups[index]
                 if group is not None and group in refused:
                     first = refused[group]
                     results[index] = {
@@ -259,7 +260,7 @@ class QMClient:
             for result in answer["results"]:
                 index = positions[result["index"]]
                 result = {**result, "index": index}
-                group = fifo_group(items[index], self.is_fifo)
+                group = groups[index]
                 if "waits_on" in result:
                     result["waits_on"] = positions[result["waits_on"]]
                     if group is not None:

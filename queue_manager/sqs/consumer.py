@@ -31,6 +31,7 @@ from queue_manager.sqs.message import (
 )
 from queue_manager.sqs.pacing import Gathering
 from queue_manager.sqs.queues import QueueUrls, is_fifo_name
+from queue_manager.sqs.quickstop import wait_shortened_at_stop
 from queue_manager.sqs.workload import Workload
 
 logger = logging.getLogger(__name__)
@@ -165,14 +166,13 @@ class QMConsumer(dramatiq.Consumer):
             # wait for what a busy receive in flight brings (not a spin while the worker drains).
             # The stop shortens a wait under way as well (`wake`): Dramatiq joins this thread after
             # its worker threads, and a wait begun before the stop could hold it up to a second.
-            deadline = time.monotonic() + self.handout_wait_seconds
-            while not (self.buffer or self._closed):
-                now = time.monotonic()
-                if self.context.stopping.is_set():
-                    deadline = min(deadline, now + STOPPING_HANDOUT_WAIT_SECONDS)
-                if now >= deadline:
-                    break
-                self._cond.wait(deadline - now)
+            wait_shortened_at_stop(
+                self._cond,
+                lambda: self.buffer or self._closed,
+                self.handout_wait_seconds,
+                self.context.stopping.is_set,
+                STOPPING_HANDOUT_WAIT_SECONDS,
+            )
             return self.buffer.popleft() if self.buffer else None
 
     def wake(self) -> None:

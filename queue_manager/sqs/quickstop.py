@@ -33,6 +33,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from queue import Empty, PriorityQueue
 from types import FrameType
 from typing import Any
@@ -67,17 +68,31 @@ class StoppingWorkQueue(PriorityQueue[Any]):
             return super().get(block, timeout)
         # queue.Queue.get with a timeout, but its deadline shortens when the worker stops.
         with self.not_empty:
-            deadline = time.monotonic() + timeout
-            while not self._qsize():
-                now = time.monotonic()
-                if self._stopping:
-                    deadline = min(deadline, now + STOPPING_WAIT_SECONDS)
-                if deadline <= now:
-                    raise Empty
-                self.not_empty.wait(deadline - now)
+            wait_shortened_at_stop(self.not_empty, self._qsize, timeout, lambda: self._stopping, STOPPING_WAIT_SECONDS)
+            if not self._qsize():
+                raise Empty
             item = self._get()
             self.not_full.notify()
             return item
+
+
+def wait_shortened_at_stop(
+    cond: threading.Condition,
+    ready: Callable[[], object],
+    timeout: float,
+    stopping: Callable[[], bool],
+    stop_wait: float,
+) -> None:
+    """Wait on `cond` (held by the caller) until `ready()`, for at most `timeout` seconds; once
+    `stopping()`, for at most `stop_wait` more, a wait under way included (a stop notifies `cond`)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        now = time.monotonic()
+        if stopping():
+            deadline = min(deadline, now + stop_wait)
+        if now >= deadline:
+            return
+        cond.wait(deadline - now)
 
 
 def use_stopping_work_queue(worker: Any) -> None:

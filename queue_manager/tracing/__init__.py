@@ -50,6 +50,13 @@ _spans: Spans | None = None
 #: Why spans are dropped: the export queue was full, or the collector refused them or was away.
 DROP_REASONS = ("queue_full", "export_failed")
 
+#: The Prometheus counter of dropped spans, by `reason`, in the API's metrics and the workers'.
+DROPPED_METRIC = "qm_trace_spans_dropped"
+DROPPED_HELP = (
+    "Spans dropped on their way to the trace collector, by reason: queue_full (the export queue), "
+    "export_failed (the collector refused them or was away)."
+)
+
 #: Called with (reason, count) whenever spans are dropped in this process (the Prometheus metrics
 #: add theirs: `qm_trace_spans_dropped_total{reason}`); emptied by `shutdown`. Called from the
 #: thread that dropped them (a request's, an actor's or the export thread): quick and thread-safe.

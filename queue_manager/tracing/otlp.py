@@ -159,12 +159,7 @@ def _span(span: ReadableSpan) -> bytes:
     parts.append(_attributes(b"\x4a", span.attributes))
     if span.dropped_attributes:
         parts.append(b"\x50" + _varint(span.dropped_attributes))
-    for event in span.events:
-        body = b"\x09" + _FIXED64.pack(event.timestamp) + _field(b"\x12", event.name.encode())
-        body += _attributes(b"\x1a", event.attributes)
-        if event.dropped_attributes:
-            body += b"\x20" + _varint(event.dropped_attributes)
-        parts.append(_field(b"\x5a", body))
+    parts.extend(_event(event) for event in span.events)
     if span.dropped_events:
         parts.append(b"\x60" + _varint(span.dropped_events))
     for link in span.links:
@@ -177,15 +172,28 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(_field(b"\x6a", body))
     if span.dropped_links:
         parts.append(b"\x70" + _varint(span.dropped_links))
-    status = span.status
+    parts.append(_status(span.status))
+    parts.append(b"\x85\x01" + _flags(span.parent))
+    return b"".join(parts)
+
+
+def _event(event: Any) -> bytes:
+    """A span event (Span.events, field 11)."""
+    body = b"\x09" + _FIXED64.pack(event.timestamp) + _field(b"\x12", event.name.encode())
+    body += _attributes(b"\x1a", event.attributes)
+    if event.dropped_attributes:
+        body += b"\x20" + _varint(event.dropped_attributes)
+    return _field(b"\x5a", body)
+
+
+def _status(status: Any) -> bytes:
+    """A span's status (Span.status, field 15)."""
     body = b""
     if status.description:
         body += _field(b"\x12", status.description.encode())
     if status.status_code.value:
         body += b"\x18" + _varint(status.status_code.value)
-    parts.append(_field(b"\x7a", body))
-    parts.append(b"\x85\x01" + _flags(span.parent))
-    return b"".join(parts)
+    return _field(b"\x7a", body)
 
 
 #: Encoded name and kind by (name, kind): a few per queue.
@@ -218,12 +226,7 @@ def _light(span: Any) -> bytes:
     parts.append(name)
     parts.append(_TIMES.pack(0x39, span.start_time or 0, 0x41, span.end_time or 0))
     parts.append(_span_attributes(span.attributes))
-    for event in span.events:
-        body = b"\x09" + _FIXED64.pack(event.timestamp) + _field(b"\x12", event.name.encode())
-        body += _attributes(b"\x1a", event.attributes)
-        if event.dropped_attributes:
-            body += b"\x20" + _varint(event.dropped_attributes)
-        parts.append(_field(b"\x5a", body))
+    parts.extend(_event(event) for event in span.events)
     for link in span.linked:
         parts.append(b"\x6a\x21\x0a\x10")
         parts.append(link.trace_id.to_bytes(16, "big"))
@@ -231,15 +234,7 @@ def _light(span: Any) -> bytes:
         parts.append(link.span_id.to_bytes(8, "big"))
         parts.append(_LINK_REMOTE_FLAGS if link.is_remote else _LINK_LOCAL_FLAGS)
     status = span.status
-    if status.status_code.value or status.description:
-        body = b""
-        if status.description:
-            body += _field(b"\x12", status.description.encode())
-        if status.status_code.value:
-            body += b"\x18" + _varint(status.status_code.value)
-        parts.append(_field(b"\x7a", body))
-    else:
-        parts.append(_UNSET_STATUS)
+    parts.append(_status(status) if status.status_code.value or status.description else _UNSET_STATUS)
     parts.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
     return b"".join(parts)
 

@@ -25,11 +25,7 @@ def _dropped_counter() -> Any:
     if _DROPPED is None:
         from prometheus_client import Counter
 
-        _DROPPED = Counter(
-            "qm_trace_spans_dropped",
-            "Spans dropped on their way to the trace collector, by reason: queue_full, export_failed.",
-            ["reason"],
-        )
+        _DROPPED = Counter(tracing.DROPPED_METRIC, tracing.DROPPED_HELP, ["reason"])
         for reason in tracing.DROP_REASONS:
             _DROPPED.labels(reason)
     return _DROPPED
