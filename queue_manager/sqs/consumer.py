@@ -316,12 +316,13 @@ class QMConsumer(dramatiq.Consumer):
                 self._cond.wait(gather)
 
     def _receive_done(self, index: int, idle: bool) -> None:
+        # No notify: nothing waits on these counts (a stop polls `drained`), and the messages the
+        # receive brought wake Dramatiq's consumer thread once they are in the buffer.
         with self._cond:
             if idle:
                 self._idle_polls.discard(index)
             else:
                 self._busy_receives -= 1
-            self._cond.notify_all()
 
     def drained(self) -> bool:
         """Whether nothing received waits here to run and no busy receive is in flight (for a stop)."""
