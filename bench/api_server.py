@@ -85,6 +85,10 @@ async def serve(impl: str, port: int, prefix: str) -> None:
     app = ours_app(prefix) if impl == "ours" else stock_app(prefix)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    if impl == "ours":
+        from api import server
+
+        server.freeze_heap()  # as `qm-api` does once started
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     print("READY", flush=True)
