@@ -119,21 +119,18 @@ class Processes:
 
 @contextlib.contextmanager
 def ministack(processes: Processes, *, services: str = "sqs") -> Iterator[tuple[str, int]]:
-    """A ministack server (SQS, or `services`) on a free loopback port; yields its URL and pid, then stops it."""
+    """The embedded SQS server (SQS, or `services`) on a free loopback port, started as `make run`
+    starts it (`python -m queue_manager.local_sqs`, so long polls answer as soon as a message is sent),
+    its state kept in memory only; yields its URL and pid (local_sqs becomes the server: same pid),
+    then stops it."""
     if not MINISTACK.exists():
         raise SystemExit(f"{MINISTACK} is missing: run `make install`.")
     port = free_port()
-    env = {
-        **os.environ,
-        "GATEWAY_PORT": str(port),
-        "BIND_HOST": "127.0.0.1",
-        "SERVICES": services,
-        "LOG_LEVEL": "WARNING",
-        "PERSIST_STATE": "0",
-    }
+    command = [sys.executable, "-m", "queue_manager.local_sqs", "--port", str(port), "--services", services]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     server_dir = processes.workdir / "ministack"
     server_dir.mkdir(exist_ok=True)
-    process, log = processes.start([str(MINISTACK)], env=env, log_name="ministack", cwd=server_dir)
+    process, log = processes.start([*command, str(MINISTACK)], env=env, log_name="ministack", cwd=server_dir)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: answers(url) or process.poll() is not None, timeout=60, what=f"ministack at {url}")
