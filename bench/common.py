@@ -24,6 +24,8 @@ import boto3
 import dramatiq
 from botocore.config import Config
 
+from queue_manager import local_sqs_wake
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 MINISTACK = ROOT / ".venv-sqs" / "bin" / "ministack"
@@ -136,6 +138,13 @@ def ministack(processes: Processes, *, services: str = "sqs") -> Iterator[tuple[
         wait_for(lambda: answers(url) or process.poll() is not None, timeout=60, what=f"ministack at {url}")
         if process.poll() is not None:
             raise SystemExit(f"ministack exited at start:\n{log.read_text(errors='replace')[-2000:]}")
+        if local_sqs_wake.UNPATCHED in log.read_text(errors="replace"):
+            print(
+                f"bench: the SQS server runs unpatched: {local_sqs_wake.UNPATCHED} (see its log, {log}); "
+                "receive latencies include that step, which SQS does not have.",
+                file=sys.stderr,
+                flush=True,
+            )
         yield url, process.pid
     finally:
         Processes.stop(process, timeout=10)

@@ -11,7 +11,7 @@ looks at its queue again at once (a wake for another queue costs it one look). N
 This file runs inside ministack's own interpreter (its venv, which has no queue_manager):
 `queue_manager.local_sqs`'s bootstrap loads it by path and calls `install()` before the server
 starts. It imports only the standard library. If an upgrade of ministack renames what it relies on,
-`install` changes nothing and says so in one line: long polls then answer on ministack's own tick.
+`install` changes nothing and says so in one line: long polls then answer on ministack's own looks.
 tests/test_local_sqs_wake.py guards those names.
 """
 
@@ -29,6 +29,9 @@ from typing import Any
 SQS_MODULE = "ministack.services.sqs"
 RECEIVE = "_act_receive_message"
 WAKE = "esm_wake"
+
+#: How the one line that says the server runs unpatched ends (the bench looks for it in the server's log).
+UNPATCHED = "long polls answer on ministack's own 100 ms looks."
 
 
 class Sleepers:
@@ -114,8 +117,7 @@ def patch(module: types.ModuleType) -> bool:
     gaps = missing(module)
     if gaps:
         print(
-            f"local SQS: ministack's {module.__name__} no longer has {', '.join(gaps)}; "
-            "long polls answer on ministack's own 100 ms tick.",
+            f"local SQS: ministack's {module.__name__} no longer has {', '.join(gaps)}; {UNPATCHED}",
             file=sys.stderr,
             flush=True,
         )
@@ -135,7 +137,7 @@ def install() -> bool:
         module = importlib.import_module(SQS_MODULE)
     except Exception as exc:  # any failure leaves the server as it is
         print(
-            f"local SQS: cannot import {SQS_MODULE} ({exc!r}); long polls answer on ministack's own tick.",
+            f"local SQS: cannot import {SQS_MODULE} ({exc!r}); {UNPATCHED}",
             file=sys.stderr,
             flush=True,
         )
