@@ -7,6 +7,8 @@ Every place ministack's sqs module makes a message receivable (a send, a visibil
 to a dead-letter queue) calls `esm_wake.set()`. `install` gives that module a `sleep` that returns
 early when that happens, and an `esm_wake` whose `set()` also ends those sleeps: each woken receive
 looks at its queue again at once (a wake for another queue costs it one look). Nothing on disk changes.
+A send on the server's loop (every HTTP request) cannot come between a receive's look and its sleep;
+one from another thread (ministack's in-process callers) that does is seen at the next 100 ms look.
 
 This file runs inside ministack's own interpreter (its venv, which has no queue_manager):
 `queue_manager.local_sqs`'s bootstrap loads it by path and calls `install()` before the server
