@@ -24,6 +24,8 @@ import boto3
 import dramatiq
 from botocore.config import Config
 
+from queue_manager import local_sqs_wake
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 MINISTACK = ROOT / ".venv-sqs" / "bin" / "ministack"
@@ -119,26 +121,30 @@ class Processes:
 
 @contextlib.contextmanager
 def ministack(processes: Processes, *, services: str = "sqs") -> Iterator[tuple[str, int]]:
-    """A ministack server (SQS, or `services`) on a free loopback port; yields its URL and pid, then stops it."""
+    """The embedded SQS server (SQS, or `services`) on a free loopback port, started as `make run`
+    starts it (`python -m queue_manager.local_sqs`, so long polls answer as soon as a message is sent),
+    its state kept in memory only; yields its URL and pid (local_sqs becomes the server: same pid),
+    then stops it."""
     if not MINISTACK.exists():
         raise SystemExit(f"{MINISTACK} is missing: run `make install`.")
     port = free_port()
-    env = {
-        **os.environ,
-        "GATEWAY_PORT": str(port),
-        "BIND_HOST": "127.0.0.1",
-        "SERVICES": services,
-        "LOG_LEVEL": "WARNING",
-        "PERSIST_STATE": "0",
-    }
+    command = [sys.executable, "-m", "queue_manager.local_sqs", "--port", str(port), "--services", services]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     server_dir = processes.workdir / "ministack"
     server_dir.mkdir(exist_ok=True)
-    process, log = processes.start([str(MINISTACK)], env=env, log_name="ministack", cwd=server_dir)
+    process, log = processes.start([*command, str(MINISTACK)], env=env, log_name="ministack", cwd=server_dir)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: answers(url) or process.poll() is not None, timeout=60, what=f"ministack at {url}")
         if process.poll() is not None:
             raise SystemExit(f"ministack exited at start:\n{log.read_text(errors='replace')[-2000:]}")
+        if local_sqs_wake.UNPATCHED in log.read_text(errors="replace"):
+            print(
+                f"bench: the SQS server runs unpatched: {local_sqs_wake.UNPATCHED} (see its log, {log}); "
+                "receive latencies include that step, which SQS does not have.",
+                file=sys.stderr,
+                flush=True,
+            )
         yield url, process.pid
     finally:
         Processes.stop(process, timeout=10)

@@ -1,4 +1,4 @@
-"""Run the embedded SQS server for development: `python -m queue_manager.local_sqs --port P --state-dir D MINISTACK`.
+"""Run the embedded SQS server for development: `python -m queue_manager.local_sqs --port P [--state-dir D] MINISTACK`.
 
 supervisord runs it (`[program:sqs]`). It refuses a taken port in one line, so the API and the
 workers never start against whatever else answers there, says once that the server is for
@@ -35,14 +35,23 @@ SERVICES = "sqs,s3,dynamodb"
 #: quarters of this server's stop. Its queues are saved after this wait, as before.
 GRACEFUL_STOP_SECONDS = 0.5
 
+#: This file, which the bootstrap loads by path in ministack's interpreter (no queue_manager there).
+WAKE_MODULE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "local_sqs_wake.py")
+
 #: Runs ministack as its console script does, with hypercorn's stop wait above (ministack builds
-#: hypercorn's Config itself and offers no setting for it). Arguments: the wait, then the console
-#: script (which becomes argv[0], as when the script runs, and names the server in `ps`).
+#: hypercorn's Config itself and offers no setting for it), and with long polls that answer as soon
+#: as a message is sent (`queue_manager/local_sqs_wake.py`, loaded by path). Arguments: the wait,
+#: the wake module's path, then the console script (which becomes argv[0], as when the script runs,
+#: and names the server in `ps`).
 BOOTSTRAP = (
-    "import sys\n"
+    "import importlib.util, sys\n"
     "import hypercorn.config\n"
     "hypercorn.config.Config.graceful_timeout = float(sys.argv[1])\n"
-    "sys.argv[:] = sys.argv[2:]\n"
+    "spec = importlib.util.spec_from_file_location('local_sqs_wake', sys.argv[2])\n"
+    "wake = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(wake)\n"
+    "wake.install()\n"
+    "sys.argv[:] = sys.argv[3:]\n"
     "from ministack.app import main\n"
     "sys.exit(main())\n"
 )
@@ -62,7 +71,8 @@ def port_taken(host: str, port: int) -> bool:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m queue_manager.local_sqs")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--state-dir", help="where queues and tables are saved on a clean stop (none: not saved)")
+    parser.add_argument("--services", default=SERVICES, help=f"ministack's SERVICES (default {SERVICES})")
     parser.add_argument("ministack")
     args = parser.parse_args(argv)
     if port_taken(HOST, args.port):
@@ -81,31 +91,37 @@ def main(argv: list[str]) -> None:
         logs.configure(settings.log_format, level=settings.log_level)
     except SettingsError:  # the API and the workers report it; this server does not need them
         logs.configure("auto")
+    saved = (
+        f"saves its queues and tables in {args.state_dir} on a clean stop, "
+        "and a crash of it loses every change since it started"
+        if args.state_dir
+        else "keeps its queues and tables in memory only"
+    )
     logger.info(
-        "The local SQS server (with S3 and DynamoDB) at http://%s:%d is for development only: it saves its "
-        "queues and tables in %s on a clean stop, and a crash of it loses every change since it started.",
+        "The local SQS server (%s) at http://%s:%d is for development only: it %s.",
+        args.services,
         HOST,
         args.port,
-        args.state_dir,
+        saved,
     )
     sys.stderr.flush()
     env = {
         **os.environ,
         "GATEWAY_PORT": str(args.port),
         "BIND_HOST": HOST,
-        "PERSIST_STATE": "1",
-        "STATE_DIR": args.state_dir,
         # SQS for the queues; S3 and DynamoDB for the features that need them (large payloads,
-        # the state store). S3 objects live on disk under the state folder.
-        "SERVICES": SERVICES,
-        "S3_PERSIST": "1",
-        "S3_DATA_DIR": os.path.join(args.state_dir, "s3"),
+        # the state store).
+        "SERVICES": args.services,
         "LOG_LEVEL": "WARNING",
+        "PERSIST_STATE": "0",
     }
+    if args.state_dir:  # S3 objects live on disk under the state folder
+        env.update(PERSIST_STATE="1", STATE_DIR=args.state_dir, S3_PERSIST="1")
+        env["S3_DATA_DIR"] = os.path.join(args.state_dir, "s3")
     python = script_interpreter(args.ministack)
     if python is None:  # not a Python console script: run it as it is, with hypercorn's own wait
         os.execve(args.ministack, [args.ministack], env)
-    os.execve(python, [python, "-c", BOOTSTRAP, str(GRACEFUL_STOP_SECONDS), args.ministack], env)
+    os.execve(python, [python, "-c", BOOTSTRAP, str(GRACEFUL_STOP_SECONDS), WAKE_MODULE, args.ministack], env)
 
 
 def script_interpreter(script: str) -> str | None:

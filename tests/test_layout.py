@@ -158,6 +158,8 @@ def reaches(graph: dict[str, set[str]], start: str) -> set[str]:
             "queue_manager.payloads",
             ("api", "actors", "broker", "queue_manager.sqs.broker", "queue_manager.sqs.consumer"),
         ),
+        # The embedded server's long-poll wake runs in ministack's interpreter, where none of the product is.
+        ("queue_manager.local_sqs_wake", ("queue_manager", "api", "actors", "broker", "schemas")),
         # Wire names and quotas are the bottom of the SQS package.
         ("queue_manager.sqs.constants", ("queue_manager", "api", "actors", "broker", "schemas")),
     ],
