@@ -162,18 +162,23 @@ class WorkerRun:
         return min(s for s, _, _ in spans), max(e for _, e, _ in spans)
 
     def steady_utilisation(self, task_seconds: float) -> float | None:
-        """`utilisation` over the window in which tasks ran (first task start -> last task end).
+        """`utilisation` over the window in which tasks ran (each process's first task start -> last task end).
 
         The same count (tasks x their nominal time), without the run's fixed edges: the start-up
         before the first task (the queue's set-up, the first receive) and, after the last task, its
         acknowledgement's wait to join a batch and the bench's polling of the queue depth. Those do
         not grow with the run and are not time a thread waits for a message that is there.
         """
-        window = self.task_window()
-        spans = len(self._spans())
-        if window is None or window[1] <= window[0]:
-            return None
-        return spans * task_seconds / (self.threads * self.processes * (window[1] - window[0]))
+        by_process: dict[str, list[tuple[float, float]]] = {}
+        for start, end, thread in self._spans():
+            by_process.setdefault(thread.split("-")[0], []).append((start, end))
+        # Each process's own window: the processes of one master start up to a few hundred ms apart on
+        # a busy host, and a process not started yet has no thread to use.
+        available = sum(
+            self.threads * (max(e for _, e in spans) - min(s for s, _ in spans)) for spans in by_process.values()
+        )
+        tasks = sum(len(spans) for spans in by_process.values())
+        return tasks * task_seconds / available if available > 0 else None
 
     def startup_ms(self) -> float | None:
         """Ready (both processes said so) -> the first task's start."""

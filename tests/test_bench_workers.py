@@ -32,7 +32,7 @@ def test_thread_use_while_tasks_run_leaves_out_the_runs_edges(tmp_path: Path) ->
     # Given two threads that ran two 50 ms tasks each, 10 ms apart, starting 200 ms after the worker
     # was ready, the queue read empty 300 ms after the last task
     t = 1000.0
-    spans = [(t, t + 0.05, "a"), (t + 0.06, t + 0.11, "a"), (t, t + 0.05, "b"), (t + 0.06, t + 0.11, "b")]
+    spans = [(t, t + 0.05, "1-a"), (t + 0.06, t + 0.11, "1-a"), (t, t + 0.05, "1-b"), (t + 0.06, t + 0.11, "1-b")]
     run = _run(
         tmp_path,
         spans,
@@ -48,6 +48,17 @@ def test_thread_use_while_tasks_run_leaves_out_the_runs_edges(tmp_path: Path) ->
     assert run.startup_ms() == pytest.approx(200, abs=0.01)
     assert run.finish_ms() == pytest.approx(300, abs=0.01)
     assert run.mean_gap_ms() == pytest.approx(10, abs=0.01)
+
+
+def test_each_process_counts_its_threads_from_its_own_first_task(tmp_path: Path) -> None:
+    # Given two processes of one thread each, the second started 1 s after the first, each running two
+    # 50 ms tasks back to back
+    t = 1000.0
+    spans = [(t, t + 0.05, "1-a"), (t + 0.05, t + 0.1, "1-a"), (t + 1, t + 1.05, "2-a"), (t + 1.05, t + 1.1, "2-a")]
+    run = _run(tmp_path, spans)
+    run.processes, run.threads = 2, 1
+    # Then the threads were busy all the time each process ran
+    assert run.steady_utilisation(0.05) == pytest.approx(1.0)
 
 
 def test_without_marks_there_is_no_steady_figure(tmp_path: Path) -> None:
