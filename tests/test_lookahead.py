@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -10,11 +12,12 @@ from typing import Any
 import dramatiq
 import pytest
 
+from queue_manager.settings import Settings
 from queue_manager.sqs import queues
 from queue_manager.sqs.broker import QMBroker
 from queue_manager.sqs.consumer import QMConsumer
-from tests.conftest import InProcessWorker
-from tests.support import send, wait_for
+from tests.conftest import VENV_BIN, InProcessWorker, Proc, settings_env
+from tests.support import queue_depth, send, send_messages, wait_for
 
 #: How long the test actor takes: short, so a drain of a few hundred messages takes a second or two.
 TASK_SECONDS = 0.02
@@ -91,3 +94,33 @@ def test_a_workers_queues_are_set_up_side_by_side(
         release.set()
         first.join(timeout=10)
     assert qm.urls["first"].url.endswith("_first")
+
+
+def test_a_worker_process_drains_a_busy_queue_in_whole_receives(
+    broker: Callable[..., QMBroker], spawn: Callable[..., Proc], settings: Settings
+) -> None:
+    # Given 200 messages of the bench's 50 ms actor waiting on its queue
+    qm = broker()
+    sleep_actor = dramatiq.actor(lambda: None, broker=qm, actor_name="bench_sleep", queue_name="sleep")
+    send_messages(qm, [sleep_actor.message() for _ in range(200)])
+    # When a `dramatiq` process of 10 threads drains it, and stops
+    command = [
+        str(VENV_BIN / "dramatiq"),
+        "bench.worker_ours",
+        "--queues",
+        "sleep",
+        "--processes",
+        "1",
+        "--threads",
+        "10",
+    ]
+    proc = spawn(command, env=settings_env(settings), name="worker")
+    name = f"{settings.queue_prefix}_sleep"
+    wait_for(lambda: not any(queue_depth(qm.client, name).values()), timeout=30, what="the drain")
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, proc.output()
+    # Then it took about one receive per ten messages (when a busy receive went out for the one or two
+    # messages free at a moment, about 50 receives brought the 200)
+    line = next(x for x in proc.output().splitlines() if "SQS requests by action" in x)
+    counts = json.loads(json.loads(line)["message"].split(": ", 1)[1].rstrip("."))
+    assert counts["ReceiveMessage"] <= 200 // 10 + 8, counts
