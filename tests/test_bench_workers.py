@@ -13,19 +13,8 @@ from bench.workers import WorkerRun
 def _run(tmp_path: Path, spans: list[tuple[float, float, str]], **fields: Any) -> WorkerRun:
     marks = tmp_path / "marks.txt"
     marks.write_text("".join(f"{start:.6f} {end:.6f} {thread}\n" for start, end, thread in spans))
-    return WorkerRun(
-        "ours",
-        "sleep",
-        1,
-        2,
-        len(spans),
-        None,
-        tmp_path / "log",
-        None,
-        "tag",
-        marks,
-        **fields,  # type: ignore[arg-type]
-    )
+    nothing: Any = None  # no process or proxy: only the marks and times are read
+    return WorkerRun("ours", "sleep", 1, 2, len(spans), nothing, tmp_path / "log", nothing, "tag", marks, **fields)
 
 
 def test_thread_use_while_tasks_run_leaves_out_the_runs_edges(tmp_path: Path) -> None:

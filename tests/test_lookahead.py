@@ -34,7 +34,7 @@ def test_a_busy_queues_receives_ask_for_a_whole_receive_and_hold_at_most_one_bey
         time.sleep(TASK_SECONDS)
         done.append(n)
 
-    actor = dramatiq.actor(task, broker=qm, actor_name="busy_task", queue_name="busy")
+    actor = dramatiq.actor(broker=qm, actor_name="busy_task", queue_name="busy")(task)
     send(qm, actor, *range(300))
     receives: list[tuple[bool, int, int, int]] = []  # (idle, asked, held beyond the prefetch, got)
     shipped_receive = QMConsumer._receive
@@ -101,7 +101,7 @@ def test_a_worker_process_drains_a_busy_queue_in_whole_receives(
 ) -> None:
     # Given 200 messages of the bench's 50 ms actor waiting on its queue
     qm = broker()
-    sleep_actor = dramatiq.actor(lambda: None, broker=qm, actor_name="bench_sleep", queue_name="sleep")
+    sleep_actor = dramatiq.actor(broker=qm, actor_name="bench_sleep", queue_name="sleep")(lambda: None)
     send_messages(qm, [sleep_actor.message() for _ in range(200)])
     # When a `dramatiq` process of 10 threads drains it, and stops
     command = [
