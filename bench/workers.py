@@ -90,6 +90,9 @@ class WorkerRun:
     tag: str
     marks_path: Path | None = None
     ready_at: float = 0.0
+    #: The same moments on the wall clock (`time.time()`), to set beside the marks.
+    ready_wall: float = 0.0
+    empty_wall: float = 0.0
     remaining_at_ready: int = 0
     empty_at: float = 0.0
     cpu_at_ready: float = 0.0
@@ -150,6 +153,47 @@ class WorkerRun:
             if len(parts) >= 3:
                 spans.append((float(parts[0]), float(parts[1]), parts[2]))
         return spans
+
+    def task_window(self) -> tuple[float, float] | None:
+        """When the first task started and the last one ended (`time.time()`), from the marks."""
+        spans = self._spans()
+        if not spans:
+            return None
+        return min(s for s, _, _ in spans), max(e for _, e, _ in spans)
+
+    def steady_utilisation(self, task_seconds: float) -> float | None:
+        """`utilisation` over the window in which tasks ran (each process's first task start -> last task end).
+
+        The same count (tasks x their nominal time), without the run's fixed edges: the start-up
+        before the first task (the queue's set-up, the first receive) and, after the last task, its
+        acknowledgement's wait to join a batch and the bench's polling of the queue depth. Those do
+        not grow with the run and are not time a thread waits for a message that is there.
+        """
+        by_process: dict[str, list[tuple[float, float]]] = {}
+        for start, end, thread in self._spans():
+            by_process.setdefault(thread.split("-")[0], []).append((start, end))
+        # Each process's own window: the processes of one master start up to a few hundred ms apart on
+        # a busy host, and a process not started yet has no thread to use.
+        available = sum(
+            self.threads * (max(e for _, e in spans) - min(s for s, _ in spans)) for spans in by_process.values()
+        )
+        tasks = sum(len(spans) for spans in by_process.values())
+        return tasks * task_seconds / available if available > 0 else None
+
+    def startup_ms(self) -> float | None:
+        """Ready (both processes said so) -> the first task's start."""
+        window = self.task_window()
+        return (window[0] - self.ready_wall) * 1000 if window is not None and self.ready_wall else None
+
+    def finish_ms(self) -> float | None:
+        """The last task's end -> the queue reads empty (its delete flushed, and seen by the bench's poll)."""
+        window = self.task_window()
+        return (self.empty_wall - window[1]) * 1000 if window is not None and self.empty_wall else None
+
+    def mean_gap_ms(self) -> float | None:
+        """The mean idle time of a thread between the end of one task and the start of its next."""
+        gaps = self.thread_gaps_ms()
+        return sum(gaps) / len(gaps) if gaps else None
 
     def task_window_utilisation(self) -> float | None:
         """Busy thread-time over available thread-time, first task start -> last task end."""
@@ -285,7 +329,7 @@ def drain(
     )
     try:
         wait_ready(run)
-        run.ready_at = time.monotonic()
+        run.ready_at, run.ready_wall = time.monotonic(), time.time()
         run.cpu_at_ready = tree_cpu_seconds(run.process.pid)
         run.server_cpu_at_ready = tree_cpu_seconds(server_pid)
         host_at_ready = host_cpu_ticks()
@@ -296,7 +340,7 @@ def drain(
             now = time.monotonic()
             run.trace.append((round(now - run.ready_at, 3), left))
             if left == 0:
-                run.empty_at = now
+                run.empty_at, run.empty_wall = now, time.time()
                 run.cpu_at_empty = tree_cpu_seconds(run.process.pid)
                 run.server_cpu_at_empty = tree_cpu_seconds(server_pid)
                 run.host_busy_percent = host_busy_percent(host_at_ready, host_cpu_ticks())

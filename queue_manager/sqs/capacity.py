@@ -114,6 +114,11 @@ class Capacity:
             return 0
         return min(self.lookahead, int(self.receive_seconds / self.finish_interval_seconds))
 
+    def finishing_during_receive(self) -> int:
+        """`ahead`, for a consumer sizing its own room (its prefetch) the way `reserve` sizes the slots."""
+        with self._cond:
+            return self.ahead()
+
     def reserve(
         self, most: int, *, timeout_seconds: float, linger_seconds: float = 0.0, whole_thread: bool = False
     ) -> int:

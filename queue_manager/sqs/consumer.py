@@ -200,21 +200,28 @@ class QMConsumer(dramatiq.Consumer):
                 logger.exception("Receiving from %r failed unexpectedly; trying again.", self.queue_name)
                 time.sleep(1.0)
 
-    def _take_room(self, most: int, linger_seconds: float = 0.0) -> int:
+    def _take_room(self, most: int, linger_seconds: float = 0.0, ahead: int = 0) -> int:
         """Wait until this consumer holds fewer than its prefetch, then claim up to `most` of the room.
 
         Once there is room, wait up to `linger_seconds` more for room for `most`, so that a busy
         queue's receive is not cut short by messages that are about to finish.
+
+        `ahead` (a busy receive's) is the room it counts on freeing while in flight (`Capacity.ahead`).
+        Such a receive waits, as `Capacity.reserve` does, until the room beyond its prefetch's share of
+        the threads is free but for `ahead`, and claims up to `ahead` beyond the room there is: else it
+        would go out early for the one or two messages free at that moment and hold the receiver while
+        the messages held ready run out.
         """
         with self._cond:
-            if not self._wait_room(1, CAPACITY_WAIT_SECONDS):
-                return 0
             want = min(most, self.prefetch)
+            need = 1 if ahead <= 0 else max(1, min(want, self.prefetch - self.capacity.threads + 1) - ahead)
+            if not self._wait_room(need, CAPACITY_WAIT_SECONDS):
+                return 0
             if linger_seconds > 0:
-                self._wait_room(want, linger_seconds)
+                self._wait_room(max(1, want - ahead), linger_seconds)
             if self._closed:
                 return 0
-            n = min(most, self.prefetch - self.held)
+            n = max(0, min(most, self.prefetch - self.held + ahead))
             self.held += n
             return n
 
@@ -242,7 +249,11 @@ class QMConsumer(dramatiq.Consumer):
         room = (
             self._take_room(1)
             if self.idle
-            else self._take_room(constants.MAX_RECEIVE_MESSAGES, self.context.receive_linger_seconds)
+            else self._take_room(
+                constants.MAX_RECEIVE_MESSAGES,
+                self.context.receive_linger_seconds,
+                ahead=self.capacity.finishing_during_receive(),
+            )
         )
         if not room:
             return
