@@ -27,6 +27,9 @@ HEARTBEAT_THRESHOLD = 0.5
 #: threads of quick messages finish. Full batches wait their turn beyond this many.
 MAX_BATCHES_IN_FLIGHT = 4
 
+#: The shortest sleep of the housekeeping thread when an entry is already due (it is sent at once).
+MIN_WAIT_SECONDS = 0.001
+
 _Work = tuple[str, str, list["_Entry"]]
 
 
@@ -233,8 +236,12 @@ class Acks:
             with self._cond:
                 if not self._running:
                     return
-                if self._in_flight >= self.max_in_flight or not self._full_batch_waiting():
-                    self._cond.wait(timeout=tick)
+                if self._in_flight >= self.max_in_flight:
+                    self._cond.wait(timeout=tick)  # a batch answered wakes it
+                elif not self._full_batch_waiting():
+                    # Until the oldest pending entry is due, not a whole tick: waking on the tick
+                    # alone, a partial batch waited up to twice the flush interval.
+                    self._cond.wait(timeout=self._wait_seconds(tick))
                 room = self.max_in_flight - self._in_flight
             try:
                 if room > 0:
@@ -246,6 +253,21 @@ class Acks:
             except Exception:  # the thread must outlive any one failure
                 logger.exception("Housekeeping round failed; it is tried again.")
                 time.sleep(tick)
+
+    def _wait_seconds(self, tick: float) -> float:
+        """How long the thread may sleep: a tick, or less when a pending entry falls due sooner (under the lock)."""
+        oldest = min(
+            (
+                entries[0].queued_at
+                for pending in (self._deletes, self._visibility)
+                for entries in pending.values()
+                if entries
+            ),
+            default=None,
+        )
+        if oldest is None:
+            return tick
+        return min(tick, max(oldest + self.flush_interval_seconds - time.monotonic(), MIN_WAIT_SECONDS))
 
     def _full_batch_waiting(self) -> bool:
         """Whether a batch may go now without waiting for the flush interval (call holding the condition)."""
