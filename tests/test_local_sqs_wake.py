@@ -21,13 +21,12 @@ import types
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 
+from bench.common import sqs_client
 from queue_manager import local_sqs, local_sqs_wake
-from tests.conftest import AWS_ENV, IN_CI, ROOT
+from tests.conftest import IN_CI, ROOT
 from tests.support import free_port, wait_for
 
 MINISTACK = ROOT / ".venv-sqs" / "bin" / "ministack"
@@ -87,16 +86,6 @@ def start_local_server(tmp_path: Path) -> Iterator[Callable[..., tuple[str, Path
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
-
-
-def sqs_client(url: str) -> Any:
-    return boto3.client(
-        "sqs",
-        endpoint_url=url,
-        region_name=AWS_ENV["AWS_REGION"],
-        aws_access_key_id=AWS_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 @pytest.mark.alone  # times long polls: load beside it stretches them
