@@ -427,7 +427,13 @@ class Run:
         time.sleep(settle)
         for idle_run in started.values():
             workers.settle_idle(idle_run)
-        time.sleep(c["idle_seconds"] - settle)
+        window = min(workers.IDLE_WINDOW_SECONDS, c["idle_seconds"] - settle)
+        before = {key: r.proxy.counts(r.tag).get("ReceiveMessage", 0) for key, r in started.items()}
+        time.sleep(window)
+        for key, idle_run in started.items():
+            idle_run.window_receives = idle_run.proxy.counts(idle_run.tag).get("ReceiveMessage", 0) - before[key]
+            idle_run.window_seconds = window
+        time.sleep(c["idle_seconds"] - settle - window)
         for key, idle_run in started.items():
             workers.stop_idle(idle_run, self.reaper)
             self.report.idle[key] = idle_run

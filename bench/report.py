@@ -18,7 +18,7 @@ from bench.latency import FixedRate
 from bench.overhead import Probe
 from bench.payloads import PayloadFigures
 from bench.tables import table
-from bench.workers import WorkerRun, idle_settle_seconds
+from bench.workers import IDLE_WINDOW_SECONDS, WorkerRun, idle_settle_seconds
 
 #: The round-trip time the project's targets are set at.
 TARGET_RTT_MS = 15.0
@@ -147,6 +147,8 @@ class Report:
         if not run.exited_at:
             return float("nan")
         queues: int = self.config["idle_queues"]
+        if run.window_seconds > 0:  # after start-up, over one long poll (see IDLE_WINDOW_SECONDS)
+            return run.window_receives / queues / run.window_seconds * 3600
         return run.requests.get("ReceiveMessage", 0) / queues / (run.exited_at - run.ready_at) * 3600
 
     def _idle_cpu(self, rtt: float, impl: str) -> float | None:
@@ -298,7 +300,12 @@ class Report:
         s = f"idle, 1 process x {c['threads']} threads, {c['idle_queues']} queues, {c['idle_seconds']:.0f} s"
         settle = idle_settle_seconds(c["idle_seconds"])
         rows += [
-            Row(s, "receives/h/queue/process", self.idle_rate, Target("<= 200", operator.le, 200.0)),
+            Row(
+                s,
+                f"receives/h/queue/process (the {IDLE_WINDOW_SECONDS:g} s after the first {settle:g})",
+                self.idle_rate,
+                Target("<= 200", operator.le, 200.0),
+            ),
             Row(s, f"cpu s/h, steady (after the first {settle:g} s)", self._idle_cpu),
             Row(s, f"cpu s in the first {settle:g} s after ready", self._idle_startup_cpu),
         ]

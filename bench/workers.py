@@ -33,6 +33,12 @@ READY_LINE = "Worker process is ready for action."
 #: queues looked up, botocore's first calls) are start-up, not idling.
 IDLE_SETTLE_SECONDS = 5.0
 
+#: An idle worker's receives are counted over this long after start-up: one long poll (ours waits
+#: SQS's longest, 20 s, when idle), so the window holds exactly one poll of each queue. A window that
+#: is not a multiple of the poll counts one poll too many or too few per queue, depending on where
+#: it ends (30 s counted two polls a queue: 240 an hour, for a steady 180).
+IDLE_WINDOW_SECONDS = 20.0
+
 #: Implementations: the dramatiq module of the bench actors (controlled tasks on queues of their own).
 MODULES = {"ours": "bench.worker_ours", "stock": "bench.worker_stock"}
 
@@ -100,6 +106,9 @@ class WorkerRun:
     #: Idle runs: when the start-up is over (IDLE_SETTLE_SECONDS after ready) and the CPU used by then.
     settled_at: float = 0.0
     cpu_at_settled: float = 0.0
+    #: ReceiveMessage calls in the idle window (`IDLE_WINDOW_SECONDS` from `settled_at`), and its length.
+    window_receives: int = 0
+    window_seconds: float = 0.0
     server_cpu_at_ready: float = 0.0
     server_cpu_at_empty: float = 0.0
     host_busy_percent: float = float("nan")

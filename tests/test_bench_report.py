@@ -44,3 +44,27 @@ def test_the_bench_exits_non_zero_when_a_target_is_missed(
     # Then its exit status says so, and stderr names the figure
     assert result == status
     assert ("MISSED: accepted msg/s" in capsys.readouterr().err) is (status == 1)
+
+
+def _idle_run(**fields: Any) -> Any:
+    from collections import Counter
+
+    from bench.workers import WorkerRun
+
+    run = WorkerRun("ours", "idle", 1, 10, 0, process=None, log_path=None, proxy=None, tag="idle")  # type: ignore[arg-type]
+    run.ready_at, run.exited_at = 100.0, 130.5
+    run.requests = Counter({"ReceiveMessage": 5})  # two queues polled at ~0 and ~20 s, and one at the stop
+    for name, value in fields.items():
+        setattr(run, name, value)
+    return run
+
+
+def test_idle_receives_per_hour_are_counted_over_one_long_poll_after_start_up() -> None:
+    # Given an idle worker on two queues whose window held one 20 s poll of each
+    report = Report({"rtts": [15.0], "idle_queues": 2})
+    report.idle[(15.0, "ours")] = _idle_run(window_receives=2, window_seconds=20.0)
+    # Then its rate is one poll per queue per 20 s, not the whole life's two and a half polls in 30 s
+    assert report.idle_rate(15.0, "ours") == pytest.approx(180.0)
+    # and a run without a window (an older report) is still counted over its whole life
+    report.idle[(15.0, "stock")] = _idle_run()
+    assert report.idle_rate(15.0, "stock") == pytest.approx(5 / 2 / 30.5 * 3600)
