@@ -97,9 +97,14 @@ def _server_command(kind: str, port: int) -> tuple[list[str], dict[str, str]]:
             if IN_CI:
                 pytest.fail(message)
             pytest.skip(message)
-        # Started as `make run` starts it (queue_manager.local_sqs: its long polls answer as soon as
-        # a message is sent), with nothing saved; it becomes the server, so its pid is the server's.
-        return [sys.executable, "-m", "queue_manager.local_sqs", "--port", str(port), str(binary)], env
+        env.update(
+            GATEWAY_PORT=str(port),
+            BIND_HOST="127.0.0.1",
+            SERVICES="sqs,s3,dynamodb",
+            LOG_LEVEL="WARNING",
+            PERSIST_STATE="0",
+        )
+        return [str(binary)], env
     if kind == "moto":
         return [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env
     raise pytest.UsageError(f"QM_TEST_SQS must be ministack or moto, not {kind!r}.")
