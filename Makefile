@@ -36,8 +36,8 @@ browser:
 		echo "chromium could not be installed: the /docs and /ui browser tests will be skipped here (and fail in CI)"
 
 # Three test processes (pytest-xdist), each with its own SQS server: most tests wait on real
-# subprocesses, so on 2 cores three take about 9.5 minutes (ministack pass 5:53, moto pass 3:20) where
-# two took 12 (the CPU was half idle) and one about 25; tests that start processes or workers are
+# subprocesses, so on 2 cores three take about 10 minutes (in .ci/run on a fresh clone: ministack pass
+# 6:05, its alone tests 0:17, moto pass 3:40) where two took 12 (the CPU was half idle) and one about 25; tests that start processes or workers are
 # collected first (tests/conftest.py) so that all end on quick ones. Tests that time something (marked `alone`)
 # run afterwards, one at a time, with nothing beside them. The moto pass runs the api and e2e tests
 # but those marked `one_server`: no SQS request while they run (or none but their API's start-up),
