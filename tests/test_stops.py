@@ -173,13 +173,7 @@ def test_a_graceful_stop_never_dead_letters_a_message_that_did_not_run(
     assert worker.wait(timeout=60) == 0, worker.output()
     worker_process(threads=4, test_settings=strict)
     # Then every message runs, and none reaches the dead-letter queue
-    wait_for(lambda: {r.headers["Idempotency-Key"] for r in receiver.to("/slow")} >= set(ids), timeout=60, what="all")
-    wait_for(
-        lambda: queue_depth(sqs, strict.queue_name("webhook")) == {"visible": 0, "in_flight": 0, "delayed": 0},
-        timeout=30,
-        what="the queue empty",
-    )
-    assert drain(sqs, strict.queue_name("webhook") + "_dlq", timeout=1) == []
+    assert_every_one_ran_and_none_dead_lettered(receiver, "/slow", ids, sqs, strict)
 
 
 def test_messages_sent_while_a_worker_stops_are_all_run_and_cost_no_attempt(
@@ -209,13 +203,7 @@ def test_messages_sent_while_a_worker_stops_are_all_run_and_cost_no_attempt(
     # Then a new worker runs every one of them (those a stopping long poll took come back after
     # their visibility timeout), and none reaches the dead-letter queue
     worker_process(threads=4, test_settings=strict)
-    wait_for(lambda: {r.headers["Idempotency-Key"] for r in receiver.to("/late")} >= set(ids), timeout=60, what="all")
-    wait_for(
-        lambda: queue_depth(sqs, strict.queue_name("webhook")) == {"visible": 0, "in_flight": 0, "delayed": 0},
-        timeout=30,
-        what="the queue empty",
-    )
-    assert drain(sqs, strict.queue_name("webhook") + "_dlq", timeout=1) == []
+    assert_every_one_ran_and_none_dead_lettered(receiver, "/late", ids, sqs, strict)
 
 
 def test_a_message_that_kills_its_worker_every_time_still_ends_in_the_dead_letter_queue(
@@ -249,3 +237,16 @@ def test_a_message_that_kills_its_worker_every_time_still_ends_in_the_dead_lette
 
     dead = wait_for(moved, timeout=15, what="a dead letter")
     assert len(dead) == 1
+
+
+def assert_every_one_ran_and_none_dead_lettered(
+    receiver: Receiver, path: str, ids: list[str], sqs: Any, settings: Settings
+) -> None:
+    """Every webhook in `ids` reached `path`, the webhook queue emptied, and its dead-letter queue is empty."""
+    wait_for(lambda: {r.headers["Idempotency-Key"] for r in receiver.to(path)} >= set(ids), timeout=60, what="all")
+    wait_for(
+        lambda: queue_depth(sqs, settings.queue_name("webhook")) == {"visible": 0, "in_flight": 0, "delayed": 0},
+        timeout=30,
+        what="the queue empty",
+    )
+    assert drain(sqs, settings.queue_name("webhook") + "_dlq", timeout=1) == []
