@@ -35,22 +35,35 @@ browser:
 		apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
 		echo "chromium could not be installed: the /docs and /ui browser tests will be skipped here (and fail in CI)"
 
-# Three test processes (pytest-xdist), each with its own SQS server: most tests wait on real
-# subprocesses, so on 2 cores three take about 10 minutes (in .ci/run on a fresh clone: ministack pass
-# 6:05, its alone tests 0:17, moto pass 3:40) where two took 12 (the CPU was half idle) and one about 25; tests that start processes or workers are
-# collected first (tests/conftest.py) so that all end on quick ones. Tests that time something (marked `alone`)
-# run afterwards, one at a time, with nothing beside them. The moto pass runs the api and e2e tests
-# but those marked `one_server`: no SQS request while they run (or none but their API's start-up),
-# or an outage made by pausing the server; moto could not change their outcome. The `alone` tests
-# run on ministack only: the one of them marked api (64 clients' batches) skips itself on moto, and
-# a pass of its own cost about 9 s of start-up for nothing.
+# The ministack pass (three test processes, pytest-xdist) and the moto pass (two) run side by side:
+# the tests mostly wait on real subprocesses, and one pass after the other left the 2 cores 40 % idle
+# (9:35 in a row, 8:15 side by side, here). Each test process has its own SQS server. The moto pass's
+# output is printed once it ends; Ctrl-C stops both. The moto pass runs the api and e2e tests but
+# those marked `one_server`: no SQS request while they run (or none but their API's start-up), or an
+# outage made by pausing the server; moto could not change their outcome. Tests that start processes
+# or workers are collected first (tests/conftest.py) so that all end on quick ones. Tests that time
+# something (marked `alone`) run afterwards, one at a time, with nothing beside them, on ministack only
+# (the one of them marked api skips itself on moto).
 TEST_WORKERS ?= 3
+MOTO_TEST_WORKERS ?= 2
+MOTO_TEST_LOG := .state/test-moto.log
 # PYTHONASYNCIODEBUG=1 puts the API processes the tests start in asyncio's debug mode; the tests'
 # own loops get it from pytest's asyncio_debug option.
+# bash's job control (set -m) gives the moto pass a process group of its own, so that it keeps a SIGINT
+# it can be stopped with: a background job of a shell without it ignores SIGINT, and so does Python then.
+test: SHELL := /bin/bash
 test: install browser
-	PYTHONASYNCIODEBUG=1 QM_TEST_SQS=ministack $(BIN)/pytest -n $(TEST_WORKERS) -m "not alone"
-	PYTHONASYNCIODEBUG=1 QM_TEST_SQS=ministack $(BIN)/pytest -m alone
-	PYTHONASYNCIODEBUG=1 QM_TEST_SQS=moto $(BIN)/pytest -n $(TEST_WORKERS) -m "(api or e2e) and not one_server and not alone"
+	@export PYTHONASYNCIODEBUG=1; failed=0; \
+	set -m; QM_TEST_SQS=moto $(BIN)/pytest -n $(MOTO_TEST_WORKERS) -m "(api or e2e) and not one_server and not alone" \
+		> $(MOTO_TEST_LOG) 2>&1 & moto=$$!; set +m; \
+	trap 'kill -INT $$moto 2>/dev/null; wait $$moto; exit 130' INT TERM; \
+	echo "== ministack pass (the moto pass runs beside it; its output follows)"; \
+	QM_TEST_SQS=ministack $(BIN)/pytest -n $(TEST_WORKERS) -m "not alone" || failed=1; \
+	wait $$moto || failed=1; trap - INT TERM; \
+	echo "== moto pass"; cat $(MOTO_TEST_LOG); \
+	echo "== alone pass (ministack, one test at a time)"; \
+	QM_TEST_SQS=ministack $(BIN)/pytest -m alone || failed=1; \
+	exit $$failed
 
 lint: install
 	$(BIN)/ruff check .
