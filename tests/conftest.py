@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -108,6 +109,23 @@ def _server_command(kind: str, port: int) -> tuple[list[str], dict[str, str]]:
     if kind == "moto":
         return [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env
     raise pytest.UsageError(f"QM_TEST_SQS must be ministack or moto, not {kind!r}.")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The temp folder of everything the session starts: one under pytest's base temp, which pytest prunes
+    to the last three runs. A process a test kills cannot remove what it made there (an API's state
+    folder, a worker fleet's metrics folder), and thousands of those piled up in /tmp."""
+    path = tmp_path_factory.mktemp("tmp")
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(path)
+    tempfile.tempdir = None  # tempfile caches the folder it found first
+    yield path
+    if old is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old
+    tempfile.tempdir = None
 
 
 @pytest.fixture(scope="session")
