@@ -190,7 +190,8 @@ class WorkerRun:
         return tasks * task_seconds / available if available > 0 else None
 
     def startup_ms(self) -> float | None:
-        """Ready (both processes said so) -> the first task's start."""
+        """Ready (every process said so) -> the first task's start; below 0 when the first process to be
+        ready started a task before the last said it was ready."""
         window = self.task_window()
         return (window[0] - self.ready_wall) * 1000 if window is not None and self.ready_wall else None
 
