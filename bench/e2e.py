@@ -11,15 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import profile, workers
-from bench.api_load import SEND_ACTIONS, Load, load, start_api
+from bench.api_load import Load, load, start_api
 from bench.common import DelayProxy, Processes, diff, queue_count, tree_cpu_seconds, wait_for
+from bench.figures import ClosedLoopFigures
 
 #: How often the bench reads the queue's depth while the load runs (directly, not through the proxy).
 DEPTH_POLL_SECONDS = 0.1
 
 
 @dataclasses.dataclass
-class EndToEnd:
+class EndToEnd(ClosedLoopFigures):
     """One API and one worker of the same implementation, and what went through them."""
 
     impl: str
@@ -40,52 +41,11 @@ class EndToEnd:
     peak_backlog: int
     error: str | None = None
 
-    @property
-    def accepted(self) -> int:
-        return self.load.accepted
-
-    def _per(self, value: float) -> float:
-        return value / self.accepted if self.accepted else float("nan")
-
-    @property
-    def rate(self) -> float:
-        """Accepted messages over first request -> queue empty (every message processed and deleted)."""
-        seconds = self.empty_at - self.started_at
-        return self.accepted / seconds if seconds > 0 else float("nan")
-
-    @property
-    def api_rate(self) -> float:
-        return self.load.rate
-
-    @property
-    def lag_seconds(self) -> float:
-        """How long the queue took to empty after the last answer: how far the worker drains behind the API."""
-        return self.empty_at - self.load_done_at
-
-    @property
-    def requests_per_message(self) -> float:
-        return self._per(sum(self.api_requests.values()) + sum(self.worker_requests.values()))
-
-    @property
-    def sends_per_message(self) -> float:
-        return self._per(sum(self.api_requests.get(a, 0) for a in SEND_ACTIONS))
-
-    @property
-    def worker_requests_per_message(self) -> float:
-        return self._per(sum(self.worker_requests.values()))
-
-    @property
-    def receives_per_message(self) -> float:
-        """ReceiveMessage calls of every queue the worker consumes (empty polls included) per message."""
-        return self._per(self.worker_requests.get("ReceiveMessage", 0))
-
-    @property
-    def messages_per_receive(self) -> float:
-        receives = self.worker_requests.get("ReceiveMessage", 0)
-        return self.accepted / receives if receives else float("nan")
+    def _finished_at(self) -> float:
+        return self.empty_at  # the queue read empty: every message processed and deleted
 
     def cpu_ms_per_message(self, seconds: float) -> float:
-        return self._per(seconds * 1000)
+        return self.per_message(seconds * 1000)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -14,8 +14,9 @@ from typing import Any
 import aiohttp
 
 from bench import workers
-from bench.api_load import HEADERS, SEND_ACTIONS, percentile, start_api
+from bench.api_load import HEADERS, percentile, start_api
 from bench.common import DelayProxy, Processes, diff, log_payload, queue_count, wait_for
+from bench.figures import RequestFigures
 
 
 def schedule(rate: float, seconds: float) -> list[float]:
@@ -66,7 +67,7 @@ def _read_lines(path: Path) -> dict[str, tuple[float, str, tuple[float, float] |
 
 
 @dataclasses.dataclass
-class FixedRate:
+class FixedRate(RequestFigures):
     """One API and worker of the same implementation under a steady stream of POSTs."""
 
     impl: str
@@ -99,25 +100,8 @@ class FixedRate:
     def percentile(self, p: float) -> float:
         return percentile(self.latencies_ms, p)
 
-    def _per(self, value: float) -> float:
-        return value / self.accepted if self.accepted else float("nan")
-
-    @property
-    def requests_per_message(self) -> float:
-        return self._per(sum(self.api_requests.values()) + sum(self.worker_requests.values()))
-
-    @property
-    def sends_per_message(self) -> float:
-        return self._per(sum(self.api_requests.get(a, 0) for a in SEND_ACTIONS))
-
-    @property
-    def receives_per_message(self) -> float:
-        """ReceiveMessage calls of every queue the worker consumes (empty polls included) per message."""
-        return self._per(self.worker_requests.get("ReceiveMessage", 0))
-
-    @property
-    def deletes_per_message(self) -> float:
-        return self._per(sum(v for k, v in self.worker_requests.items() if k.startswith("DeleteMessage")))
+    def _messages(self) -> int:
+        return self.accepted
 
     def round_trips(self, p: float) -> float:
         return self.percentile(p) / self.rtt_ms if self.rtt_ms > 0 else float("nan")

@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from bench import workers
-from bench.api_load import SEND_ACTIONS, Load, load, percentile, start_api
+from bench.api_load import Load, load, percentile, start_api
 from bench.common import (
     DelayProxy,
     Processes,
@@ -42,6 +42,7 @@ from bench.common import (
     tree_cpu_seconds,
     wait_for,
 )
+from bench.figures import ClosedLoopFigures
 from bench.latency import read_marks
 from bench.tables import table
 
@@ -216,7 +217,7 @@ class Receiver:
 
 
 @dataclasses.dataclass
-class MixRun:
+class MixRun(ClosedLoopFigures):
     """One API and one worker of the same implementation under one mix, and what went through them."""
 
     name: str
@@ -241,50 +242,8 @@ class MixRun:
     receiver_duplicates: int
     error: str | None = None
 
-    @property
-    def accepted(self) -> int:
-        return self.load.accepted
-
-    def per_message(self, value: float) -> float:
-        return value / self.accepted if self.accepted else float("nan")
-
-    @property
-    def rate(self) -> float:
-        seconds = self.done_at - self.started_at
-        return self.accepted / seconds if seconds > 0 else float("nan")
-
-    @property
-    def api_rate(self) -> float:
-        return self.load.rate
-
-    @property
-    def lag_seconds(self) -> float:
-        return self.done_at - self.load_done_at
-
-    @property
-    def requests_per_message(self) -> float:
-        return self.per_message(sum(self.api_requests.values()) + sum(self.worker_requests.values()))
-
-    @property
-    def api_requests_per_message(self) -> float:
-        return self.per_message(sum(self.api_requests.values()))
-
-    @property
-    def sends_per_message(self) -> float:
-        return self.per_message(sum(self.api_requests.get(a, 0) for a in SEND_ACTIONS))
-
-    @property
-    def worker_requests_per_message(self) -> float:
-        return self.per_message(sum(self.worker_requests.values()))
-
-    @property
-    def receives_per_message(self) -> float:
-        return self.per_message(self.worker_requests.get("ReceiveMessage", 0))
-
-    @property
-    def messages_per_receive(self) -> float:
-        receives = self.worker_requests.get("ReceiveMessage", 0)
-        return self.accepted / receives if receives else float("nan")
+    def _finished_at(self) -> float:
+        return self.done_at
 
     def cpu_ms_per_message(self, role: str) -> float:
         return self.per_message(self.cpu_seconds.get(role, float("nan")) * 1000)
