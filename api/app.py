@@ -107,6 +107,7 @@ async def _sqs_context(app: web.Application) -> AsyncIterator[None]:
     )
     app[keys.METRICS].watch_broker(broker)
     app[keys.SENDER].batch_listeners.append(app[keys.METRICS].batch_sizes.observe)
+    app[keys.SENDER].send_time_listeners.append(app[keys.METRICS].send_seconds.observe)
     app[keys.DEPTH_GUARD] = DepthGuard(broker, executor, max_depth=settings.max_queue_depth)
     # Message status: one store for reads and this process's writer (nothing opens before it is used).
     app[keys.STATUS_STORE] = status_store = status_events(settings)

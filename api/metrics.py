@@ -15,6 +15,10 @@ from queue_manager.sqs.broker import QMBroker
 #: Batch sizes are 1 to 10 entries.
 BATCH_BUCKETS = tuple(range(1, 11))
 
+#: A send's time to SQS's answer, in seconds: 5 ms steps where SQS usually answers (in-region, 10-30 ms),
+#: then coarser up to the send timeout's range.
+SEND_SECONDS_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 
 class ApiMetrics:
     """The API's metrics, in a registry of its own (one per app)."""
@@ -29,6 +33,12 @@ class ApiMetrics:
         )
         self.batch_sizes = Histogram(
             "qm_api_send_batch_size", "Messages per SendMessageBatch.", buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.send_seconds = Histogram(
+            "qm_api_send_seconds",
+            "Time an answered SendMessageBatch took, from handing it to a send thread to SQS's answer.",
+            buckets=SEND_SECONDS_BUCKETS,
+            registry=self.registry,
         )
         self.sqs_errors = Counter(
             "qm_api_sqs_errors", "Sends SQS did not accept, by reason.", ["reason"], registry=self.registry

@@ -89,6 +89,9 @@ class Sender:
         self.batch_listeners: list[Callable[[int], None]] = []
         #: Called with a queue's name and how many entries SQS accepted, after every batch (the console's rates).
         self.sent_listeners: list[Callable[[str, int], None]] = []
+        #: Called with the seconds each answered SendMessageBatch took, from handing it to a send thread
+        #: (a wait for a free one included) to SQS's answer: what a 202 waits for beyond the batching.
+        self.send_time_listeners: list[Callable[[float], None]] = []
 
     async def send(self, queue_name: str, entry: dict[str, Any]) -> SendResult:
         """Send one prepared entry; returns SQS's result for it. Raises SQSUnavailable or Overloaded."""
@@ -185,6 +188,7 @@ class Sender:
         groups = {p.group for p in batch if p.group is not None}
         try:
             for attempt in range(ENTRY_ATTEMPTS):
+                handed = loop.time()
                 try:
                     results = await loop.run_in_executor(
                         self.executor, self.broker.send_entries, queue_name, [p.entry for p in batch]
@@ -201,6 +205,9 @@ class Sender:
                     # ahead of them (a client's retry of these would then land behind it).
                     self._fail_waiting(queue_name, {p.group for p in batch if p.group is not None})
                     return
+                answered = loop.time() - handed
+                for time_listener in self.send_time_listeners:
+                    time_listener(answered)
                 plan = plan_resend([p.group for p in batch], results, may_resend=attempt < ENTRY_ATTEMPTS - 1)
                 resend = set(plan.resend)
                 for index, (p, result) in enumerate(zip(batch, results, strict=True)):

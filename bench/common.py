@@ -23,6 +23,7 @@ from typing import Any
 import boto3
 import dramatiq
 from botocore.config import Config
+from prometheus_client.parser import text_string_to_metric_families
 
 from queue_manager import local_sqs_wake
 
@@ -357,3 +358,10 @@ def delete_queues(client: Any, prefix: str) -> int:
 
 def scratch_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="qm-bench-"))
+
+
+def metric_sum(url: str, name: str) -> float:
+    """The sum of every sample named `name` (all labels) on the Prometheus page at `url`."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ import aiohttp
 
 from bench import workers
 from bench.api_load import HEADERS, percentile, start_api
-from bench.common import DelayProxy, Processes, diff, log_payload, queue_count, wait_for
+from bench.common import DelayProxy, Processes, diff, log_payload, metric_sum, queue_count, wait_for
 from bench.figures import RequestFigures
 
 
@@ -96,6 +97,9 @@ class FixedRate(RequestFigures):
     #: SQS requests by action while the fixed-rate run went on (first POST -> every message started).
     api_requests: Counter[str] = dataclasses.field(default_factory=Counter)
     worker_requests: Counter[str] = dataclasses.field(default_factory=Counter)
+    #: Ours: the mean time of the run's SendMessageBatch calls, from the API's hand-off to a send thread to
+    #: SQS's answer (`qm_api_send_seconds`): the round trip a send really takes here, proxy delay included.
+    send_ms_mean: float = math.nan
 
     def percentile(self, p: float) -> float:
         return percentile(self.latencies_ms, p)
@@ -105,6 +109,10 @@ class FixedRate(RequestFigures):
 
     def round_trips(self, p: float) -> float:
         return self.percentile(p) / self.rtt_ms if self.rtt_ms > 0 else float("nan")
+
+    def send_round_trips(self, p: float) -> float:
+        """The p-th percentile in the API's own sends' mean round trip (ours), not the proxy's delay."""
+        return self.percentile(p) / self.send_ms_mean if self.send_ms_mean > 0 else float("nan")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -135,6 +143,7 @@ class FixedRate(RequestFigures):
             "sends_per_msg": self.sends_per_message,
             "receives_per_msg": self.receives_per_message,
             "unseen": self.unseen,
+            "send_ms_mean": self.send_ms_mean,
             "error": self.error,
         }
 
@@ -224,7 +233,12 @@ def run(
         asyncio.run(_post_at_rate(base + "/messages", warmup / 2, 2.0, "w"))
         wait_for(lambda: queue_count(client, queue_url) == 0, timeout=30, what="the warm-up messages to be processed")
         api_before, worker_before = proxy.counts(api_tag), proxy.counts(worker.tag)
+        sends_before = _send_seconds(base) if impl == "ours" else None
         posted = asyncio.run(_post_at_rate(base + "/messages", rate, seconds, "l"))
+        send_ms_mean = math.nan
+        if sends_before is not None:
+            total, count = (after - before for after, before in zip(_send_seconds(base), sends_before, strict=True))
+            send_ms_mean = total / count * 1000 if count else math.nan
         sent_at = posted.sent_at
         error = None
         try:
@@ -268,8 +282,15 @@ def run(
             to_start_ms=[(marks[i][0] - receipts[i][0]) * 1000 for i in noted],
             api_requests=api_requests,
             worker_requests=worker_requests,
+            send_ms_mean=send_ms_mean,
         )
     finally:
         if api is not None:
             Processes.stop(api, timeout=15)
         workers.stop(worker, reaper)
+
+
+def _send_seconds(base: str) -> tuple[float, float]:
+    """Our API's `qm_api_send_seconds` so far: (seconds, sends)."""
+    url = base + "/metrics"
+    return metric_sum(url, "qm_api_send_seconds_sum"), metric_sum(url, "qm_api_send_seconds_count")

@@ -261,6 +261,12 @@ class Report:
             ),
             Row(s, "POST -> 202 p50 ms", self._latency(lambda r: percentile(r.answers_ms, 50))),
             Row(s, "POST -> 202 p99 ms", self._latency(lambda r: percentile(r.answers_ms, 99))),
+            Row(
+                s,
+                "API send -> SQS's answer, mean ms (ours, qm_api_send_seconds)",
+                self._latency(lambda r: r.send_ms_mean),
+            ),
+            Row(s, "p50 in those sends' round trips (ours)", self._latency(lambda r: r.send_round_trips(50))),
             Row(s, "POST -> SQS accepted p50 ms (ours)", self._latency(lambda r: percentile(r.to_accepted_ms, 50))),
             Row(s, "POST -> SQS accepted p99 ms (ours)", self._latency(lambda r: percentile(r.to_accepted_ms, 99))),
             Row(

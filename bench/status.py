@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from bench import e2e, workers
-from bench.common import DelayProxy, Processes, free_port
+from bench.common import DelayProxy, Processes, free_port, metric_sum
 
 #: How long the stack idles after the load before the store writes are read again.
 IDLE_SECONDS = 3.0
@@ -97,12 +94,6 @@ class StatusCost:
         }
 
 
-def _counter(url: str, name: str) -> float:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
-
-
 def run(
     procs: Processes,
     reaper: workers.Reaper,
@@ -123,9 +114,9 @@ def run(
         def drained(api: str) -> None:
             urls = (api + "/metrics", worker_metrics)
             time.sleep(SETTLE_SECONDS)
-            writes["load"] = sum(_counter(url, WRITES_METRIC) for url in urls)
+            writes["load"] = sum(metric_sum(url, WRITES_METRIC) for url in urls)
             time.sleep(IDLE_SECONDS)
-            writes["idle"] = sum(_counter(url, WRITES_METRIC) for url in urls) - writes["load"]
+            writes["idle"] = sum(metric_sum(url, WRITES_METRIC) for url in urls) - writes["load"]
 
         return drained
 

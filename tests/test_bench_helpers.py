@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
+import math
 import time
+from collections import Counter
 from pathlib import Path
 
 from bench.api_load import percentile
-from bench.latency import open_loop, read_marks, read_receipts, schedule
+from bench.latency import FixedRate, open_loop, read_marks, read_receipts, schedule
 
 
 def test_schedule_sends_at_a_steady_rate_for_a_bounded_time() -> None:
@@ -76,3 +79,16 @@ def test_read_receipts_gives_the_receive_of_each_id_s_first_start(tmp_path: Path
     # Then each id's first start keeps its times, and an id marked without them has none
     assert read_receipts(path) == {"l1": (10.25, 10.0), "l3": (12.75, 12.5)}
     assert read_marks(path) == {"l1": (10.5, "100"), "l2": (11.0, "101"), "l3": (13.0, "100")}
+
+
+def test_a_fixed_rate_run_counts_its_latency_in_the_proxys_delay_and_in_its_own_sends_round_trips() -> None:
+    # Given a run at 15 ms whose median message started 45 ms after its POST, and whose sends took 25 ms
+    run = FixedRate(
+        "ours", 15.0, 200, 5, 3, 3, Counter({202: 3}), Counter(), [40.0, 45.0, 60.0], [], [], 0, send_ms_mean=25.0
+    )
+
+    # Then its median is three of the proxy's delays and 1.8 of its sends' own round trips
+    assert run.round_trips(50) == 3.0
+    assert run.send_round_trips(50) == 1.8
+    # And a run that saw no send (stock: no such metric) has no such figure
+    assert math.isnan(dataclasses.replace(run, send_ms_mean=math.nan).send_round_trips(50))

@@ -27,6 +27,10 @@ async def test_the_api_counts_requests_batches_and_sqs_requests(api_client: Any)
     assert found[("qm_api_requests_total", (("method", "POST"), ("route", "/messages"), ("status", "422")))] == 1
     assert found[("qm_api_request_seconds_count", (("method", "POST"), ("route", "/messages")))] == 4
     assert found[("qm_api_send_batch_size_count", ())] == 3
+    # And each send's time to SQS's answer: three, each taking some time, none as long as the test
+    assert found[("qm_api_send_seconds_count", ())] == 3
+    assert 0 < found[("qm_api_send_seconds_sum", ())] < 3 * 5
+    assert found[("qm_api_send_seconds_bucket", (("le", "+Inf"),))] == 3
     sent = found.get(("qm_api_sqs_requests_total", (("action", "SendMessage"),)), 0) + found.get(
         ("qm_api_sqs_requests_total", (("action", "SendMessageBatch"),)), 0
     )

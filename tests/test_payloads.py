@@ -157,6 +157,8 @@ def test_a_message_exactly_at_the_threshold_goes_as_it_is_and_one_byte_over_goes
             break
     exact, over = message(actor, pad), message(actor, pad)
     assert wire.message_size(at_default.build_entry(exact, None)) == threshold
+    assert wire.message_size(a_byte_less.build_entry(over, None)) == threshold
+    assert a_byte_less.offloader is not None and a_byte_less.offloader.threshold_bytes == threshold - 1
     # When one is sent with the default threshold, the other with a byte less (it is one byte over)
     at_default.enqueue(exact)
     a_byte_less.enqueue(over)
