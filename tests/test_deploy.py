@@ -144,7 +144,9 @@ def test_the_iam_policy_allows_every_sqs_action_a_run_makes(
     actions: set[str] = set()
     for path in stats.glob("*.json"):
         actions |= set(json.loads(path.read_text())["sqs_requests"])
-    assert {"ReceiveMessage", "DeleteMessageBatch", "SendMessageBatch"} <= actions, actions
+    # (a batch of one goes as SendMessage, and on a busy machine the batch's three may each go alone)
+    assert {"ReceiveMessage", "DeleteMessageBatch"} <= actions, actions
+    assert actions & {"SendMessage", "SendMessageBatch"}, actions
     policy = json.loads((ROOT / "deploy" / "iam-policy.json").read_text())
     allowed = {a for statement in policy["Statement"] for a in statement["Action"]}
     needed = {IAM_ACTION.get(action, action if ":" in action else f"sqs:{action}") for action in actions}
