@@ -35,16 +35,17 @@ browser:
 		apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
 		echo "chromium could not be installed: the /docs and /ui browser tests will be skipped here (and fail in CI)"
 
-# The ministack pass (three test processes, pytest-xdist) and the moto pass (two) run side by side:
+# The ministack pass (four test processes, pytest-xdist) and the moto pass (two) run side by side:
 # the tests mostly wait on real subprocesses, and one pass after the other left the 2 cores 40 % idle
-# (9:35 in a row, 8:15 side by side, here). Each test process has its own SQS server. The moto pass's
+# (9:55 in a row; side by side with three + two 8:53 in .ci/run, with four + two 6:45-8:00 here, the
+# two passes then ending together). Each test process has its own SQS server. The moto pass's
 # output is printed once it ends; Ctrl-C stops both. The moto pass runs the api and e2e tests but
 # those marked `one_server`: no SQS request while they run (or none but their API's start-up), or an
 # outage made by pausing the server; moto could not change their outcome. Tests that start processes
 # or workers are collected first (tests/conftest.py) so that all end on quick ones. Tests that time
 # something (marked `alone`) run afterwards, one at a time, with nothing beside them, on ministack only
 # (the one of them marked api skips itself on moto).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 MOTO_TEST_WORKERS ?= 2
 MOTO_TEST_LOG := .state/test-moto.log
 # PYTHONASYNCIODEBUG=1 puts the API processes the tests start in asyncio's debug mode; the tests'
