@@ -304,11 +304,25 @@ def test_a_missing_object_dead_letters_its_message_alone_and_a_redrive_delivers_
     wait_for(lambda: objects(s3, bucket) == [], timeout=20, what="the objects' deletes after the acks")
 
 
+def _extended_session_class() -> Any:
+    """The extended client library's session class, without its side effect on this process.
+
+    Importing `sqs_extended_client` replaces `boto3.Session` (and the default session) with its own, so
+    every SQS client made afterwards in the process, the tests' own included, would resolve S3 pointers
+    when it receives: a later test then read a pointer message as its whole body. The import's
+    replacements are undone at once; the class itself is all the tests use.
+    """
+    saved = (boto3.session.Session, boto3.Session, boto3.DEFAULT_SESSION)
+    try:
+        from sqs_extended_client import SQSExtendedClientSession
+    finally:
+        boto3.session.Session, boto3.Session, boto3.DEFAULT_SESSION = saved
+    return SQSExtendedClientSession
+
+
 def extended_client(sqs_env: dict[str, str], bucket: str, *, legacy: bool = False) -> Any:
     """An SQS client of AWS's Python extended client library (`amazon-sqs-extended-client`) on the test server."""
-    from sqs_extended_client import SQSExtendedClientSession
-
-    client = SQSExtendedClientSession(region_name="us-east-1").client(
+    client = _extended_session_class()(region_name="us-east-1").client(
         "sqs", endpoint_url=sqs_env["AWS_ENDPOINT_URL_SQS"]
     )
     client.large_payload_support = bucket
@@ -491,3 +505,14 @@ def test_an_object_in_another_bucket_is_read_and_left_in_place(
     for key in objects(s3, other):
         s3.delete_object(Bucket=other, Key=key)
     s3.delete_bucket(Bucket=other)
+
+
+def test_the_extended_client_library_leaves_the_processs_other_sqs_clients_alone(sqs_env: dict[str, str]) -> None:
+    # Given an extended client made in this process (its import replaces boto3's Session)
+    extended = extended_client(sqs_env, "any-bucket")
+
+    # Then it has the library's receive, and a client made afterwards the usual way has not
+    plain = boto3.client("sqs", endpoint_url=sqs_env["AWS_ENDPOINT_URL_SQS"], region_name="us-east-1")
+    assert hasattr(extended, "large_payload_support")
+    assert not hasattr(plain, "large_payload_support")
+    assert boto3.Session is boto3.session.Session and not hasattr(boto3.session.Session(), "add_client_attributes")
