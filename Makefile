@@ -37,7 +37,7 @@ browser:
 
 # The ministack pass (four test processes, pytest-xdist) and the moto pass (two) run side by side:
 # the tests mostly wait on real subprocesses, and one pass after the other left the 2 cores 40 % idle
-# (9:55 in a row; side by side with three + two 8:53 in .ci/run, with four + two 6:45-8:00 here, the
+# (9:55 in a row; side by side with three + two 8:53 in .ci/run, with four + two 6:45-8:35, the
 # two passes then ending together). Each test process has its own SQS server. The moto pass's
 # output is printed once it ends; Ctrl-C stops both. The moto pass runs the api and e2e tests but
 # those marked `one_server`: no SQS request while they run (or none but their API's start-up), or an

@@ -360,8 +360,9 @@ def scratch_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="qm-bench-"))
 
 
-def metric_sum(url: str, name: str) -> float:
-    """The sum of every sample named `name` (all labels) on the Prometheus page at `url`."""
+def metric_sums(url: str, *names: str) -> tuple[float, ...]:
+    """For each of `names`, the sum of its samples (all labels), from one read of the Prometheus page at `url`."""
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    return tuple(sum(s.value for s in samples if s.name == name) for name in names)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import e2e, workers
-from bench.common import DelayProxy, Processes, free_port, metric_sum
+from bench.common import DelayProxy, Processes, free_port, metric_sums
 
 #: How long the stack idles after the load before the store writes are read again.
 IDLE_SECONDS = 3.0
@@ -114,9 +114,9 @@ def run(
         def drained(api: str) -> None:
             urls = (api + "/metrics", worker_metrics)
             time.sleep(SETTLE_SECONDS)
-            writes["load"] = sum(metric_sum(url, WRITES_METRIC) for url in urls)
+            writes["load"] = sum(metric_sums(url, WRITES_METRIC)[0] for url in urls)
             time.sleep(IDLE_SECONDS)
-            writes["idle"] = sum(metric_sum(url, WRITES_METRIC) for url in urls) - writes["load"]
+            writes["idle"] = sum(metric_sums(url, WRITES_METRIC)[0] for url in urls) - writes["load"]
 
         return drained
 
