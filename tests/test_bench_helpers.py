@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bench.api_load import Load, load, percentile
+from bench.http_post import PostPool
 from bench.latency import FixedRate, open_loop, read_marks, read_receipts, schedule
 
 
@@ -226,3 +227,30 @@ async def test_load_counts_a_connection_dropped_mid_answer_as_an_error_and_goes_
     assert result.errors == Counter({"IncompleteReadError": 1})
     assert result.accepted == 19 and accepted.keys() == set(range(20)) - {3}
     assert len(server.peers) == 3
+
+
+async def test_a_pool_opens_a_connection_per_post_in_flight_and_reuses_them() -> None:
+    # Given a server that holds every answer until 5 requests are waiting at once
+    waiting = asyncio.Event()
+    arrived = 0
+
+    async def answer(request: web.Request, n: int) -> web.StreamResponse:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 5:
+            waiting.set()
+        await waiting.wait()
+        return web.Response(status=202 if n else 400)
+
+    async with _serving(answer) as server:
+        pool = PostPool(server.url)
+        try:
+            # When 5 POSTs go at once (none can be answered before the fifth arrives), then 5 more, one by one
+            first = await asyncio.wait_for(asyncio.gather(*(pool.post(_numbered(n)) for n in range(5))), timeout=10)
+            then = [await pool.post(_numbered(n)) for n in range(5, 10)]
+        finally:
+            pool.close()
+
+    # Then each got its answer, the first 5 on 5 connections, and the next ones on those same connections
+    assert first == [400, 202, 202, 202, 202] and then == [202] * 5
+    assert pool.connects == 5 and len(server.peers) == 5
