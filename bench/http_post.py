@@ -2,7 +2,8 @@
 
 The load generator runs on the same cores as the APIs it measures, so its CPU per request is taken
 from theirs: aiohttp's client (a session, a connector, request and response objects, a header
-multidict per answer) cost about 0.43 ms per POST here, this about a tenth of that. It does only what
+multidict per answer) cost about 0.43 ms per POST in `--only api`, this about 0.17 ms (mostly the
+kernel's send on loopback and the event loop; see bench/README.md). It does only what
 the bench needs: POST a JSON body to one `http://host:port/path`, read the status line and headers,
 read the body by Content-Length, chunked, or to the end of the connection, and keep the connection
 for the next request unless the server said `Connection: close` or closed it. No redirects, no TLS,
