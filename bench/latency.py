@@ -12,12 +12,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench import workers
-from bench.api_load import HEADERS, percentile, start_api
+from bench.api_load import percentile, start_api
 from bench.common import DelayProxy, Processes, diff, log_payload, metric_sums, queue_count, wait_for
 from bench.figures import RequestFigures
+from bench.http_post import POST_ERRORS, PostPool
 
 
 def schedule(rate: float, seconds: float) -> list[float]:
@@ -166,28 +165,29 @@ async def _post_at_rate(url: str, rate: float, seconds: float, id_prefix: str) -
     statuses: Counter[int] = Counter()
     errors: Counter[str] = Counter()
     answers: list[float] = []
-    # No connection limit: a slow answer must never hold back the next POST (that would close the loop).
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+    # A connection per POST in flight: a slow answer must never hold back the next POST (that would close the loop).
+    pool = PostPool(url)
 
-        async def send(i: int) -> None:
-            ident = f"{id_prefix}{i}"
-            body = json.dumps({"type": "log", "payload": log_payload(ident)}).encode()
-            sent = time.time()
-            try:
-                async with session.post(url, data=body, headers=HEADERS) as response:
-                    await response.read()
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                errors[type(exc).__name__] += 1
-                return
-            statuses[response.status] += 1
-            if response.status == 202:
-                answered = time.time()
-                sent_at[ident] = sent
-                answered_at[ident] = answered
-                answers.append((answered - sent) * 1000)
+    async def send(i: int) -> None:
+        ident = f"{id_prefix}{i}"
+        body = json.dumps({"type": "log", "payload": log_payload(ident)}).encode()
+        sent = time.time()
+        try:
+            status = await pool.post(body)
+        except POST_ERRORS as exc:
+            errors[type(exc).__name__] += 1
+            return
+        statuses[status] += 1
+        if status == 202:
+            answered = time.time()
+            sent_at[ident] = sent
+            answered_at[ident] = answered
+            answers.append((answered - sent) * 1000)
 
+    try:
         lateness = await open_loop(schedule(rate, seconds), send)
+    finally:
+        pool.close()
     return _Posted(sent_at, answered_at, statuses, errors, answers, [s * 1000 for s in lateness])
 
 

@@ -1,16 +1,22 @@
-"""The bench's pure helpers: the open-loop scheduler, the percentile, the marks file."""
+"""The bench's helpers: the open-loop scheduler, the percentile, the marks file, the load generator's client."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
+import json
 import math
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from bench.api_load import percentile
+from aiohttp import web
+
+from bench.api_load import Load, load, percentile
+from bench.http_post import PostPool
 from bench.latency import FixedRate, open_loop, read_marks, read_receipts, schedule
 
 
@@ -92,3 +98,159 @@ def test_a_fixed_rate_run_counts_its_latency_in_the_proxys_delay_and_in_its_own_
     assert run.send_round_trips(50) == 1.8
     # And a run that saw no send (stock: no such metric) has no such figure
     assert math.isnan(dataclasses.replace(run, send_ms_mean=math.nan).send_round_trips(50))
+
+
+@dataclasses.dataclass
+class _Server:
+    """A real aiohttp server on a free loopback port that answers by the request's number (its body's `n`)."""
+
+    url: str
+    bodies: list[bytes] = dataclasses.field(default_factory=list)
+    peers: set[object] = dataclasses.field(default_factory=set)  # one (host, port) per connection it saw
+
+
+_Answer = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def _serving(answer: _Answer) -> AsyncIterator[_Server]:
+    server = _Server("")
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        assert request.content_type == "application/json"
+        body = await request.read()
+        server.bodies.append(body)
+        server.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        return await answer(request, json.loads(body)["n"])
+
+    app = web.Application()
+    app.router.add_post("/messages", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}/messages"
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+def _numbered(n: int) -> bytes:
+    return json.dumps({"type": "log", "payload": {"message": "bench"}, "n": n}).encode()
+
+
+async def _run_load(url: str, clients: int, total: int) -> tuple[Load, dict[int, float]]:
+    """The bench's load generator (its own event loop, in a thread) against `url`; what it got and its 202s."""
+    accepted: dict[int, float] = {}
+    result = await asyncio.to_thread(
+        load, url, clients, total, 60.0, body_of=_numbered, on_accepted=accepted.__setitem__
+    )
+    return result, accepted
+
+
+async def test_load_counts_every_answer_by_status_and_reuses_its_connections() -> None:
+    # Given a server that answers 400 to every 5th request, 503 to every 7th and 202 to the rest
+    async def answer(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=400 if n % 5 == 0 else 503 if n % 7 == 0 else 202, text="{}")
+
+    async with _serving(answer) as server:
+        # When 4 clients send 200 requests
+        before = time.time()
+        result, accepted = await _run_load(server.url, 4, 200)
+
+    # Then every request reached the server once, each with its own body
+    assert sorted(server.bodies) == sorted(_numbered(n) for n in range(200))
+    # And every answer is counted by status, the 202s as accepted with a latency each
+    wanted = {n for n in range(200) if n % 5 and n % 7}
+    assert result.issued == 200 and not result.errors
+    assert result.statuses == Counter({202: len(wanted), 400: 40, 503: 200 - len(wanted) - 40})
+    assert result.accepted == len(result.latencies_ms) == len(wanted)
+    # And on_accepted got each accepted request's number and when it was sent
+    assert accepted.keys() == wanted
+    assert all(before <= sent <= time.time() for sent in accepted.values())
+    # And the 4 clients kept their connections: the server saw no more than 4
+    assert 1 <= len(server.peers) <= 4
+
+
+async def test_load_reconnects_when_the_server_closes_after_each_answer() -> None:
+    # Given a server that closes the connection after every answer (and says so: Connection: close)
+    async def answer(request: web.Request, n: int) -> web.StreamResponse:
+        response = web.Response(status=202)
+        response.force_close()
+        return response
+
+    async with _serving(answer) as server:
+        result, accepted = await _run_load(server.url, 3, 30)
+
+    # Then every request was answered, each on a connection of its own
+    assert result.accepted == 30 and not result.errors and accepted.keys() == set(range(30))
+    assert len(server.bodies) == 30 and len(server.peers) == 30
+
+
+async def test_load_reads_chunked_answers() -> None:
+    # Given a server that answers in chunks
+    async def answer(request: web.Request, n: int) -> web.StreamResponse:
+        response = web.StreamResponse(status=202)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b'{"id": ')
+        await response.write(b'"%d"}' % n)
+        await response.write_eof()
+        return response
+
+    async with _serving(answer) as server:
+        result, _ = await _run_load(server.url, 2, 40)
+
+    # Then every answer was read whole (a byte left unread would spoil the next answer on that connection)
+    assert result.accepted == 40 and not result.errors
+    assert len(server.peers) <= 2
+
+
+async def test_load_counts_a_connection_dropped_mid_answer_as_an_error_and_goes_on() -> None:
+    # Given a server that drops the connection halfway through its answer to request 3
+    async def answer(request: web.Request, n: int) -> web.StreamResponse:
+        if n != 3:
+            return web.Response(status=202)
+        response = web.StreamResponse(status=202)
+        response.content_length = 100
+        await response.prepare(request)
+        await response.write(b"x" * 10)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    async with _serving(answer) as server:
+        result, accepted = await _run_load(server.url, 2, 20)
+
+    # Then that request is one error, and the others were all accepted (its client reconnected)
+    assert result.issued == 20
+    assert result.errors == Counter({"IncompleteReadError": 1})
+    assert result.accepted == 19 and accepted.keys() == set(range(20)) - {3}
+    assert len(server.peers) == 3
+
+
+async def test_a_pool_opens_a_connection_per_post_in_flight_and_reuses_them() -> None:
+    # Given a server that holds every answer until 5 requests are waiting at once
+    waiting = asyncio.Event()
+    arrived = 0
+
+    async def answer(request: web.Request, n: int) -> web.StreamResponse:
+        nonlocal arrived
+        arrived += 1
+        if arrived == 5:
+            waiting.set()
+        await waiting.wait()
+        return web.Response(status=202 if n else 400)
+
+    async with _serving(answer) as server:
+        pool = PostPool(server.url)
+        try:
+            # When 5 POSTs go at once (none can be answered before the fifth arrives), then 5 more, one by one
+            first = await asyncio.wait_for(asyncio.gather(*(pool.post(_numbered(n)) for n in range(5))), timeout=10)
+            then = [await pool.post(_numbered(n)) for n in range(5, 10)]
+        finally:
+            pool.close()
+
+    # Then each got its answer, the first 5 on 5 connections, and the next ones on those same connections
+    assert first == [400, 202, 202, 202, 202] and then == [202] * 5
+    assert pool.connects == 5 and len(server.peers) == 5
