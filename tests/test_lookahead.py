@@ -61,6 +61,49 @@ def test_a_busy_queues_receives_ask_for_a_whole_receive_and_hold_at_most_one_bey
     assert max(beyond for _, _, beyond, _ in receives) <= 10
 
 
+def test_a_busy_queue_keeps_a_second_whole_receive_in_flight_while_the_last_ones_messages_run(
+    broker: Callable[..., QMBroker], worker: Callable[..., InProcessWorker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 400 messages of a quick task on one queue, and SQS slow to answer a receive (50 ms: a
+    # round trip under load), every busy receive noted while it is in flight
+    qm = broker()
+    done: list[int] = []
+    actor = dramatiq.actor(broker=qm, actor_name="quick_task", queue_name="quick")(done.append)
+    send(qm, actor, *range(400))
+    lock = threading.Lock()
+    in_flight = [0]
+    most_in_flight = [0]
+    asked: list[int] = []
+    shipped_receive = QMConsumer._receive
+
+    def slow(self: QMConsumer, most: int, *, wait_seconds: int) -> list[dict[str, Any]]:
+        busy = not self.idle
+        if busy:
+            with lock:
+                in_flight[0] += 1
+                most_in_flight[0] = max(most_in_flight[0], in_flight[0])
+                asked.append(most)
+        try:
+            time.sleep(0.05)
+            return shipped_receive(self, most, wait_seconds=wait_seconds)
+        finally:
+            if busy:
+                with lock:
+                    in_flight[0] -= 1
+
+    monkeypatch.setattr(QMConsumer, "_receive", slow)
+    # When a worker of 10 threads drains it
+    worker(qm, threads=10)
+    wait_for(lambda: len(done) >= 400, timeout=30, what="the 400 tasks")
+    # Then while the queue is busy a second receive is in flight beside the first (one receive's
+    # round trip, not the threads, bounded the rate), never more than the threads plus one receive
+    # call for (two) ...
+    assert most_in_flight[0] == 2, most_in_flight
+    # ... and the receives still ask for ten: the second goes out for a whole receive or not at all
+    part = [n for n in asked if n < 10]
+    assert len(part) <= len(asked) // 10, f"{len(part)} of {len(asked)} busy receives asked for fewer than ten"
+
+
 def test_a_workers_queues_are_set_up_side_by_side(
     broker: Callable[..., QMBroker], monkeypatch: pytest.MonkeyPatch
 ) -> None:

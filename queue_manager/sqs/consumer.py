@@ -48,6 +48,9 @@ STOPPING_HANDOUT_WAIT_SECONDS = 0.05
 #: The most receives one queue keeps in flight in one process.
 MAX_RECEIVERS = 8
 
+#: How long a receiver that joins a busy queue waits before it looks again for room for a whole receive.
+JOINING_RECEIVER_WAIT_SECONDS = 0.005
+
 #: How long closing waits for a busy receive in flight beyond its long-poll wait.
 RECEIVE_JOIN_MARGIN_SECONDS = 5.0
 
@@ -181,10 +184,15 @@ class QMConsumer(dramatiq.Consumer):
             self._cond.notify_all()
 
     def _start_receivers(self) -> None:
-        # One receiver per ten threads (a receive brings at most ten), at least one; the lookahead is
-        # served by the same receivers, which go out early enough (`Capacity.ahead`): two receivers
-        # sharing one process's room made receives of three messages on average.
-        count = max(1, min(MAX_RECEIVERS, math.ceil(self.capacity.threads / constants.MAX_RECEIVE_MESSAGES)))
+        # One receiver per ten threads and busy lookahead (a receive brings at most ten), at least
+        # one. The first receives whenever there is room; the others join only while receives come
+        # back full, and only for a whole receive (`_receive_once`), so that a busy queue's next
+        # receive is in flight while the last one's messages run: a receive's round trip, not the
+        # threads, bounded a process's rate (one receive at a time: 10 messages per 40-60 ms under load).
+        beyond = self.capacity.busy_lookahead if self.grows_lookahead else 0
+        count = max(
+            1, min(MAX_RECEIVERS, math.ceil((self.capacity.threads + beyond) / constants.MAX_RECEIVE_MESSAGES))
+        )
         for index in range(count):
             thread = threading.Thread(
                 target=self._receive_loop, args=(index,), name=f"qm-receive-{self.queue_name}-{index}", daemon=True
@@ -269,6 +277,14 @@ class QMConsumer(dramatiq.Consumer):
                 whole_thread=True,
             )
             self._give_room(room - most)
+            if index and 0 < most < constants.MAX_RECEIVE_MESSAGES:
+                # A joining receiver goes out for a whole receive or not at all: two receivers sharing
+                # the room that frees made receives of three messages on average.
+                self.capacity.release(most)
+                self._give_room(most)
+                with self._cond:
+                    self._cond.wait(JOINING_RECEIVER_WAIT_SECONDS)
+                return
             if not most:
                 return
         idle = self.idle
