@@ -190,9 +190,7 @@ class QMConsumer(dramatiq.Consumer):
         # receive is in flight while the last one's messages run: a receive's round trip, not the
         # threads, bounded a process's rate (one receive at a time: 10 messages per 40-60 ms under load).
         beyond = self.capacity.busy_lookahead if self.grows_lookahead else 0
-        count = max(
-            1, min(MAX_RECEIVERS, math.ceil((self.capacity.threads + beyond) / constants.MAX_RECEIVE_MESSAGES))
-        )
+        count = max(1, min(MAX_RECEIVERS, math.ceil((self.capacity.threads + beyond) / constants.MAX_RECEIVE_MESSAGES)))
         for index in range(count):
             thread = threading.Thread(
                 target=self._receive_loop, args=(index,), name=f"qm-receive-{self.queue_name}-{index}", daemon=True
