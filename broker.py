@@ -98,6 +98,7 @@ def build_broker(settings: Settings, *, fifo_types: frozenset[str] = frozenset()
         stats_dir=settings.stats_dir,
         stop_drain_seconds=settings.stop_drain_seconds,
         max_message_size=offload_limit_bytes(settings),
+        direct_calls=settings.sqs_direct_calls,
     )
     if claim_check is not None:
         broker.offloader = Offloader(claim_check.store, threshold_bytes=settings.payload_threshold_bytes)

@@ -351,7 +351,7 @@ def test_a_busy_queue_keeps_enough_receives_in_flight_to_fill_its_threads(
     broker: Callable[..., QMBroker], worker: Callable[..., InProcessWorker]
 ) -> None:
     # Given 300 quick messages waiting, and SQS answering each receive 60 ms late (a distant region)
-    qm = broker()
+    qm = broker(sqs_direct_calls=False)  # its hooks see only calls made through botocore
     done: list[int] = []
     actor = dramatiq.actor(lambda p: done.append(p), broker=qm, actor_name="busy", queue_name="busy")
     send(qm, actor, *range(300))
@@ -370,7 +370,7 @@ def test_a_busy_queue_of_quick_messages_is_received_ten_at_a_time(
     broker: Callable[..., QMBroker], worker: Callable[..., InProcessWorker]
 ) -> None:
     # Given 300 quick messages waiting, and SQS answering each receive 15 ms late (as real SQS does)
-    qm = broker()
+    qm = broker(sqs_direct_calls=False)  # its hooks see only calls made through botocore
     done: list[int] = []
     actor = dramatiq.actor(lambda p: done.append(p), broker=qm, actor_name="quick", queue_name="quick")
     send(qm, actor, *range(300))
@@ -397,7 +397,7 @@ def test_acks_keep_several_delete_batches_in_flight_when_sqs_answers_late(
     broker: Callable[..., QMBroker], worker: Callable[..., InProcessWorker], sqs: Any
 ) -> None:
     # Given 300 quick messages waiting, and SQS answering each DeleteMessageBatch 60 ms late
-    qm = broker()
+    qm = broker(sqs_direct_calls=False)  # its hooks see only calls made through botocore
     done: list[int] = []
     actor = dramatiq.actor(lambda p: done.append(p), broker=qm, actor_name="acked", queue_name="acked")
     send(qm, actor, *range(300))
@@ -420,7 +420,7 @@ def test_a_lookahead_of_a_whole_receive_overlaps_receiving_with_work(
 ) -> None:
     # Given 300 quick messages waiting, SQS answering each receive 30 ms late, and a worker allowed
     # to hold ten messages beyond its ten threads
-    qm = broker(receive_lookahead=10)
+    qm = broker(receive_lookahead=10, sqs_direct_calls=False)  # hooks see botocore's calls only
     done: list[int] = []
     actor = dramatiq.actor(lambda p: done.append(p), broker=qm, actor_name="ahead", queue_name="ahead")
     send(qm, actor, *range(300))
@@ -553,7 +553,7 @@ def test_the_consume_timeout_is_the_long_poll_of_a_broker_given_no_receive_wait(
     # Given a broker built as dramatiq-sqs users build theirs: no receive wait of its own
     broker = QMBroker(
         namespace=settings.queue_prefix, middleware=[], endpoint_url=sqs_env["AWS_ENDPOINT_URL_SQS"],
-        region_name="us-east-1",
+        region_name="us-east-1", direct_calls=False,  # botocore's hooks see only calls made through it
     )  # fmt: skip
     dramatiq.actor(lambda: None, broker=broker, actor_name="lp", queue_name="lp")
     waits: list[int] = []

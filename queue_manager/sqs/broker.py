@@ -33,6 +33,7 @@ from queue_manager.sqs.acks import Acks
 from queue_manager.sqs.capacity import Capacity
 from queue_manager.sqs.consumer import BodyDecoder, ConsumerContext, QMConsumer
 from queue_manager.sqs.deadletters import DeadLetters
+from queue_manager.sqs.direct import DirectSQS
 from queue_manager.sqs.errors import raise_unavailable
 from queue_manager.sqs.fifo_consumer import FifoConsumer
 from queue_manager.sqs.middleware.retries import RetriesInPlace
@@ -121,6 +122,9 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
       stop_drain_seconds: The longest a stopping worker waits for what it received (and what busy
         receives in flight bring) to start running, so that nothing it holds is handed back: a
         hand-back is a receive SQS counts against the redrive policy.
+      direct_calls: Make the hot calls (send, receive, delete, hide) directly, with botocore's
+        signer and connection pool but not its generic pipeline (`queue_manager.sqs.direct`); False
+        sends every call through boto3, where botocore's event hooks see it.
       **options: Passed to boto3 for every SQS client (credentials, `config`, ...); a given
         botocore `config` is merged over ours.
     """
@@ -158,6 +162,7 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         busy_lookahead: int = DEFAULT_BUSY_LOOKAHEAD,
         stats_dir: Path | None = None,
         stop_drain_seconds: float = DEFAULT_STOP_DRAIN_SECONDS,
+        direct_calls: bool = True,
         **options: Any,
     ) -> None:
         visibility = _visibility_seconds(visibility_timeout, visibility_timeout_seconds)
@@ -211,6 +216,11 @@ class QMBroker(SQSBroker):  # type: ignore[misc]
         )
         for client in (self.client, self.receive_client, self.send_client):
             client.meta.events.register("before-call.sqs", self._count_call)
+        if direct_calls:
+            # The hot calls skip botocore's generic pipeline; its event hooks see only the other calls.
+            self.client = DirectSQS(self.client, retries=True, on_request=self.count_request)
+            self.receive_client = DirectSQS(self.receive_client, retries=True, on_request=self.count_request)
+            self.send_client = DirectSQS(self.send_client, retries=False, on_request=self.count_request)
         self.visibility_timeout_seconds = visibility
         self.sqs_timeout_seconds = sqs_timeout_seconds
         self.sender = Sender(self.send_client, sqs_timeout_seconds=sqs_timeout_seconds)
