@@ -275,7 +275,7 @@ class Run:
                 self.reaper,
                 self.client,
                 proxy,
-                (self.prefix("ours", "s", rtt_index, 0), self.prefix("ours", "s", rtt_index, 1)),
+                lambda n: self.prefix("ours", "s", rtt_index, n),
                 workdir=self.workdir,
                 order_on_first=rtt_index % 2 == 0,
                 clients=c["e2e_clients"],

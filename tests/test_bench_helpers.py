@@ -254,3 +254,33 @@ async def test_a_pool_opens_a_connection_per_post_in_flight_and_reuses_them() ->
     # Then each got its answer, the first 5 on 5 connections, and the next ones on those same connections
     assert first == [400, 202, 202, 202, 202] and then == [202] * 5
     assert pool.connects == 5 and len(server.peers) == 5
+
+
+def test_status_cost_pools_its_pairs_of_runs() -> None:
+    from types import SimpleNamespace
+
+    from bench.status import StatusCost
+
+    def run(accepted: int, seconds: float, cpu_seconds: float) -> SimpleNamespace:
+        return SimpleNamespace(
+            rtt_ms=15.0,
+            accepted=accepted,
+            rate=accepted / seconds,
+            api_cpu_seconds=cpu_seconds / 2,
+            worker_cpu_seconds=cpu_seconds / 2,
+        )
+
+    # Given two pairs of runs, status on against off: the first pair even, the second 0.8x (a noisy pair)
+    cost = StatusCost(
+        ons=[run(3000, 6.0, 6.0), run(3000, 7.5, 6.6)],
+        offs=[run(3000, 6.0, 6.0), run(3000, 6.0, 6.0)],
+        store_writes=60,
+        messages=3000,
+        idle_writes=0,
+    )
+    # Then the ratios are those of the runs together (6000 messages in 13.5 s against 12 s; 12.6 against 12 s of CPU)
+    assert abs(cost.rate_ratio - 12.0 / 13.5) < 1e-9
+    assert abs(cost.cpu_ratio - 12.6 / 12.0) < 1e-9
+    # And the pooled throughput (0.89x) misses its target while neither the CPU nor the idle writes do
+    assert cost.missed() == ["status throughput 0.89x of off (>= 0.9)"]
+    assert "each pair: 1.00x, 0.80x" in cost.lines()[0]
