@@ -65,7 +65,7 @@ class Sender:
         broker: QMBroker,
         executor: Executor,
         *,
-        linger_seconds: float = 0.015,
+        linger_seconds: float = 0.013,
         max_waiting: int = 1000,
         offloader: Offloader | None = None,
         offload_executor: Executor | None = None,

@@ -285,7 +285,7 @@ class Settings:
         600, "How long an Idempotency-Key replays its first result.", parse=_int, low=0, high=7 * 86400
     )
     send_linger_ms: int = setting(
-        15,
+        13,
         "The longest a send waits for others to join its SendMessageBatch while one of its queue's is in flight; "
         "it waits only when another message is expected within it, by the last gap or the queue's recent rate "
         "(it goes at once when none is in flight, when ten are waiting, or when every batch in flight is answered).",
