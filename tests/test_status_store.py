@@ -453,3 +453,32 @@ def test_without_a_readable_store_the_retry_budget_counts_receives(tmp_path: Pat
     for retries in (RetriesInPlace(max_retries=1), RetriesInPlace(max_retries=1, status=unreadable)):
         options = _fail_at_receive(retries, 2)
         assert options[DEAD_LETTER_REASON_OPTION] == "retries exhausted after 2 attempt(s): RuntimeError: boom"
+
+
+def test_opening_a_shared_file_waits_out_another_process_holding_its_lock_past_one_timeout(tmp_path: Path) -> None:
+    from queue_manager.state.sqlite import open_database
+
+    # Given a new shared file another connection holds locked for 0.6 s (a process starting beside
+    # this one on a busy host)
+    path = tmp_path / "shared.sqlite3"
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        release.wait(5)
+        other.execute("COMMIT")
+        other.close()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert locked.wait(5)
+    threading.Timer(0.6, release.set).start()
+    # When this one opens it with a lock timeout of 0.25 s
+    db = open_database(path, "CREATE TABLE IF NOT EXISTS t (x);", timeout_seconds=0.25, check_same_thread=False)
+    # Then it opened, in WAL mode with its table, once the lock was released
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT count(*) FROM t").fetchone()[0] == 0
+    db.close()
+    holder.join(5)

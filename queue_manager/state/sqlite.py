@@ -59,6 +59,10 @@ _INSERT = (
 )
 
 
+#: Timeouts an opening of a shared file may wait for another process's lock (`open_database`).
+OPEN_ATTEMPTS = 4
+
+
 def open_database(path: Path, schema: str, *, timeout_seconds: float, check_same_thread: bool) -> sqlite3.Connection:
     """A connection to one of the host's shared SQLite files (status, idempotency keys), its schema made.
 
@@ -68,10 +72,20 @@ def open_database(path: Path, schema: str, *, timeout_seconds: float, check_same
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=timeout_seconds, isolation_level=None, check_same_thread=check_same_thread)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(schema)
-    return db
+    # Processes that start together (`QM_API_PROCESSES`, a worker beside the API) open a new file
+    # at once, and on a busy host one may hold its lock past another's timeout while it makes the
+    # file WAL and its tables: the opening is tried again, up to OPEN_ATTEMPTS timeouts in all.
+    for attempt in range(OPEN_ATTEMPTS):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(schema)
+            return db
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == OPEN_ATTEMPTS - 1:
+                db.close()
+                raise
+    raise AssertionError("unreachable")
 
 
 class SQLiteStatusEvents:
